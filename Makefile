@@ -1,0 +1,55 @@
+# streamrec — `make help` lists the targets. The README's two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+export OPENBLAS_NUM_THREADS ?= 1
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+setup: ## set up a bare machine: virtualenv, install, Java/Maven/Redis check, Kafka jars
+	@bash scripts/bootstrap.sh
+
+demo: setup ## run the whole system locally (stack, model, worker, API, storefront, traffic); Ctrl-C stops
+	$(BIN)/streamrec demo
+
+test: setup ## run every test: unit, then integration on real Kafka and Redis (local stack)
+	$(BIN)/streamrec stack up
+	mkdir -p test-results
+	$(BIN)/pytest -m "not reliability" --junitxml=test-results/junit.xml --timeout=600
+
+test-unit: setup ## unit tests only (no services)
+	$(BIN)/pytest tests/unit -q
+
+reliability: setup ## faults, load, hostile input and soak (takes longer); writes docs/reliability.md
+	$(BIN)/streamrec stack up
+	$(BIN)/pytest -m reliability -v --timeout=3600
+
+lint: setup ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check . || true
+	$(BIN)/mypy
+
+stack-up: setup ## start the local Kafka and Redis
+	$(BIN)/streamrec stack up
+
+stack-down: ## stop the local Kafka and Redis
+	$(BIN)/streamrec stack down
+
+stack-status: ## health of the local Kafka and Redis
+	$(BIN)/streamrec stack status
+
+bench: setup ## benchmarks (fold-in, refit, stream, api); prints figures
+	$(BIN)/streamrec stack up
+	$(BIN)/streamrec bench foldin --json
+	$(BIN)/streamrec bench refit --json
+	$(BIN)/streamrec bench stream --json
+	$(BIN)/streamrec bench api --json
+
+clean: ## stop the stack and remove its data (keeps the Kafka jar cache)
+	-$(BIN)/streamrec stack down
+	rm -rf .stack/kafka .stack/redis .stack/batch test-results
+
+.PHONY: help setup demo test test-unit reliability lint stack-up stack-down stack-status bench clean

@@ -1,0 +1,112 @@
+"""The Redis boundary: every key streamrec keeps in Redis, and the reads and writes on them.
+
+One lazily connected client per process (:class:`RedisStore`), key names in one place (:class:`Keys`),
+and a module per concern (model versions, user state, catalogue, trending). Vectors are raw
+little-endian float32 bytes; id lists and metadata are JSON. Nothing is ever pickled.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import redis
+
+from streamrec.settings import Settings
+
+F32 = np.dtype("<f4")
+
+
+class StoreUnavailable(RuntimeError):
+    """Redis did not answer."""
+
+
+def to_bytes(vec: np.ndarray) -> bytes:
+    """A vector or matrix as raw little-endian float32 bytes."""
+    return np.ascontiguousarray(vec, dtype=F32).tobytes()
+
+
+def from_bytes(raw: bytes, factors: int | None = None) -> np.ndarray:
+    """Raw little-endian float32 bytes back to a vector (or an n×factors matrix)."""
+    arr = np.frombuffer(raw, dtype=F32)
+    return arr.reshape(-1, factors) if factors else arr
+
+
+class Keys:
+    """Key names. Everything sits under ``prefix`` so deployments and tests can share one server."""
+
+    def __init__(self, prefix: str) -> None:
+        self.p = prefix
+
+    # model versions (written by batch, read by worker and API)
+    @property
+    def current(self) -> str:
+        return f"{self.p}:model:current"
+
+    @property
+    def versions(self) -> str:
+        return f"{self.p}:model:versions"
+
+    def model(self, version: str, part: str) -> str:
+        """``part`` is one of meta, items, item_factors, gram, users, user_ts, new_items."""
+        return f"{self.p}:model:{version}:{part}"
+
+    # per-user state (written by the worker, version independent)
+    def history(self, user: str) -> str:
+        return f"{self.p}:hist:{{{user}}}"
+
+    @property
+    def user_events(self) -> str:
+        return f"{self.p}:user_events"
+
+    def offsets(self, group: str) -> str:
+        return f"{self.p}:offsets:{group}"
+
+    def dedup(self, bucket: int) -> str:
+        return f"{self.p}:dedup:{bucket}"
+
+    # catalogue and popularity
+    def item(self, item: str) -> str:
+        return f"{self.p}:item:{{{item}}}"
+
+    @property
+    def unavailable(self) -> str:
+        return f"{self.p}:unavailable"
+
+    @property
+    def item_category(self) -> str:
+        return f"{self.p}:item_category"
+
+    def trend(self, granularity: str, bucket: int, category: str | None = None) -> str:
+        base = f"{self.p}:trend:{granularity}:{bucket}"
+        return f"{base}:c:{category}" if category else base
+
+    def popular(self, category: str | None = None) -> str:
+        return f"{self.p}:popular:c:{category}" if category else f"{self.p}:popular"
+
+
+class RedisStore:
+    """A lazily connected Redis client plus the key schema. Cheap to build; connects on first command."""
+
+    def __init__(self, settings: Settings, url: str | None = None, prefix: str | None = None) -> None:
+        self.url = url or settings.redis_url
+        self.keys = Keys(prefix or settings.redis_prefix)
+        self._client: redis.Redis | None = None
+
+    @property
+    def client(self) -> redis.Redis:
+        if self._client is None:
+            self._client = redis.Redis.from_url(
+                self.url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=30
+            )
+        return self._client
+
+    def ping(self) -> bool:
+        """True when Redis answers."""
+        try:
+            return bool(self.client.ping())
+        except redis.RedisError:
+            return False
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
