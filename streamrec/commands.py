@@ -26,4 +26,12 @@ def _demo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=handler)
 
 
-REGISTRY: list[Register] = [_demo]
+def _stages() -> list[Register]:
+    from batch.cli import register as batch
+    from online_api.cli import register as api
+    from stream_processors.cli import register as worker
+
+    return [worker, api, batch]
+
+
+REGISTRY: list[Register] = [_demo, *_stages()]

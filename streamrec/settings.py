@@ -44,6 +44,54 @@ class Settings(BaseSettings):
     # --- Event validation --------------------------------------------------------------------------
     max_future_skew_s: float = Field(300.0, description="events stamped further in the future are rejected")
 
+    # --- Model and batch refit (models/, batch/) -------------------------------------------------------
+    als_factors: int = Field(64, ge=2)
+    als_regularization: float = Field(0.05, ge=0)
+    als_alpha: float = Field(2.0, gt=0, description="confidence scale applied to interaction weights")
+    als_iterations: int = Field(15, ge=1)
+    click_weight: float = Field(1.0, ge=0)
+    purchase_weight: float = Field(5.0, ge=0)
+    half_life_days: float | None = Field(None, gt=0, description="time decay of interaction weights; none if unset")
+    batch_snapshot_dir: Path | None = Field(None, description="local snapshot of aggregated interactions; "
+                                            "default <stack_dir>/batch")
+    model_grace_s: float = Field(900.0, ge=0, description="old model versions are removed after this long")
+    batch_metrics_port: int = 9102
+
+    # --- Streaming worker (stream_processors/) -----------------------------------------------------------
+    worker_batch_size: int = Field(2_000, ge=1, description="most events folded in per batch")
+    worker_batch_within_s: float = Field(0.2, gt=0, description="longest wait to fill a batch")
+    history_cap: int = Field(200, ge=1, description="interactions kept per user, oldest dropped first")
+    new_item_min_interactions: int = Field(3, ge=1, description="interactions before a new item is folded in")
+    dedup_window_s: int = Field(3_600, ge=60, description="how long an event_id is remembered for de-duplication")
+    worker_metrics_port: int = 9101
+    worker_web_port: int = 6066
+
+    # --- Online API (online_api/) ------------------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_keys: str = Field("", description="comma-separated keys for the collector and catalogue writes")
+    api_read_keys_required: bool = Field(False, description="require a key for reads too")
+    cors_origins: str = Field("", description="comma-separated storefront origins allowed by CORS")
+    blend_weight: float = Field(0.2, ge=0, le=1, description="share of trending blended into personal scores")
+    max_k: int = Field(100, ge=1)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+
+    # --- Metrics ---------------------------------------------------------------------------------------
+    metrics_host: str = "127.0.0.1"
+
+    @property
+    def snapshot_dir(self) -> Path:
+        """Where the batch job keeps its compacted interaction snapshot."""
+        return Path(self.batch_snapshot_dir) if self.batch_snapshot_dir else Path(self.stack_dir) / "batch"
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
     @property
     def event_topics(self) -> list[str]:
         """The two event topics, clicks first."""

@@ -1,0 +1,1 @@
+"""The online API: recommendations, similar items, trending, explanations, and the event collector."""

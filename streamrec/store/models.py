@@ -1,0 +1,170 @@
+"""Model versions in Redis: published atomically by the batch job, read by the worker and the API.
+
+A version's keys (``<p>:model:<v>:meta|items|item_factors|gram``) are written once and never changed,
+then one MULTI/EXEC points ``<p>:model:current`` at it. A reader reads ``current`` and then that
+version's immutable keys, so it sees the old version or the new one, never a mix. User vectors of a
+version (``<p>:model:<v>:users``) and items folded in since the refit (``...:new_items``) are hashes
+the worker keeps updating. Old versions are unlinked after a grace period; the previous one is kept
+for ``streamrec batch rollback``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from streamrec.store import RedisStore, from_bytes, to_bytes
+
+USER_CHUNK = 5_000
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """The immutable part of a published model version."""
+
+    version: str
+    meta: dict[str, Any]
+    item_ids: list[str]
+    item_factors: np.ndarray  # n_items × factors, float32
+    gram: np.ndarray  # factors × factors, YᵀY of item_factors
+    item_index: dict[str, int] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.item_index:
+            object.__setattr__(self, "item_index", {item: i for i, item in enumerate(self.item_ids)})
+
+    @property
+    def factors(self) -> int:
+        return int(self.item_factors.shape[1])
+
+
+def current_version(store: RedisStore) -> str | None:
+    """The version serving now, or None before the first publish."""
+    raw = store.client.get(store.keys.current)
+    return raw.decode() if raw else None
+
+
+def load_model(store: RedisStore, version: str | None = None) -> ModelVersion | None:
+    """Read a version (default: the current one), or None when there is none."""
+    version = version or current_version(store)
+    if version is None:
+        return None
+    k = store.keys
+    meta, items, factors, gram = store.client.mget(
+        [k.model(version, "meta"), k.model(version, "items"), k.model(version, "item_factors"),
+         k.model(version, "gram")]
+    )
+    if meta is None or items is None or factors is None or gram is None:
+        return None  # removed after its grace period, or a publish that never completed
+    meta_d = json.loads(meta)
+    f = int(meta_d["factors"])
+    item_ids = json.loads(items)
+    return ModelVersion(
+        version=version,
+        meta=meta_d,
+        item_ids=item_ids,
+        item_factors=from_bytes(factors, f).reshape(len(item_ids), f),
+        gram=from_bytes(gram, f),
+    )
+
+
+def new_version_name(now: float | None = None) -> str:
+    """A sortable, unique version name such as ``v20261122T214501123``."""
+    t = time.time() if now is None else now
+    return time.strftime("v%Y%m%dT%H%M%S", time.gmtime(t)) + f"{int(t * 1000) % 1000:03d}"
+
+
+def write_version(
+    store: RedisStore,
+    version: str,
+    meta: dict[str, Any],
+    item_ids: Sequence[str],
+    item_factors: np.ndarray,
+    gram: np.ndarray,
+    user_ids: Sequence[str],
+    user_factors: np.ndarray,
+) -> None:
+    """Write every key of a version without making it current (see :func:`activate`)."""
+    k = store.keys
+    meta = {**meta, "version": version, "factors": int(item_factors.shape[1]),
+            "n_items": len(item_ids), "n_users": len(user_ids)}
+    users_key = k.model(version, "users")
+    ts_key = k.model(version, "user_ts")
+    store.client.unlink(users_key, ts_key, k.model(version, "new_items"))
+    stamp = str(int(time.time() * 1000))
+    for start in range(0, len(user_ids), USER_CHUNK):
+        chunk = user_ids[start : start + USER_CHUNK]
+        vecs = np.ascontiguousarray(user_factors[start : start + USER_CHUNK], dtype="<f4")
+        pipe = store.client.pipeline(transaction=False)
+        pipe.hset(users_key, mapping={u: vecs[i].tobytes() for i, u in enumerate(chunk)})  # type: ignore[arg-type]
+        pipe.hset(ts_key, mapping=dict.fromkeys(chunk, stamp))  # type: ignore[arg-type]
+        pipe.execute()
+    pipe = store.client.pipeline(transaction=False)
+    pipe.set(k.model(version, "items"), json.dumps(list(item_ids)))
+    pipe.set(k.model(version, "item_factors"), to_bytes(item_factors))
+    pipe.set(k.model(version, "gram"), to_bytes(gram))
+    pipe.set(k.model(version, "meta"), json.dumps(meta))  # last: a version without meta is incomplete
+    pipe.execute()
+
+
+def activate(store: RedisStore, version: str) -> None:
+    """Make ``version`` current in one MULTI/EXEC and record it in the version list."""
+    k = store.keys
+    if not store.client.exists(k.model(version, "meta")):
+        raise KeyError(f"model version {version} is not in Redis")
+    pipe = store.client.pipeline(transaction=True)
+    pipe.set(k.current, version)
+    pipe.zadd(k.versions, {version: time.time()})
+    pipe.execute()
+
+
+def list_versions(store: RedisStore) -> list[tuple[str, float]]:
+    """(version, activated_at epoch s), oldest first."""
+    return [(v.decode(), float(s)) for v, s in store.client.zrange(store.keys.versions, 0, -1, withscores=True)]
+
+
+def previous_version(store: RedisStore) -> str | None:
+    """The version that served before the current one and still exists (the rollback target)."""
+    current = current_version(store)
+    older = [v for v, _ in list_versions(store) if v != current]
+    for v in reversed(older):
+        if store.client.exists(store.keys.model(v, "meta")):
+            return v
+    return None
+
+
+def cleanup_versions(store: RedisStore, grace_s: float, now: float | None = None) -> list[str]:
+    """Unlink versions superseded more than ``grace_s`` ago, keeping current and the previous one."""
+    now = time.time() if now is None else now
+    versions = list_versions(store)
+    current = current_version(store)
+    keep = {current, previous_version(store)}
+    removed = []
+    for (v, _), (_, superseded_at) in zip(versions, versions[1:], strict=False):
+        if v in keep or now - superseded_at < grace_s:
+            continue
+        k = store.keys
+        store.client.unlink(*(k.model(v, part) for part in
+                              ("meta", "items", "item_factors", "gram", "users", "user_ts", "new_items")))
+        store.client.zrem(k.versions, v)
+        removed.append(v)
+    return removed
+
+
+def get_user_vectors(store: RedisStore, version: str, users: Sequence[str]) -> list[np.ndarray | None]:
+    """Each user's vector in ``version`` (None for users without one)."""
+    if not users:
+        return []
+    raw = store.client.hmget(store.keys.model(version, "users"), list(users))
+    return [from_bytes(r) if r is not None else None for r in raw]
+
+
+def get_new_items(store: RedisStore, version: str) -> dict[str, np.ndarray]:
+    """Items folded in by the worker since ``version`` was fitted."""
+    raw = store.client.hgetall(store.keys.model(version, "new_items"))
+    return {k.decode(): from_bytes(v) for k, v in raw.items()}
