@@ -75,7 +75,10 @@ def top_trending(
     # ZUNION with WEIGHTS runs in Redis: one round trip whatever the window length. Callers on a hot
     # path (the API) cache the answer for a second or two.
     raw = store.client.execute_command("ZUNION", len(keys), *keys, "WEIGHTS", *weights, "WITHSCORES")
-    pairs = [(raw[i].decode(), float(raw[i + 1])) for i in range(0, len(raw), 2)]
+    if raw and isinstance(raw[0], list | tuple):  # redis-py parses WITHSCORES into pairs
+        pairs = [(m.decode(), float(sc)) for m, sc in raw]
+    else:
+        pairs = [(raw[i].decode(), float(raw[i + 1])) for i in range(0, len(raw), 2)]
     pairs.sort(key=lambda p: (-p[1], p[0]))
     out = [(m, s) for m, s in pairs if not exclude or m not in exclude]
     return out[: max(k, 0)]
