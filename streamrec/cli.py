@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -85,11 +86,9 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     write_catalog()
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C: flush what was sent
     stats = simulate.SimStats()
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         stats = simulate.run(producer.send, rate=0 if args.history_hours else args.rate, count=args.count,
                              duration_s=args.duration, store=store, clock=clock, progress=report)
-    except KeyboardInterrupt:
-        pass
     left = producer.flush(60)
     if left:
         _err(f"{left} events were not delivered")
@@ -154,13 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Later stages register their subcommands here (worker, api, batch, bench, eval, lag, demo).
-_PLUGINS: list[Callable[[argparse._SubParsersAction], None]] = []  # type: ignore[type-arg]
+_PLUGINS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 def _load_plugins() -> None:
     from streamrec import commands
 
-    _PLUGINS.extend(commands.REGISTRY)
+    if not _PLUGINS:
+        _PLUGINS.extend(commands.REGISTRY)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

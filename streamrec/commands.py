@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 from streamrec.settings import Settings
 
-Register = Callable[[argparse._SubParsersAction], None]  # type: ignore[type-arg]
+Register = Callable[[argparse._SubParsersAction], None]
 
 
-def _demo(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the whole system locally and print where to look (Ctrl-C stops)",
                        description="Starts the local stack and every streamrec process with simulated "
                        "storefront traffic; prints the URLs; Ctrl-C stops everything it started.")

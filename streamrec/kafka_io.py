@@ -42,7 +42,7 @@ def ensure_topics(settings: Settings, topics: Iterable[str] | None = None, timeo
         [NewTopic(t, num_partitions=settings.partitions, replication_factor=1) for t in missing],
         operation_timeout=timeout,
     )
-    for topic, fut in futures.items():
+    for _topic, fut in futures.items():
         try:
             fut.result(timeout)
         except KafkaException as exc:
@@ -156,17 +156,18 @@ def read_range(
                 continue
             idle_deadline = None
             for m in msgs:
-                if m.error():
-                    if m.error().code() == KafkaError._PARTITION_EOF:
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
                         continue
-                    raise KafkaException(m.error())
-                tp = (m.topic(), m.partition())
-                stop = remaining.get(tp)
-                if stop is None or m.offset() >= stop:
+                    raise KafkaException(err)
+                topic, partition, offset = str(m.topic()), int(m.partition() or 0), int(m.offset() or 0)
+                stop = remaining.get((topic, partition))
+                if stop is None or offset >= stop:
                     continue
-                yield Record(m.topic(), m.partition(), m.offset(), m.key(), m.value(), m.timestamp()[1])
-                if m.offset() + 1 >= stop:
-                    del remaining[tp]
+                yield Record(topic, partition, offset, m.key(), m.value(), m.timestamp()[1])
+                if offset + 1 >= stop:
+                    del remaining[(topic, partition)]
     finally:
         consumer.close()
 

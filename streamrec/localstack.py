@@ -9,6 +9,7 @@ start idempotently, wait until ready, and stop cleanly.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import shutil
 import signal
@@ -110,10 +111,8 @@ def _stop_pid(name: str, pid: int | None, pidfile: Path, host: str, port: int, t
         os.kill(pid, signal.SIGKILL)
         while _pid_alive(pid):
             time.sleep(0.1)
-    try:  # reap it when it is our child, so no zombie stays behind
+    with contextlib.suppress(ChildProcessError):  # reap it when it is our child, so no zombie stays behind
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
     deadline = time.monotonic() + 10
     while port_in_use(host, port) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -283,7 +282,9 @@ auto.create.topics.enable=false
                 _say(self.progress, f"{name} is ready")
                 return
             time.sleep(0.5)
-        raise StackError(f"{name} was not ready within {self.s.stack_timeout_s:.0f}s. Last lines of {log}:\n{_tail(log)}")
+        raise StackError(
+            f"{name} was not ready within {self.s.stack_timeout_s:.0f}s. Last lines of {log}:\n{_tail(log)}"
+        )
 
     def up(self) -> None:
         """Start Redis and Kafka (idempotent) and create the topics."""
@@ -297,7 +298,8 @@ auto.create.topics.enable=false
 
     def down(self) -> None:
         """Stop both servers cleanly (SIGTERM, then SIGKILL after a timeout) and free their ports."""
-        for name, d, port in (("kafka", self.kafka_dir, self.s.kafka_port), ("redis", self.redis_dir, self.s.redis_port)):
+        servers = (("kafka", self.kafka_dir, self.s.kafka_port), ("redis", self.redis_dir, self.s.redis_port))
+        for name, d, port in servers:
             pidfile = d / f"{name}.pid"
             if _stop_pid(name, _read_pid(pidfile), pidfile, self.s.bind_host, port):
                 _say(self.progress, f"{name} stopped")

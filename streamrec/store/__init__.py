@@ -7,6 +7,8 @@ little-endian float32 bytes; id lists and metadata are JSON. Nothing is ever pic
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import redis
 
@@ -19,12 +21,17 @@ class StoreUnavailable(RuntimeError):
     """Redis did not answer."""
 
 
+def as_str(raw: Any) -> str:
+    """A Redis reply (bytes, since clients do not decode) as text."""
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
 def to_bytes(vec: np.ndarray) -> bytes:
     """A vector or matrix as raw little-endian float32 bytes."""
     return np.ascontiguousarray(vec, dtype=F32).tobytes()
 
 
-def from_bytes(raw: bytes, factors: int | None = None) -> np.ndarray:
+def from_bytes(raw: Any, factors: int | None = None) -> np.ndarray:
     """Raw little-endian float32 bytes back to a vector (or an n×factors matrix)."""
     arr = np.frombuffer(raw, dtype=F32)
     return arr.reshape(-1, factors) if factors else arr

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from streamrec.store import RedisStore
+from streamrec.store import RedisStore, as_str
 
 
 def put_items(store: RedisStore, items: Iterable[dict[str, Any]]) -> int:
@@ -39,7 +39,7 @@ def get_item(store: RedisStore, item_id: str) -> dict[str, Any] | None:
     raw = store.client.hgetall(store.keys.item(item_id))
     if not raw:
         return None
-    fields = {k.decode(): v.decode() for k, v in raw.items()}
+    fields = {as_str(k): as_str(v) for k, v in raw.items()}
     return {
         "item_id": item_id,
         "category": fields.get("category"),
@@ -53,4 +53,4 @@ def categories_of(store: RedisStore, item_ids: list[str]) -> list[str | None]:
     if not item_ids:
         return []
     raw = store.client.hmget(store.keys.item_category, item_ids)
-    return [r.decode() if r is not None else None for r in raw]
+    return [as_str(r) if r is not None else None for r in raw]

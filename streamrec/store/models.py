@@ -10,6 +10,7 @@ for ``streamrec batch rollback``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from streamrec.store import RedisStore, from_bytes, to_bytes
+from streamrec.store import RedisStore, as_str, from_bytes, to_bytes
 
 USER_CHUNK = 5_000
 
@@ -46,7 +47,7 @@ class ModelVersion:
 def current_version(store: RedisStore) -> str | None:
     """The version serving now, or None before the first publish."""
     raw = store.client.get(store.keys.current)
-    return raw.decode() if raw else None
+    return as_str(raw) if raw else None
 
 
 def load_model(store: RedisStore, version: str | None = None) -> ModelVersion | None:
@@ -101,8 +102,8 @@ def write_version(
         chunk = user_ids[start : start + USER_CHUNK]
         vecs = np.ascontiguousarray(user_factors[start : start + USER_CHUNK], dtype="<f4")
         pipe = store.client.pipeline(transaction=False)
-        pipe.hset(users_key, mapping={u: vecs[i].tobytes() for i, u in enumerate(chunk)})  # type: ignore[arg-type]
-        pipe.hset(ts_key, mapping=dict.fromkeys(chunk, stamp))  # type: ignore[arg-type]
+        pipe.hset(users_key, mapping={u: vecs[i].tobytes() for i, u in enumerate(chunk)})
+        pipe.hset(ts_key, mapping=dict.fromkeys(chunk, stamp))
         pipe.execute()
     pipe = store.client.pipeline(transaction=False)
     pipe.set(k.model(version, "items"), json.dumps(list(item_ids)))
@@ -125,7 +126,8 @@ def activate(store: RedisStore, version: str) -> None:
 
 def list_versions(store: RedisStore) -> list[tuple[str, float]]:
     """(version, activated_at epoch s), oldest first."""
-    return [(v.decode(), float(s)) for v, s in store.client.zrange(store.keys.versions, 0, -1, withscores=True)]
+    rows = store.client.zrange(store.keys.versions, 0, -1, withscores=True)
+    return [(as_str(v), float(s)) for v, s in rows]  # type: ignore[str-unpack]
 
 
 def previous_version(store: RedisStore) -> str | None:
@@ -145,7 +147,7 @@ def cleanup_versions(store: RedisStore, grace_s: float, now: float | None = None
     current = current_version(store)
     keep = {current, previous_version(store)}
     removed = []
-    for (v, _), (_, superseded_at) in zip(versions, versions[1:], strict=False):
+    for (v, _), (_, superseded_at) in itertools.pairwise(versions):
         if v in keep or now - superseded_at < grace_s:
             continue
         k = store.keys
@@ -167,4 +169,4 @@ def get_user_vectors(store: RedisStore, version: str, users: Sequence[str]) -> l
 def get_new_items(store: RedisStore, version: str) -> dict[str, np.ndarray]:
     """Items folded in by the worker since ``version`` was fitted."""
     raw = store.client.hgetall(store.keys.model(version, "new_items"))
-    return {k.decode(): from_bytes(v) for k, v in raw.items()}
+    return {as_str(k): from_bytes(v) for k, v in raw.items()}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from redis.client import Pipeline
 
-from streamrec.store import RedisStore
+from streamrec.store import RedisStore, as_str
 
 
 @dataclass(frozen=True)
@@ -76,9 +76,9 @@ def top_trending(
     # path (the API) cache the answer for a second or two.
     raw = store.client.execute_command("ZUNION", len(keys), *keys, "WEIGHTS", *weights, "WITHSCORES")
     if raw and isinstance(raw[0], list | tuple):  # redis-py parses WITHSCORES into pairs
-        pairs = [(m.decode(), float(sc)) for m, sc in raw]
+        pairs = [(as_str(m), float(sc)) for m, sc in raw]
     else:
-        pairs = [(raw[i].decode(), float(raw[i + 1])) for i in range(0, len(raw), 2)]
+        pairs = [(as_str(raw[i]), float(raw[i + 1])) for i in range(0, len(raw), 2)]
     pairs.sort(key=lambda p: (-p[1], p[0]))
     out = [(m, s) for m, s in pairs if not exclude or m not in exclude]
     return out[: max(k, 0)]
@@ -88,5 +88,5 @@ def top_popular(store: RedisStore, category: str | None = None, k: int = 10,
                 exclude: set[str] | None = None) -> list[tuple[str, float]]:
     """All-time most popular items (weighted), best first."""
     raw = store.client.zrevrange(store.keys.popular(category), 0, k + len(exclude or ()) - 1, withscores=True)
-    out = [(m.decode(), float(s)) for m, s in raw]
+    out = [(as_str(m), float(s)) for m, s in raw]  # type: ignore[str-unpack]
     return [(m, s) for m, s in out if not exclude or m not in exclude][:k]

@@ -43,7 +43,9 @@ def append_history(pipe: Pipeline, store: RedisStore, user: str, interactions: S
     pipe.ltrim(key, 0, cap - 1)
 
 
-def read_histories(store: RedisStore, users: Sequence[str], pipe: Pipeline | None = None) -> dict[str, list[Interaction]]:
+def read_histories(
+    store: RedisStore, users: Sequence[str], pipe: Pipeline | None = None
+) -> dict[str, list[Interaction]]:
     """Each user's history, newest first (empty list for unknown users)."""
     if not users:
         return {}
