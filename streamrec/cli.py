@@ -112,6 +112,22 @@ def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------ config
+def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec import config_doc
+
+    if args.write:
+        config_doc.write()
+    elif args.effective:
+        values = json.loads(settings.model_dump_json())
+        if values.get("api_keys"):
+            values["api_keys"] = "***"  # secrets never reach a terminal or a log
+        print(json.dumps(values, indent=2))
+    else:
+        sys.stdout.write(config_doc.render())
+    return 0
+
+
 # ------------------------------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -146,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schema", help="print the event JSON Schema (docs/event.schema.json)")
     p.add_argument("--write", action="store_true", help="write it to docs/event.schema.json")
     p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("config", help="list every setting (STREAMREC_* variables) or show the effective values",
+                       description="Settings come from STREAMREC_* environment variables; this lists them.")
+    p.add_argument("--write", action="store_true", help="write docs/configuration.md")
+    p.add_argument("--effective", action="store_true", help="print the values this environment gives, as JSON")
+    p.set_defaults(func=cmd_config)
 
     for register in _PLUGINS:
         register(sub)
