@@ -42,6 +42,9 @@ fi
 # 4. redis-server
 command -v redis-server >/dev/null || apt_install redis-server || say "install redis-server (apt-get install redis-server)"
 
+# 4b. promtool (Debian's prometheus package) for the tests that check deploy/prometheus and the dashboard
+command -v promtool >/dev/null || apt_install prometheus || say "install promtool (apt-get install prometheus)"
+
 # 5. Kafka jars from Maven Central (once)
 if ! ls .stack/kafka-libs/kafka_2.13-*.jar >/dev/null 2>&1; then
   say "fetching Apache Kafka jars from Maven Central into .stack/kafka-libs"

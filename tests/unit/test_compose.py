@@ -48,3 +48,89 @@ def test_dockerfile_installs_the_project_with_the_cli_entrypoint() -> None:
     assert "pip install" in text and 'ENTRYPOINT ["streamrec"]' in text
     for pkg in ("streamrec", "models", "batch", "stream_processors", "online_api"):
         assert f"COPY {pkg} ./{pkg}" in text
+
+
+# ------------------------------------------------------------------------------------------ observability
+def _mounts(svc: dict[str, Any]) -> dict[str, str]:
+    """Host path (relative to the repo) → container path, for bind mounts."""
+    out = {}
+    for vol in svc.get("volumes", []):
+        src, dst = vol.split(":")[:2]
+        if src.startswith("./"):
+            out[src[2:]] = dst
+    return out
+
+
+def _flag(cmd: list[str], name: str) -> str:
+    return cmd[cmd.index(name) + 1]
+
+
+def test_lag_exporter_serves_the_port_prometheus_scrapes() -> None:
+    from streamrec.settings import Settings
+
+    services = _compose()["services"]
+    svc = services["lag-exporter"]
+    assert svc["command"][:2] == ["lag", "--serve"]
+    assert int(_flag(svc["command"], "--port")) == Settings().lag_exporter_port
+    assert svc["environment"]["STREAMREC_KAFKA_BOOTSTRAP"] == "kafka:9092"
+    assert svc["environment"]["STREAMREC_REDIS_URL"].startswith("redis://redis:6379")  # status windows live there
+    assert svc["environment"]["STREAMREC_METRICS_HOST"] == "0.0.0.0"  # reachable from the prometheus container
+    for dep in ("kafka", "redis"):
+        assert svc["depends_on"][dep]["condition"] == "service_healthy"
+    assert f":{Settings().lag_exporter_port}/metrics" in " ".join(svc["healthcheck"]["test"])
+
+
+def test_prometheus_scrapes_every_process_where_it_listens() -> None:
+    services = _compose()["services"]
+    prom = services["prometheus"]
+    mounts = _mounts(prom)
+    assert mounts["deploy/prometheus"] == "/etc/prometheus"
+    config_flag = next(a for a in prom["command"] if a.startswith("--config.file="))
+    assert config_flag == "--config.file=/etc/prometheus/prometheus.yml"
+    config = yaml.safe_load((REPO_ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    for rule_file in config["rule_files"]:
+        assert (REPO_ROOT / "deploy/prometheus" / rule_file).is_file()
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    targets: dict[str, set[str]] = {}
+    for name, job in jobs.items():
+        found = {t for sc in job.get("static_configs", []) for t in sc["targets"]}
+        found |= {f"{n}:{sd['port']}" for sd in job.get("dns_sd_configs", []) for n in sd["names"]}
+        targets[name] = found
+    # Each process listens where Prometheus looks: the port in its environment or command line.
+    listen = {
+        "worker": services["worker"]["environment"]["STREAMREC_WORKER_METRICS_PORT"],
+        "batch": services["batch"]["environment"]["STREAMREC_BATCH_METRICS_PORT"],
+        "api": _flag(services["api"]["command"], "--port"),
+        "lag-exporter": _flag(services["lag-exporter"]["command"], "--port"),
+    }
+    for svc, port in listen.items():
+        assert f"{svc}:{port}" in targets[svc], (svc, targets[svc])
+        assert jobs[svc].get("metrics_path", "/metrics") == "/metrics"
+    for name, found in targets.items():
+        for target in found:
+            host = target.split(":")[0]
+            assert host in services or host == "localhost", (name, target)
+
+
+def test_grafana_is_provisioned_from_the_repo() -> None:
+    services = _compose()["services"]
+    graf = services["grafana"]
+    mounts = _mounts(graf)
+    assert mounts["deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
+    provider = yaml.safe_load((REPO_ROOT / "deploy/grafana/provisioning/dashboards/streamrec.yml").read_text())
+    assert mounts["deploy/grafana/dashboards"] == provider["providers"][0]["options"]["path"]
+    datasource = yaml.safe_load((REPO_ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
+    assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
+    assert "9090" in " ".join(services["prometheus"]["healthcheck"]["test"])
+    assert graf["depends_on"]["prometheus"]["condition"] == "service_healthy"
+    assert "prometheus" in services and "depends_on" not in services["prometheus"]  # it must alert when all is down
+    assert graf["image"].startswith("grafana/grafana:")
+    assert services["prometheus"]["image"].startswith("prom/prometheus:")
+
+
+def test_published_ports_bind_to_loopback() -> None:
+    for name, svc in _compose()["services"].items():
+        for port in svc.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), (name, port)
+    for name in ("lag-exporter", "prometheus", "grafana"):
+        assert "test" in _compose()["services"][name]["healthcheck"], name
