@@ -56,6 +56,7 @@ class Settings(BaseSettings):
                                             "default <stack_dir>/batch")
     model_grace_s: float = Field(900.0, ge=0, description="old model versions are removed after this long")
     batch_metrics_port: int = 9102
+    batch_read_processes: int = Field(2, ge=1, description="processes reading Kafka in a refit (capped at cores)")
 
     # --- Streaming worker (stream_processors/) -----------------------------------------------------------
     worker_batch_size: int = Field(2_000, ge=1, description="most events folded in per batch")
@@ -65,6 +66,10 @@ class Settings(BaseSettings):
     dedup_window_s: int = Field(3_600, ge=60, description="how long an event_id is remembered for de-duplication")
     worker_metrics_port: int = 9101
     worker_web_port: int = 6066
+    worker_cache_users: int = Field(100_000, ge=0, description="users whose history a worker keeps in memory "
+                                    "(validated against Redis every batch; 0 reads every history)")
+    worker_session_timeout_s: float = Field(10.0, ge=6, description="a worker silent this long (crashed) loses "
+                                            "its partitions to the others")
 
     # --- Online API (online_api/) ------------------------------------------------------------------------
     api_host: str = "127.0.0.1"
@@ -75,9 +80,20 @@ class Settings(BaseSettings):
     blend_weight: float = Field(0.2, ge=0, le=1, description="share of trending blended into personal scores")
     max_k: int = Field(100, ge=1)
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    api_produce_timeout_s: float = Field(5.0, gt=0, le=60, description="longest wait for Kafka to acknowledge "
+                                         "posted events before answering 503")
+
+    # --- Storefront demo page (online_api/storefront.py) ------------------------------------------------
+    storefront_ingest_key: str = Field("", description="API key the storefront page posts its events with; it is "
+                                       "public (served to every browser): use a key of its own, rate-limited at "
+                                       "the edge. Must be one of STREAMREC_API_KEYS. Empty: the page is read-only")
+    storefront_poll_ms: int = Field(1000, ge=200, description="how often the storefront page refreshes its rails")
 
     # --- Metrics ---------------------------------------------------------------------------------------
     metrics_host: str = "127.0.0.1"
+    lag_exporter_port: int = Field(9103, description="port of `streamrec lag --serve` (consumer lag exporter)")
+    lag_window: int = Field(10, ge=2, description="commit observations per partition in the lag status window")
+    lag_stall_s: float = Field(30.0, gt=0, description="committed offsets unmoved this long while lagging: STALLED")
 
     @property
     def snapshot_dir(self) -> Path:

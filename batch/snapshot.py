@@ -1,0 +1,216 @@
+"""The local compacted snapshot: aggregated interactions plus the Kafka offsets they cover.
+
+One entry per (user, item): the time-decayed number of clicks and of purchases, the raw event count
+and the newest event time. Each batch run reads only the events after :attr:`Snapshot.offsets`,
+merges them (:func:`merge`) and saves the result atomically.
+
+Time decay on aggregates: a decayed sum ``Σ 0.5^((ref - ts)/h)`` is stored relative to a reference
+time ``ref_ms`` (the newest event seen). Moving the reference to ``ref'`` multiplies every sum by the
+same factor ``0.5^((ref' - ref)/h)``, so old aggregates are rescaled in one multiplication and new
+events are added with their own factor -- exactly the per-event weights, whatever the run
+boundaries. Click and purchase sums are kept apart so the type weights can change between runs;
+the half-life cannot (its sums would be wrong), so a snapshot made with another half-life is
+rejected and must be rebuilt from the topics.
+
+Files (under ``settings.snapshot_dir``): ``manifest.json`` (offsets, reference time, counts, the
+name of the data file) and ``snapshot-<stamp>.npz`` (arrays; ids as newline-joined UTF-8 -- ids
+cannot hold control characters). The manifest is replaced last with ``os.replace``, so a reader
+sees the old snapshot or the new one. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from models.weighting import decay_factors
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+TopicPartition = tuple[str, int]
+I32 = npt.NDArray[np.int32]
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+
+
+class SnapshotError(RuntimeError):
+    """The snapshot on disk cannot be used with these settings (clear message, never silently reset)."""
+
+
+@dataclass
+class NewEvents:
+    """Valid events read from Kafka, columnar. ``user_code``/``item_code`` index ``users``/``items``."""
+
+    users: list[str]
+    items: list[str]
+    user_code: I32
+    item_code: I32
+    ts_ms: I64
+    purchase: npt.NDArray[np.bool_]
+
+    def __len__(self) -> int:
+        return len(self.ts_ms)
+
+
+@dataclass
+class Snapshot:
+    """Aggregated interactions, one row per (user, item), sorted by (user, item)."""
+
+    users: list[str] = field(default_factory=list)
+    items: list[str] = field(default_factory=list)
+    user_idx: I32 = field(default_factory=lambda: np.zeros(0, np.int32))
+    item_idx: I32 = field(default_factory=lambda: np.zeros(0, np.int32))
+    clicks: F64 = field(default_factory=lambda: np.zeros(0, np.float64))  # decayed to ref_ms
+    purchases: F64 = field(default_factory=lambda: np.zeros(0, np.float64))  # decayed to ref_ms
+    count: I64 = field(default_factory=lambda: np.zeros(0, np.int64))
+    last_ts: I64 = field(default_factory=lambda: np.zeros(0, np.int64))
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    ref_ms: int = 0
+    half_life_s: float | None = None
+    events: int = 0  # valid events aggregated so far
+    invalid: int = 0  # invalid events skipped so far
+
+    def __len__(self) -> int:
+        return len(self.user_idx)
+
+    def weights(self, click_weight: float, purchase_weight: float, at_ms: int) -> F64:
+        """Each entry's weight at time ``at_ms``: type weights times the decay from ``ref_ms`` to ``at_ms``."""
+        w = click_weight * self.clicks + purchase_weight * self.purchases
+        if self.half_life_s is not None and at_ms > self.ref_ms:
+            w = w * float(decay_factors(np.array([self.ref_ms]), at_ms, self.half_life_s)[0])
+        return w
+
+
+def merge(snap: Snapshot, new: NewEvents, offsets: dict[TopicPartition, int], *, invalid: int = 0) -> Snapshot:
+    """``snap`` plus ``new``: ids unioned, per-(user, item) sums combined, offsets advanced to ``offsets``."""
+    users, user_map = _union(snap.users, new.users)
+    items, item_map = _union(snap.items, new.items)
+    ref = snap.ref_ms
+    if len(new):
+        ref = max(ref, int(new.ts_ms.max()))
+    hl = snap.half_life_s
+    old_scale = float(decay_factors(np.array([snap.ref_ms]), ref, hl)[0]) if len(snap) else 1.0
+    new_decay = decay_factors(new.ts_ms, ref, hl)
+    u = np.concatenate([snap.user_idx.astype(np.int64), user_map[new.user_code]])
+    i = np.concatenate([snap.item_idx.astype(np.int64), item_map[new.item_code]])
+    clicks = np.concatenate([snap.clicks * old_scale, np.where(new.purchase, 0.0, new_decay)])
+    purchases = np.concatenate([snap.purchases * old_scale, np.where(new.purchase, new_decay, 0.0)])
+    count = np.concatenate([snap.count, np.ones(len(new), np.int64)])
+    last = np.concatenate([snap.last_ts, new.ts_ms.astype(np.int64)])
+
+    key = u * max(len(items), 1) + i
+    order = np.argsort(key)  # the order among equal keys does not matter for sums and maxima
+    key = key[order]
+    starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]])) if len(key) else np.zeros(0, np.int64)
+    first = order[starts]
+
+    def reduce(values: npt.NDArray[Any], op: np.ufunc) -> npt.NDArray[Any]:
+        return op.reduceat(values[order], starts) if len(starts) else values[:0]
+
+    merged_offsets = dict(snap.offsets)
+    merged_offsets.update(offsets)
+    return Snapshot(
+        users=users, items=items,
+        user_idx=u[first].astype(np.int32), item_idx=i[first].astype(np.int32),
+        clicks=reduce(clicks, np.add), purchases=reduce(purchases, np.add),
+        count=reduce(count, np.add), last_ts=reduce(last, np.maximum),
+        offsets=merged_offsets, ref_ms=ref, half_life_s=hl,
+        events=snap.events + len(new), invalid=snap.invalid + invalid,
+    )
+
+
+def _union(known: list[str], incoming: list[str]) -> tuple[list[str], I64]:
+    """Append the ids of ``incoming`` not in ``known``; return the ids and each incoming id's index."""
+    if not known:
+        return list(incoming), np.arange(len(incoming), dtype=np.int64)
+    pos = pd.Index(known).get_indexer(incoming).astype(np.int64)
+    missing = np.flatnonzero(pos < 0)
+    pos[missing] = len(known) + np.arange(len(missing))
+    return known + [incoming[j] for j in missing.tolist()], pos
+
+
+# --------------------------------------------------------------------------------------------- files
+def _join_ids(ids: list[str]) -> npt.NDArray[np.uint8]:
+    return np.frombuffer("\n".join(ids).encode(), dtype=np.uint8)
+
+
+def _split_ids(blob: npt.NDArray[np.uint8], n: int) -> list[str]:
+    ids = blob.tobytes().decode().split("\n") if n else []
+    if len(ids) != n:
+        raise SnapshotError(f"snapshot id list is corrupt: expected {n} ids, found {len(ids)}")
+    return ids
+
+
+def load(directory: Path, topics: list[str], half_life_s: float | None) -> Snapshot:
+    """The snapshot in ``directory``, or an empty one (covering nothing) when there is none yet."""
+    manifest_path = directory / MANIFEST
+    if not manifest_path.exists():
+        return Snapshot(half_life_s=half_life_s)
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except ValueError as exc:
+        raise SnapshotError(f"{manifest_path} is not valid JSON ({exc}); rebuild with --rebuild") from None
+    if manifest.get("format") != FORMAT:
+        raise SnapshotError(f"{manifest_path} has format {manifest.get('format')}, expected {FORMAT}; rebuild")
+    if sorted(manifest["topics"]) != sorted(topics):
+        raise SnapshotError(f"the snapshot in {directory} covers topics {manifest['topics']} but the settings "
+                            f"read {topics}: point STREAMREC_BATCH_SNAPSHOT_DIR elsewhere or rebuild")
+    if manifest["half_life_s"] != half_life_s:
+        raise SnapshotError(f"the snapshot in {directory} was made with half-life {manifest['half_life_s']} s, "
+                            f"the settings say {half_life_s} s: rebuild it (streamrec batch run --rebuild)")
+    with np.load(directory / manifest["data"], allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    return Snapshot(
+        users=_split_ids(arrays["users"], int(manifest["n_users"])),
+        items=_split_ids(arrays["items"], int(manifest["n_items"])),
+        user_idx=arrays["user_idx"], item_idx=arrays["item_idx"], clicks=arrays["clicks"],
+        purchases=arrays["purchases"], count=arrays["count"], last_ts=arrays["last_ts"],
+        offsets={(t, int(p)): int(o) for t, p, o in manifest["offsets"]},
+        ref_ms=int(manifest["ref_ms"]), half_life_s=manifest["half_life_s"],
+        events=int(manifest["events"]), invalid=int(manifest["invalid"]),
+    )
+
+
+def save(snap: Snapshot, directory: Path, topics: list[str]) -> Path:
+    """Write ``snap`` atomically (data file first, then the manifest via ``os.replace``); returns the manifest."""
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = f"{time.time_ns():x}"
+    data_name = f"snapshot-{stamp}.npz"
+    with tempfile.NamedTemporaryFile(dir=directory, prefix=".tmp-", suffix=".npz", delete=False) as tmp:
+        np.savez(tmp, users=_join_ids(snap.users), items=_join_ids(snap.items), user_idx=snap.user_idx,
+                 item_idx=snap.item_idx, clicks=snap.clicks, purchases=snap.purchases, count=snap.count,
+                 last_ts=snap.last_ts)
+        tmp.flush()
+        os.fsync(tmp.fileno())
+    os.replace(tmp.name, directory / data_name)
+    manifest = {
+        "format": FORMAT, "data": data_name, "topics": sorted(topics), "written_at": time.time(),
+        "offsets": sorted([t, p, o] for (t, p), o in snap.offsets.items()),
+        "ref_ms": snap.ref_ms, "half_life_s": snap.half_life_s, "events": snap.events, "invalid": snap.invalid,
+        "n_users": len(snap.users), "n_items": len(snap.items), "n_entries": len(snap),
+    }
+    with tempfile.NamedTemporaryFile("w", dir=directory, prefix=".tmp-", suffix=".json", delete=False) as text:
+        json.dump(manifest, text)
+        text.flush()
+        os.fsync(text.fileno())
+    os.replace(text.name, directory / MANIFEST)
+    for old in directory.glob("snapshot-*.npz"):  # superseded data files
+        if old.name != data_name:
+            old.unlink(missing_ok=True)
+    return directory / MANIFEST
+
+
+def discard(directory: Path) -> None:
+    """Remove the snapshot so the next run reads the topics from the beginning."""
+    (directory / MANIFEST).unlink(missing_ok=True)
+    for old in directory.glob("snapshot-*.npz"):
+        old.unlink(missing_ok=True)

@@ -1,0 +1,125 @@
+"""The compacted snapshot: merging runs, time decay on aggregates, atomic files."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from batch.refit import training_set
+from batch.snapshot import NewEvents, Snapshot, SnapshotError, discard, load, merge, save
+from streamrec.settings import Settings
+
+DAY_MS = 86_400_000
+T0 = 1_700_000_000_000
+TOPICS = ["clicks", "purchases"]
+
+
+def _events(rng: np.random.Generator, n: int, t_lo: int, t_hi: int) -> list[tuple[str, str, int, bool]]:
+    users = [f"u{k}" for k in range(30)] + ["ü ser", "ünï"]
+    items = [f"i {k}" for k in range(20)]
+    return [(users[rng.integers(len(users))], items[rng.integers(len(items))], int(rng.integers(t_lo, t_hi)),
+             bool(rng.random() < 0.2)) for _ in range(n)]
+
+
+def _as_new(events: list[tuple[str, str, int, bool]]) -> NewEvents:
+    users = list(dict.fromkeys(e[0] for e in events))
+    items = list(dict.fromkeys(e[1] for e in events))
+    return NewEvents(users, items, np.array([users.index(e[0]) for e in events], np.int32),
+                     np.array([items.index(e[1]) for e in events], np.int32),
+                     np.array([e[2] for e in events], np.int64), np.array([e[3] for e in events], np.bool_))
+
+
+def _direct(events: list[tuple[str, str, int, bool]], cw: float, pw: float, at: int, half_life_s: float | None):
+    """Per-(user, item) weight at ``at``, count and newest ts, computed event by event."""
+    out: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0, 0])
+    for user, item, ts, purchase in events:
+        decay = 1.0 if half_life_s is None else 0.5 ** ((at - ts) / 1000 / half_life_s)
+        row = out[(user, item)]
+        row[0] += (pw if purchase else cw) * decay
+        row[1] += 1
+        row[2] = max(row[2], ts)
+    return out
+
+
+def _by_pair(snap: Snapshot, cw: float, pw: float, at: int) -> dict[tuple[str, str], list[float]]:
+    w = snap.weights(cw, pw, at)
+    return {(snap.users[u], snap.items[i]): [w[k], snap.count[k], snap.last_ts[k]]
+            for k, (u, i) in enumerate(zip(snap.user_idx.tolist(), snap.item_idx.tolist(), strict=True))}
+
+
+@pytest.mark.parametrize("half_life_s", [None, 3 * 86_400.0])
+def test_merging_runs_equals_aggregating_all_events_at_once(half_life_s: float | None) -> None:
+    rng = np.random.default_rng(5)
+    # three runs; the second one carries late events older than the first run's newest
+    runs = [_events(rng, 400, T0, T0 + 5 * DAY_MS), _events(rng, 300, T0 - 2 * DAY_MS, T0 + 9 * DAY_MS),
+            _events(rng, 200, T0 + 9 * DAY_MS, T0 + 20 * DAY_MS)]
+    snap = Snapshot(half_life_s=half_life_s)
+    for n, run in enumerate(runs):
+        snap = merge(snap, _as_new(run), {("clicks", 0): 100 * (n + 1), ("clicks", n + 1): 7}, invalid=n)
+    every = [e for run in runs for e in run]
+    at = T0 + 25 * DAY_MS
+    expected = _direct(every, 1.0, 5.0, at, half_life_s)
+    got = _by_pair(snap, 1.0, 5.0, at)
+    assert set(got) == set(expected)
+    for pair, (w, count, last) in expected.items():
+        assert got[pair][0] == pytest.approx(w, rel=1e-9)
+        assert got[pair][1:] == [count, last]
+    # sorted by (user, item) and unique
+    key = snap.user_idx.astype(np.int64) * len(snap.items) + snap.item_idx
+    assert (np.diff(key) > 0).all()
+    assert snap.events == len(every) and snap.invalid == 0 + 1 + 2
+    assert snap.offsets == {("clicks", 0): 300, ("clicks", 1): 7, ("clicks", 2): 7, ("clicks", 3): 7}
+    # type weights may change between runs: the sums are kept per type
+    assert _by_pair(snap, 2.0, 0.5, at)[every[0][:2]][0] == pytest.approx(
+        _direct(every, 2.0, 0.5, at, half_life_s)[every[0][:2]][0], rel=1e-9)
+
+
+def test_decay_halves_per_half_life_and_merging_an_empty_run_changes_nothing() -> None:
+    snap = merge(Snapshot(half_life_s=86_400.0), _as_new([("u", "i", T0, False), ("u", "j", T0, True)]), {})
+    assert snap.weights(1.0, 5.0, T0).tolist() == [1.0, 5.0]
+    assert snap.weights(1.0, 5.0, T0 + 2 * DAY_MS) == pytest.approx([0.25, 1.25])
+    same = merge(snap, _as_new([]), {("clicks", 0): 3})
+    assert same.weights(1.0, 5.0, T0 + DAY_MS) == pytest.approx(snap.weights(1.0, 5.0, T0 + DAY_MS))
+    assert same.ref_ms == snap.ref_ms and same.offsets == {("clicks", 0): 3}
+
+
+def test_save_and_load_round_trip_atomically(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    snap = merge(Snapshot(half_life_s=None), _as_new(_events(rng, 500, T0, T0 + DAY_MS)), {("clicks", 2): 500})
+    save(snap, tmp_path, TOPICS)
+    snap2 = merge(snap, _as_new(_events(rng, 50, T0, T0 + DAY_MS)), {("clicks", 2): 550})
+    save(snap2, tmp_path, TOPICS)
+    assert len(list(tmp_path.glob("snapshot-*.npz"))) == 1  # the superseded data file is gone
+    assert not list(tmp_path.glob(".tmp-*"))
+    back = load(tmp_path, list(reversed(TOPICS)), None)
+    assert back.users == snap2.users and back.items == snap2.items
+    for name in ("user_idx", "item_idx", "clicks", "purchases", "count", "last_ts"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(snap2, name))
+    assert (back.offsets, back.ref_ms, back.events) == (snap2.offsets, snap2.ref_ms, snap2.events)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert (tmp_path / manifest["data"]).exists()
+
+
+def test_load_refuses_a_snapshot_made_for_other_topics_or_half_life(tmp_path: Path) -> None:
+    assert len(load(tmp_path, TOPICS, None)) == 0  # nothing yet: covers nothing
+    save(merge(Snapshot(), _as_new([("u", "i", T0, False)]), {("clicks", 0): 1}), tmp_path, TOPICS)
+    with pytest.raises(SnapshotError, match="covers topics"):
+        load(tmp_path, ["other.clicks", "other.purchases"], None)
+    with pytest.raises(SnapshotError, match="half-life"):
+        load(tmp_path, TOPICS, 3600.0)
+    discard(tmp_path)
+    assert load(tmp_path, TOPICS, 3600.0).offsets == {}
+
+
+def test_training_set_drops_users_and_items_without_weight() -> None:
+    events = [("a", "x", T0, False), ("b", "y", T0, True), ("b", "x", T0, False), ("c", "z", T0, False)]
+    snap = merge(Snapshot(), _as_new(events), {})
+    train = training_set(snap, Settings(click_weight=0.0, purchase_weight=3.0), T0)
+    assert train.user_ids == ["b"] and train.item_ids == ["y"]
+    assert train.matrix.toarray().tolist() == [[3.0]]
+    full = training_set(snap, Settings(), T0)
+    assert full.matrix.shape == (3, 3) and full.matrix.nnz == 4
