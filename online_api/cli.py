@@ -1,9 +1,65 @@
-"""`streamrec` subcommands of this stage."""
+"""`streamrec api` (serve the API with uvicorn) and `streamrec bench api`."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+
+from streamrec.commands import bench_subparsers  # the shared `bench` group (also re-exported from here)
+from streamrec.settings import Settings
+
+__all__ = ["bench_subparsers", "register"]
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    # One BLAS thread per worker: the matrix-vector product is memory-bound and workers are the parallelism.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    import uvicorn
+
+    host = args.host or settings.api_host
+    port = args.port or settings.api_port
+    shown = f"[{host}]" if ":" in host else host
+    print(f"streamrec API on http://{shown}:{port}  (OpenAPI docs: http://{shown}:{port}/docs, "
+          f"schema: http://{shown}:{port}/openapi.json)", file=sys.stderr, flush=True)
+    uvicorn.run("online_api.app:app_from_env", factory=True, host=host, port=port, workers=args.workers,
+                log_level=args.log_level, access_log=args.access_log, loop="uvloop", http="httptools",
+                timeout_graceful_shutdown=10)
+    return 0
+
+
+def cmd_bench_api(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.bench_api import BenchConfig, run
+
+    cfg = BenchConfig(items=args.items, users=args.users, factors=args.factors, duration_s=args.duration,
+                      connections=args.connections, inprocess_requests=args.inprocess)
+    return run(settings, cfg, json_out=args.json)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
     """Add this stage's subcommands to the CLI."""
+    p = sub.add_parser("api", help="serve the recommendation API and event collector (uvicorn)",
+                       description="FastAPI under uvicorn: /v1 recommendations, similar, explain, trending, "
+                       "the event collector and catalogue writes; /healthz, /readyz, /metrics. Binds "
+                       "STREAMREC_API_HOST (127.0.0.1) by default. See docs/api.md.")
+    p.add_argument("--host", help="address to bind (default STREAMREC_API_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default STREAMREC_API_PORT, 8000)")
+    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--access-log", action="store_true", help="log every request (off: metrics count them)")
+    p.set_defaults(func=cmd_api)
+
+    b = bench_subparsers(sub).add_parser(
+        "api", help="load-test the recommendations endpoint through HTTP and in-process",
+        description="Publishes a synthetic model under a private Redis prefix, starts the API as a uvicorn "
+        "subprocess on a free loopback port, drives it with an asyncio keep-alive load generator, and "
+        "measures the same work in-process without HTTP.")
+    b.add_argument("--json", action="store_true", help="print the figures as one JSON object on the last line")
+    b.add_argument("--items", type=int, default=50_000)
+    b.add_argument("--users", type=int, default=5_000)
+    b.add_argument("--factors", type=int, default=64)
+    b.add_argument("--duration", type=float, default=10.0, help="seconds of measured load")
+    b.add_argument("--connections", type=int, default=2,
+                   help="concurrent keep-alive connections (2 keep one worker busy; more only add queueing)")
+    b.add_argument("--inprocess", type=int, default=3_000, help="requests for the in-process floor")
+    b.set_defaults(func=cmd_bench_api)

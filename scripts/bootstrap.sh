@@ -45,6 +45,9 @@ command -v redis-server >/dev/null || apt_install redis-server || say "install r
 # 4b. promtool (Debian's prometheus package) for the tests that check deploy/prometheus and the dashboard
 command -v promtool >/dev/null || apt_install prometheus || say "install promtool (apt-get install prometheus)"
 
+# 4c. Debian's Chromium for the storefront's browser test (Playwright drives it; it never downloads a browser)
+[ -x /usr/bin/chromium ] || apt_install chromium || say "install chromium (apt-get install chromium) for tests/browser"
+
 # 5. Kafka jars from Maven Central (once)
 if ! ls .stack/kafka-libs/kafka_2.13-*.jar >/dev/null 2>&1; then
   say "fetching Apache Kafka jars from Maven Central into .stack/kafka-libs"

@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     batch_read_processes: int = Field(2, ge=1, description="processes reading Kafka in a refit (capped at cores)")
 
     # --- Streaming worker (stream_processors/) -----------------------------------------------------------
-    worker_batch_size: int = Field(2_000, ge=1, description="most events folded in per batch")
+    worker_batch_size: int = Field(4_000, ge=1, description="most events folded in per batch")
     worker_batch_within_s: float = Field(0.2, gt=0, description="longest wait to fill a batch")
     history_cap: int = Field(200, ge=1, description="interactions kept per user, oldest dropped first")
     new_item_min_interactions: int = Field(3, ge=1, description="interactions before a new item is folded in")

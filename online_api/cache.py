@@ -1,0 +1,291 @@
+"""What requests score against, held in process memory and swapped atomically.
+
+A background thread (:class:`Refresher`) polls Redis about once a second: the current model version
+(loading a new one off the request path), items folded in since the refit, the catalogue (unavailable
+items, categories), trending and popular items. It then publishes one immutable :class:`View`; a request
+reads ``cache.view`` once and uses that snapshot throughout, so a model swap never mixes versions inside
+a request and never makes a request wait for a load.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import numpy as np
+import numpy.typing as npt
+import redis
+
+from models.similarity import normalize_rows
+from online_api.metrics import ApiMetrics
+from streamrec.settings import Settings
+from streamrec.store import RedisStore, from_bytes
+from streamrec.store.models import current_version, load_model
+from streamrec.store.trending import top_popular, top_trending
+
+log = logging.getLogger("streamrec.api")
+
+TREND_TOP = 200  # trending items kept for the blend and the fallback (beyond them trending counts as 0)
+# The unavailable set and categories are re-read when their size changes, or at least this often (a write
+# from another process that keeps the size, e.g. one item in and one out, shows within this time).
+UNAVAILABLE_FULL_REFRESH_S = 5.0
+CATEGORY_FULL_REFRESH_S = 30.0
+TREND_REFRESH_S = 2.0
+POPULAR_REFRESH_S = 5.0
+EMPTY_IDX: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One model version as served: refit items plus items folded in since, with lookup structures."""
+
+    version: str
+    meta: dict[str, Any]
+    item_ids: list[str]
+    index: dict[str, int]
+    factors: npt.NDArray[np.float32]  # n × f, C-contiguous
+    factors_t: npt.NDArray[np.float32]  # f × n, C-contiguous: ``vec @ factors_t`` is ~30% faster than ``factors @ vec``
+    normed: npt.NDArray[np.float32]  # unit rows, for cosine similarity
+    gram: npt.NDArray[np.float32]  # YᵀY of the refit's items (what fold-in and explain use)
+    n_base: int  # rows 0..n_base-1 are the refit's items, the rest were folded in since
+    new_items: dict[bytes, bytes]  # raw new_items hash, to notice changes
+    loaded_at: float
+
+    @property
+    def n_factors(self) -> int:
+        return int(self.factors.shape[1])
+
+
+@dataclass(frozen=True)
+class View:
+    """An immutable snapshot for one request: the model plus catalogue and trending resolved onto it."""
+
+    model: ServedModel | None
+    unavailable: frozenset[str] = frozenset()
+    unavailable_idx: npt.NDArray[np.int64] = field(default_factory=lambda: EMPTY_IDX)
+    available_mask: npt.NDArray[np.bool_] | None = None
+    category_idx: dict[str, npt.NDArray[np.int64]] = field(default_factory=dict)
+    # The 1h trending items in the model and their trending / max trending, for the blend (sparse: the
+    # rest of the catalogue has 0, so adding trending to personal scores touches only these rows).
+    trend_idx: npt.NDArray[np.int64] = field(default_factory=lambda: EMPTY_IDX)
+    trend_val: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    trend_of: dict[int, float] = field(default_factory=dict)
+    trending: list[tuple[str, float]] = field(default_factory=list)  # 1h, overall, best first
+    popular: list[tuple[str, float]] = field(default_factory=list)
+
+
+def build_model(version: str, meta: dict[str, Any], item_ids: list[str], factors: np.ndarray,
+                gram: np.ndarray, new_items: dict[bytes, bytes]) -> ServedModel:
+    """Append folded-in new items (unknown ids only, right length) to a refit's items."""
+    ids, index = list(item_ids), {item: i for i, item in enumerate(item_ids)}
+    f = int(factors.shape[1])
+    extra = []
+    for raw_id, raw_vec in sorted(new_items.items()):
+        item = raw_id.decode()
+        if item in index or len(raw_vec) != 4 * f:
+            continue
+        index[item] = len(ids)
+        ids.append(item)
+        extra.append(from_bytes(raw_vec))
+    mat = np.vstack([factors, *extra]) if extra else factors
+    mat = np.ascontiguousarray(mat, dtype=np.float32)
+    return ServedModel(version, meta, ids, index, mat, np.ascontiguousarray(mat.T), normalize_rows(mat),
+                       np.asarray(gram, dtype=np.float32),
+                       len(item_ids), dict(new_items), time.time())
+
+
+class ModelCache:
+    """Holds the current :class:`View`; replaced whole, never mutated (readers need no lock)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.view = View(model=None)
+        self._lock = threading.RLock()  # serialises writers (the refresher and catalogue writes)
+        self._catalogue: dict[str, str] = {}  # item → category
+        self._unavailable: frozenset[str] = frozenset()
+        self._trending: list[tuple[str, float]] = []
+        self._popular: list[tuple[str, float]] = []
+        self._model: ServedModel | None = None
+        self._per_model: tuple[ServedModel | None, int, int] | None = None  # memo key for category_idx
+        self._category_idx: dict[str, npt.NDArray[np.int64]] = {}
+        self._catalogue_gen = 0
+        # Catalogue writes made in this process, re-applied over refresh reads that started before them.
+        self._marks: dict[str, tuple[str | None, bool, float]] = {}
+
+    def publish(self, *, model: ServedModel | None = None, catalogue: dict[str, str] | None = None,
+                unavailable: frozenset[str] | None = None, trending: list[tuple[str, float]] | None = None,
+                popular: list[tuple[str, float]] | None = None, read_at: float | None = None) -> View:
+        """Replace any of the parts and publish a new view built from all of them.
+
+        ``read_at`` (monotonic) is when the caller started reading ``catalogue``/``unavailable`` from Redis:
+        catalogue writes this process made after that moment win over what was read.
+        """
+        with self._lock:
+            if read_at is not None:
+                catalogue, unavailable = self._reapply_marks(read_at, catalogue, unavailable)
+            if model is not None:
+                self._model = model
+            if catalogue is not None:
+                self._catalogue = catalogue
+                self._catalogue_gen += 1
+            if unavailable is not None:
+                self._unavailable = unavailable
+            if trending is not None:
+                self._trending = trending
+            if popular is not None:
+                self._popular = popular
+            self.view = self._build()
+            return self.view
+
+    def _reapply_marks(self, read_at: float, catalogue: dict[str, str] | None,
+                       unavailable: frozenset[str] | None) -> tuple[dict[str, str] | None, frozenset[str] | None]:
+        now = time.monotonic()
+        self._marks = {i: m for i, m in self._marks.items() if now - m[2] < 30}
+        late = {i: m for i, m in self._marks.items() if m[2] >= read_at - 0.05}
+        if not late:
+            return catalogue, unavailable
+        if catalogue is not None:
+            catalogue = {**catalogue, **{i: m[0] for i, m in late.items() if m[0] is not None}}
+        if unavailable is not None:
+            unavailable = (unavailable - {i for i, m in late.items() if m[1]}) | {i for i, m in late.items()
+                                                                                   if not m[1]}
+        return catalogue, unavailable
+
+    def mark_item(self, item_id: str, category: str | None, available: bool) -> None:
+        """Apply a catalogue write at once, without waiting for the next refresh."""
+        with self._lock:
+            self._marks[item_id] = (category, available, time.monotonic())
+            catalogue = None
+            if category is not None and self._catalogue.get(item_id) != category:
+                catalogue = {**self._catalogue, item_id: category}
+            unavailable = self._unavailable - {item_id} if available else self._unavailable | {item_id}
+            self.publish(catalogue=catalogue, unavailable=unavailable)
+
+    def _build(self) -> View:
+        model = self._model
+        if model is None:
+            return View(None, self._unavailable, trending=self._trending, popular=self._popular)
+        n = len(model.item_ids)
+        unavailable_idx = np.fromiter((i for i in map(model.index.get, self._unavailable) if i is not None),
+                                      dtype=np.int64)
+        available = np.ones(n, dtype=np.bool_)
+        available[unavailable_idx] = False
+        memo = (model, self._catalogue_gen, n)
+        if self._per_model != memo:
+            by_cat: dict[str, list[int]] = {}
+            for item, cat in self._catalogue.items():
+                i = model.index.get(item)
+                if i is not None:
+                    by_cat.setdefault(cat, []).append(i)
+            self._category_idx = {c: np.array(sorted(ix), dtype=np.int64) for c, ix in by_cat.items()}
+            self._per_model = memo
+        trend_of: dict[int, float] = {}
+        if self._trending and self._trending[0][1] > 0:
+            top = self._trending[0][1]
+            for item, score in self._trending:
+                i = model.index.get(item)
+                if i is not None:
+                    trend_of[i] = score / top
+        trend_idx = np.fromiter(trend_of.keys(), dtype=np.int64, count=len(trend_of))
+        trend_val = np.fromiter(trend_of.values(), dtype=np.float32, count=len(trend_of))
+        return View(model, self._unavailable, unavailable_idx, available, self._category_idx, trend_idx, trend_val,
+                    trend_of, self._trending, self._popular)
+
+
+class Refresher:
+    """Background thread keeping a :class:`ModelCache` current; survives Redis outages."""
+
+    def __init__(self, settings: Settings, cache: ModelCache, metrics: ApiMetrics,
+                 interval_s: float = 1.0) -> None:
+        self.settings, self.cache, self.metrics, self.interval_s = settings, cache, metrics, interval_s
+        self.store = RedisStore(settings)
+        self.redis_ok = False
+        self.last_ok = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._cat_len = self._unavail_card = -1
+        self._cat_read_at = self._unavail_at = self._trend_at = self._popular_at = -1e9
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="api-refresher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.store.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.tick()
+            self._stop.wait(self.interval_s)
+
+    def tick(self) -> None:
+        """One refresh; errors are logged and counted, the previous view keeps serving."""
+        try:
+            self._refresh()
+            self.redis_ok, self.last_ok = True, time.monotonic()
+            self.metrics.redis_up.set(1)
+        except redis.RedisError as exc:
+            self.redis_ok = False
+            self.metrics.redis_up.set(0)
+            self.metrics.refresh_errors.inc()
+            log.warning("refresh failed, serving the previous state: %s", exc)
+        except Exception:  # a bad model payload must not kill the thread
+            self.metrics.refresh_errors.inc()
+            log.exception("refresh failed, serving the previous state")
+
+    def _refresh(self) -> None:
+        store, k = self.store, self.store.keys
+        now = read_at = time.monotonic()
+        model = self._model_update()
+        unavailable = catalogue = trending = popular = None
+        # Cheap change detectors every tick (SCARD, HLEN); full reads only on a change or now and then.
+        card = int(store.client.scard(k.unavailable))
+        if card != self._unavail_card or now - self._unavail_at > UNAVAILABLE_FULL_REFRESH_S:
+            unavailable = frozenset(m.decode() for m in cast(set[bytes], store.client.smembers(k.unavailable)))
+            self._unavail_card, self._unavail_at = card, now
+        cat_len = int(store.client.hlen(k.item_category))
+        if cat_len != self._cat_len or now - self._cat_read_at > CATEGORY_FULL_REFRESH_S:
+            raw = cast(dict[bytes, bytes], store.client.hgetall(k.item_category))
+            catalogue = {i.decode(): c.decode() for i, c in raw.items()}
+            self._cat_len, self._cat_read_at = cat_len, now
+        skip = set(unavailable if unavailable is not None else self.cache.view.unavailable)
+        if now - self._trend_at >= TREND_REFRESH_S:
+            trending = top_trending(store, "1h", k=TREND_TOP, exclude=skip)
+            self._trend_at = now
+        if now - self._popular_at >= POPULAR_REFRESH_S:
+            popular = top_popular(store, k=TREND_TOP, exclude=skip)
+            self._popular_at = now
+        if any(part is not None for part in (model, catalogue, unavailable, trending, popular)):
+            self.cache.publish(model=model, catalogue=catalogue, unavailable=unavailable, trending=trending,
+                               popular=popular, read_at=read_at)
+
+    def _model_update(self) -> ServedModel | None:
+        """A new :class:`ServedModel` when the current version or its folded-in items changed, else None."""
+        store, k = self.store, self.store.keys
+        served = self.cache.view.model
+        version = current_version(store)
+        if version is None:
+            return None
+        new_raw = cast(dict[bytes, bytes], store.client.hgetall(k.model(version, "new_items")))
+        model = None
+        if served is None or served.version != version:
+            loaded = load_model(store, version)
+            if loaded is not None:
+                model = build_model(version, loaded.meta, loaded.item_ids, loaded.item_factors, loaded.gram, new_raw)
+                self.metrics.model_swaps.inc()
+                log.info("serving model %s (%d items)", version, len(model.item_ids))
+        elif new_raw != served.new_items:
+            base = served.n_base
+            model = build_model(version, served.meta, served.item_ids[:base], served.factors[:base], served.gram,
+                                new_raw)
+        if model is not None:
+            self.metrics.model.info({"version": model.version})
+            self.metrics.model_items.set(len(model.item_ids))
+            self.metrics.model_loaded.set(time.time())
+        return model

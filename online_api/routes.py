@@ -1,0 +1,167 @@
+"""The /v1 endpoints. Handlers are thin: FastAPI validates, the service layer answers.
+
+(No ``from __future__ import annotations`` here: FastAPI reads the parameter annotations at runtime.)
+"""
+
+import asyncio
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query
+
+from online_api.collector import Collector
+from online_api.errors import InvalidInput, NotFound, Unavailable
+from online_api.schemas import (
+    ID_PATTERN,
+    MAX_EXCLUDE,
+    Accepted,
+    EventBatch,
+    Explanation,
+    Item,
+    ItemIn,
+    Recommendations,
+    SimilarItems,
+    Trending,
+    error_responses,
+)
+from online_api.service import Recommender
+from streamrec.events import MAX_EVENT_BYTES, MAX_ID_LEN, Event, InvalidEvent, validate_event
+from streamrec.settings import Settings
+from streamrec.store.catalog import get_item, put_items
+from streamrec.store.trending import WINDOWS
+
+UserId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LEN, pattern=ID_PATTERN, examples=["u-1842"])]
+ItemId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LEN, pattern=ID_PATTERN, examples=["sku-77"])]
+Category = Annotated[str | None, Query(min_length=1, max_length=MAX_ID_LEN, pattern=ID_PATTERN,
+                                       description="only items of this catalogue category")]
+WINDOW_PATTERN = "^(" + "|".join(re.escape(w) for w in WINDOWS) + ")$"
+
+
+def read_router(settings: Settings, svc: Recommender, auth: list[Any]) -> APIRouter:
+    """Recommendations, similar items, explanations, trending, and catalogue reads."""
+    r = APIRouter(prefix="/v1", dependencies=auth)
+    K = Annotated[int, Query(ge=1, le=settings.max_k, description=f"how many items (1 to {settings.max_k})")]
+    reads = error_responses(401, 403, 422, 503)
+
+    @r.get("/users/{user_id}/recommendations", response_model=Recommendations, responses=reads,
+           tags=["recommendations"], summary="Recommended for you")
+    async def recommendations(
+        user_id: UserId,
+        k: K = 10,
+        exclude_seen: Annotated[bool, Query(description="leave out items the user interacted with")] = True,
+        category: Category = None,
+        exclude: Annotated[list[str] | None, Query(
+            max_length=MAX_EXCLUDE, description="item ids to leave out (repeat the parameter or separate "
+            "with commas), e.g. the items already on the page")] = None,
+    ) -> Recommendations:
+        """Personal top-k from the user's current vector blended with trending; a user without a vector
+        gets trending, then all-time popular items. Each item names its source."""
+        ids = [x for part in exclude or () for x in part.split(",") if x]
+        if len(ids) > MAX_EXCLUDE:
+            raise InvalidInput(f"query.exclude: at most {MAX_EXCLUDE} ids",
+                               fields=[{"field": "query.exclude", "message": f"at most {MAX_EXCLUDE} ids"}])
+        return await svc.recommend(user_id, k, exclude_seen=exclude_seen, category=category, exclude=ids)
+
+    @r.get("/items/{item_id}/similar", response_model=SimilarItems, responses=error_responses(
+        401, 403, 404, 422, 503), tags=["recommendations"], summary="You might also like")
+    async def similar(item_id: ItemId, k: K = 10) -> SimilarItems:
+        """Available items with the most similar factors (cosine)."""
+        return svc.similar(item_id, k)
+
+    @r.get("/users/{user_id}/recommendations/{item_id}/explain", response_model=Explanation,
+           responses=error_responses(401, 403, 404, 422, 503), tags=["recommendations"],
+           summary="Why was this item recommended")
+    async def explain(user_id: UserId, item_id: ItemId,
+                      n: Annotated[int, Query(ge=1, le=50, description="contributions to return")] = 5) -> Explanation:
+        """The user's interactions that contributed most to the item's predicted score."""
+        return await svc.explain(user_id, item_id, n)
+
+    @r.get("/trending", response_model=Trending, responses=reads, tags=["recommendations"],
+           summary="Trending now")
+    async def trending(
+        window: Annotated[str, Query(pattern=WINDOW_PATTERN, description=f"one of {', '.join(WINDOWS)}")] = "1h",
+        category: Category = None, k: K = 10,
+    ) -> Trending:
+        """Items with the highest time-decayed interaction weight in the window (cached ~1.5 s)."""
+        return await svc.trending(window, category, k)
+
+    @r.get("/items/{item_id}", response_model=Item, responses=error_responses(401, 403, 404, 422, 503),
+           tags=["catalogue"], summary="Catalogue entry of an item")
+    async def read_item(item_id: ItemId) -> Item:
+        found = await asyncio.to_thread(get_item, svc.store, item_id)
+        if found is None:
+            raise NotFound(f"item {item_id!r} is not in the catalogue")
+        attrs = {k: v for k, v in found.items() if k not in ("item_id", "category", "available")}
+        return Item(item_id=item_id, category=found["category"], available=found["available"], attributes=attrs)
+
+    return r
+
+
+def write_router(settings: Settings, svc: Recommender, collector: Collector, auth: Any) -> APIRouter:
+    """The event collector and catalogue writes (always keyed)."""
+    r = APIRouter(prefix="/v1", dependencies=[Depends(auth)])
+    writes = error_responses(400, 401, 403, 413, 422, 503)
+    max_future_ms = int(settings.max_future_skew_s * 1000)
+
+    def check(events: list[Event], prefix: str) -> list[Event]:
+        # The contract's own entry point: it adds the checks beyond the schema (no future timestamps).
+        out, problems = [], []
+        for i, event in enumerate(events):
+            try:
+                checked = validate_event(event.model_dump(mode="json"), max_future_ms=max_future_ms)
+            except InvalidEvent as exc:
+                problems.append({"field": f"{prefix.format(i)}.ts" if exc.reason == "future_timestamp"
+                                 else prefix.format(i), "message": exc.detail})
+                continue
+            size = len(checked.to_json_bytes())
+            if size > MAX_EVENT_BYTES:  # the worker would dead-letter it: refuse it here instead
+                problems.append({"field": prefix.format(i), "message": f"encoded event is {size} bytes, "
+                                 f"more than {MAX_EVENT_BYTES}"})
+                continue
+            out.append(checked)
+        if problems:
+            svc.metrics.events.labels("invalid").inc()
+            raise InvalidInput(f"{problems[0]['field']}: {problems[0]['message']}", fields=problems)
+        return out
+
+    async def send(events: list[Event]) -> None:
+        try:
+            await collector.send(events)
+        except Unavailable:
+            svc.metrics.events.labels("unavailable").inc()
+            raise
+        svc.metrics.events.labels("accepted").inc(len(events))
+
+    @r.post("/events", status_code=202, response_model=Accepted, responses=writes, tags=["collector"],
+            summary="Post one event")
+    async def post_event(event: Event) -> Accepted:
+        """Validates the event, writes it to Kafka (idempotent producer, acks=all) and answers 202 once Kafka
+        acknowledged it: an accepted event is never lost. 503 with Retry-After while Kafka is unreachable."""
+        events = check([event], "body")
+        await send(events)
+        return Accepted(accepted=1, event_ids=[str(event.event_id)])
+
+    @r.post("/events:batch", status_code=202, response_model=Accepted, responses=writes, tags=["collector"],
+            summary="Post up to 500 events")
+    async def post_events(batch: EventBatch) -> Accepted:
+        """All events are validated first; one invalid event rejects the batch (422, nothing written).
+        Retrying a batch after a 503 is safe: events are de-duplicated by event_id downstream."""
+        events = check(batch.events, "body.events[{}]")
+        await send(events)
+        return Accepted(accepted=len(events), event_ids=[str(e.event_id) for e in events])
+
+    @r.put("/items/{item_id}", response_model=Item, responses=writes, tags=["catalogue"],
+           summary="Create or update an item's catalogue entry")
+    async def put_item(item_id: ItemId, item: ItemIn) -> Item:
+        """Category (used by category filters and category trending), availability (unavailable items never
+        appear in any answer, from the moment this returns) and free-form attributes."""
+        reserved = {"item_id", "category", "available"} & item.attributes.keys()
+        if reserved:
+            raise InvalidInput(f"body.attributes: reserved key {sorted(reserved)[0]!r}",
+                               fields=[{"field": "body.attributes", "message": "reserved key"}])
+        entry = {"item_id": item_id, "category": item.category, "available": item.available, **item.attributes}
+        await asyncio.to_thread(put_items, svc.store, [entry])
+        svc.cache.mark_item(item_id, item.category, item.available)
+        return Item(item_id=item_id, category=item.category, available=item.available, attributes=item.attributes)
+
+    return r

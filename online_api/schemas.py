@@ -1,0 +1,160 @@
+"""Request and response models of the API (they are the OpenAPI schema, examples included)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from streamrec.events import MAX_ID_LEN, Event
+
+ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"  # the event contract's opaque ids: no control characters
+MAX_BATCH_EVENTS = 500
+MAX_EXCLUDE = 500
+MAX_ATTRIBUTES = 32
+
+
+class Source(StrEnum):
+    """Why an item is in a recommendation list."""
+
+    PERSONAL = "personal"  # the user's factors ranked it (possibly boosted by trending)
+    TRENDING = "trending"  # trending in the last hour outweighed the personal score, or fallback
+    POPULAR = "popular"  # all-time popular: the last fallback
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    score: float = Field(description="blended score in [0, 1] for personal items; the normalised "
+                         "trending or popularity score for fallback items")
+    source: Source
+
+
+class Recommendations(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "user_id": "u-1842", "model_version": "v20261122T101500123", "vector_age_s": 4.2,
+        "personalized": True,
+        "items": [{"item_id": "sku-77", "score": 0.93, "source": "personal"},
+                  {"item_id": "sku-12", "score": 0.41, "source": "trending"}]}]})
+
+    user_id: str
+    model_version: str | None = Field(description="the model version that served; null before the first")
+    vector_age_s: float | None = Field(description="seconds since the user's vector was last written; "
+                                       "null when the user has none")
+    personalized: bool = Field(description="false when the answer is the trending/popular fallback")
+    items: list[RecommendedItem]
+
+
+class SimilarItem(BaseModel):
+    item_id: str
+    score: float = Field(description="cosine similarity of the item factors, in [-1, 1]")
+
+
+class SimilarItems(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "item_id": "sku-77", "model_version": "v20261122T101500123",
+        "items": [{"item_id": "sku-78", "score": 0.87}]}]})
+
+    item_id: str
+    model_version: str
+    items: list[SimilarItem]
+
+
+class Contribution(BaseModel):
+    item_id: str = Field(description="an item from the user's history")
+    weight: float = Field(description="the user's summed interaction weight on it")
+    contribution: float = Field(description="its share of the predicted score")
+
+
+class Explanation(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "user_id": "u-1842", "item_id": "sku-77", "model_version": "v20261122T101500123", "score": 0.91,
+        "contributions": [{"item_id": "sku-70", "weight": 6.0, "contribution": 0.55}]}]})
+
+    user_id: str
+    item_id: str
+    model_version: str
+    score: float = Field(description="the item's predicted score from the user's history")
+    contributions: list[Contribution] = Field(description="the history items that contributed most, best first")
+
+
+class TrendingItem(BaseModel):
+    item_id: str
+    score: float = Field(description="decayed interaction weight in the window")
+
+
+class Trending(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "window": "1h", "category": None, "items": [{"item_id": "sku-12", "score": 41.5}]}]})
+
+    window: str
+    category: str | None
+    items: list[TrendingItem]
+
+
+class EventBatch(BaseModel):
+    """Up to 500 events; all are validated before any is produced (one bad event rejects the batch)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[Event] = Field(min_length=1, max_length=MAX_BATCH_EVENTS)
+
+
+class Accepted(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "accepted": 1, "event_ids": ["0b7e4f0c-3c57-4c43-9d0e-2f1f5a2b9c11"]}]})
+
+    accepted: int = Field(description="events written to Kafka (acknowledged by every in-sync replica)")
+    event_ids: list[str]
+
+
+class ItemIn(BaseModel):
+    """Catalogue metadata of one item."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "category": "shoes", "available": True, "attributes": {"brand": "acme", "price": 49.0}}]})
+
+    category: str | None = Field(None, min_length=1, max_length=MAX_ID_LEN, pattern=ID_PATTERN)
+    available: bool = Field(True, description="unavailable items never appear in any answer")
+    attributes: dict[str, str | int | float | bool | None] = Field(
+        default_factory=dict, max_length=MAX_ATTRIBUTES,
+        description="free-form flat attributes; keys other than item_id, category and available")
+
+
+class Item(BaseModel):
+    item_id: str
+    category: str | None
+    available: bool
+    attributes: dict[str, Any]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable machine code, e.g. not_found, invalid_input, unavailable")
+    message: str
+    fields: list[dict[str, str]] = Field(description="field-level problems: {field, message}")
+
+
+class ErrorBody(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"error": {
+        "code": "invalid_input", "message": "query.k: Input should be less than or equal to 100",
+        "fields": [{"field": "query.k", "message": "Input should be less than or equal to 100"}]}}]})
+
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Ready(BaseModel):
+    status: str
+    redis: bool
+    model_version: str | None
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries documenting the error body for ``statuses``."""
+    text = {400: "Malformed request", 401: "API key missing", 403: "API key wrong", 404: "Not found",
+            413: "Body too large", 422: "Invalid input (field-level messages)",
+            503: "A dependency is unavailable; retry after Retry-After seconds"}
+    return {s: {"model": ErrorBody, "description": text.get(s, "Error")} for s in statuses}

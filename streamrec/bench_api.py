@@ -1,0 +1,217 @@
+"""`streamrec bench api`: recommendations through HTTP from one uvicorn worker, and the in-process floor.
+
+1. Publishes a synthetic model (``items`` × ``factors``, ``users`` user vectors with histories, a catalogue
+   with categories and some unavailable items, trending counts) under a private Redis prefix.
+2. Starts ``uvicorn online_api.app:app_from_env`` (one worker) on a free loopback port.
+3. Drives ``GET /v1/users/{u}/recommendations?k=10`` with a closed-loop keep-alive load generator running
+   in this process, and reads the server-side time of every request from its ``Server-Timing`` header.
+4. Measures the same work in-process, without HTTP: the service call (one Redis round trip, scoring).
+
+The last line (with ``--json``) is ``{"rps", "p50_ms", "p99_ms", "inprocess_p99_ms", "items"}``: rps is
+the throughput reached, p50/p99 the server-side latency under that load. Load generator and server share
+the machine, so on a 2-core box each gets about one core.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from online_api.loadgen import LoadResult, run_load
+from online_api.server import ApiProcess
+from streamrec.settings import Settings
+from streamrec.store import RedisStore
+
+HISTORY = (10, 60)  # interactions per synthetic user
+CATEGORIES = 20
+UNAVAILABLE_SHARE = 0.01
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    items: int = 50_000
+    users: int = 5_000
+    factors: int = 64
+    duration_s: float = 10.0
+    connections: int = 2
+    inprocess_requests: int = 3_000
+    seed: int = 7
+
+
+def _say(msg: str) -> None:
+    print(f"[bench api] {msg}", file=sys.stderr, flush=True)
+
+
+def publish_synthetic(store: RedisStore, cfg: BenchConfig) -> list[str]:
+    """Write a model version, histories, catalogue and trending; returns the user ids."""
+    from models.foldin import gram
+    from streamrec.events import now_ms
+    from streamrec.store.catalog import put_items
+    from streamrec.store.models import activate, new_version_name, write_version
+    from streamrec.store.trending import add_counts
+    from streamrec.store.users import Interaction, append_history
+
+    rng = np.random.default_rng(cfg.seed)
+    items = [f"item-{i}" for i in range(cfg.items)]
+    users = [f"user-{u}" for u in range(cfg.users)]
+    y = (rng.standard_normal((cfg.items, cfg.factors)) * 0.1).astype(np.float32)
+    x = (rng.standard_normal((cfg.users, cfg.factors)) * 0.5).astype(np.float32)
+    version = new_version_name()
+    write_version(store, version, {"trained_at": time.time(), "synthetic": True}, items, y, gram(y), users, x)
+    activate(store, version)
+    now = now_ms()
+    pipe = store.client.pipeline(transaction=False)
+    for n, user in enumerate(users):
+        seen = rng.integers(0, cfg.items, rng.integers(*HISTORY))
+        append_history(pipe, store, user, [Interaction(items[i], 1.0, now - 1000 * j, "click")
+                                           for j, i in enumerate(seen.tolist())], cap=200)
+        if n % 500 == 499:
+            pipe.execute()
+    pipe.execute()
+    cats = rng.integers(0, CATEGORIES, cfg.items)
+    off = set(rng.choice(cfg.items, int(cfg.items * UNAVAILABLE_SHARE), replace=False).tolist())
+    put_items(store, ({"item_id": it, "category": f"cat-{c}", "available": i not in off}
+                      for i, (it, c) in enumerate(zip(items, cats.tolist(), strict=True))))
+    hot = rng.zipf(1.3, 5_000) % cfg.items
+    counts: dict[tuple[str, str | None], float] = {}
+    for i in hot.tolist():
+        key = (items[i], f"cat-{cats[i]}")
+        counts[key] = counts.get(key, 0.0) + 1.0
+    pipe = store.client.pipeline(transaction=False)
+    add_counts(pipe, store, now, counts)
+    pipe.execute()
+    return users
+
+
+async def _inprocess(settings: Settings, users: list[str], n: int) -> tuple[list[float], list[float]]:
+    """The service call without HTTP (same Redis round trip, scoring and response model), and scoring alone."""
+    import redis.asyncio as aredis
+
+    from online_api.cache import ModelCache, Refresher
+    from online_api.metrics import ApiMetrics
+    from online_api.service import Recommender
+
+    metrics = ApiMetrics()
+    cache = ModelCache(settings)
+    refresher = Refresher(settings, cache, metrics)
+    refresher.tick()
+    client = aredis.Redis.from_url(settings.redis_url)
+    svc = Recommender(settings, cache, metrics, client)
+    rng = np.random.default_rng(1)
+    full, scoring = [], []
+    vec = rng.standard_normal(cache.view.model.n_factors if cache.view.model else 1).astype(np.float32)
+    try:
+        for i in range(n + 200):
+            user = users[int(rng.integers(len(users)))]
+            t0 = time.perf_counter()
+            await svc.recommend(user, 10)
+            t1 = time.perf_counter()
+            svc._personal(cache.view, vec, 10, (), None, ())
+            t2 = time.perf_counter()
+            if i >= 200:  # warm-up
+                full.append((t1 - t0) * 1000)
+                scoring.append((t2 - t1) * 1000)
+    finally:
+        await client.aclose()
+        refresher.stop()
+        svc.store.close()
+    return full, scoring
+
+
+def _cpu_s(pid: int) -> float | None:
+    """User+system CPU seconds of a process (Linux), or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _load(api: ApiProcess, paths: Callable[[], str], connections: int, duration_s: float) -> tuple[LoadResult, str]:
+    """Drive the API; returns the result and a note on CPU per request of server and load generator."""
+    import uvloop
+
+    server0, client0 = _cpu_s(api.pid), time.process_time()
+    res = uvloop.run(run_load("127.0.0.1", api.port, paths, connections=connections, duration_s=duration_s))
+    server1, client1 = _cpu_s(api.pid), time.process_time()
+    n = max(res.sent, 1)
+    note = f"load generator {(client1 - client0) * 1000 / n:.3f} ms CPU/request"
+    if server0 is not None and server1 is not None:
+        note = f"server {(server1 - server0) * 1000 / n:.3f} ms CPU/request, {note}"
+    return res, note
+
+
+def run(base: Settings, cfg: BenchConfig, *, json_out: bool = False) -> int:
+    """Run the benchmark; prints figures (and the JSON line with ``json_out``). Returns the exit code."""
+    import uvloop
+    from threadpoolctl import threadpool_limits
+
+    settings = base.model_copy(update={"redis_prefix": f"bench-api-{uuid.uuid4().hex[:8]}"})
+    store = RedisStore(settings)
+    if not store.ping():
+        _say(f"redis at {settings.redis_url} did not answer (is the stack up? streamrec stack up)")
+        return 1
+    api = None
+    try:
+        _say(f"publishing a synthetic model: {cfg.items} items x {cfg.factors} factors, {cfg.users} users "
+             f"with histories, catalogue and trending (prefix {settings.redis_prefix})")
+        users = publish_synthetic(store, cfg)
+        api = ApiProcess(settings)
+        _say(f"starting uvicorn (1 worker) on {api.url}")
+        api.start(wait="/readyz")
+        rng = np.random.default_rng(cfg.seed)
+        picks = [f"/v1/users/{users[i]}/recommendations?k=10" for i in rng.integers(0, len(users), 100_000)]
+        counter = itertools.count()
+
+        def next_path() -> str:
+            return picks[next(counter) % len(picks)]
+
+        _say(f"load: {cfg.connections} keep-alive connections for {cfg.duration_s:g}s after a 2s warm-up; the "
+             f"load generator runs in this process, the server in another, sharing {os.cpu_count()} cores")
+        res, note = _load(api, next_path, cfg.connections, cfg.duration_s)
+        floor_http, floor_note = _load(api, lambda: "/healthz", cfg.connections, 3.0)
+        api.stop()
+        bad = {s: c for s, c in res.statuses.items() if s != 200}
+        _say(f"http: {res.requests} requests, {res.rps:.0f} req/s, non-200: {bad or 'none'}, "
+             f"connection errors: {res.errors}; {note}")
+        _say(f"server-side ms (Server-Timing): p50 {res.pct(res.server_ms, 50):.3f}  "
+             f"p99 {res.pct(res.server_ms, 99):.3f}  max {max(res.server_ms, default=float('nan')):.3f}")
+        _say(f"client-side ms (incl. queueing at {cfg.connections} connections): p50 "
+             f"{res.pct(res.client_ms, 50):.3f}  p99 {res.pct(res.client_ms, 99):.3f}")
+        _say(f"http floor (GET /healthz, same setup): {floor_http.rps:.0f} req/s; {floor_note}")
+        _say(f"in-process floor: {cfg.inprocess_requests} sequential service calls without HTTP")
+        with threadpool_limits(1):  # as in the server (OPENBLAS_NUM_THREADS=1)
+            floor, scoring = uvloop.run(_inprocess(settings, users, cfg.inprocess_requests))
+        _say(f"in-process ms: p50 {LoadResult.pct(floor, 50):.3f}  p99 {LoadResult.pct(floor, 99):.3f}; "
+             f"of which scoring alone (no Redis): p50 {LoadResult.pct(scoring, 50):.3f}  "
+             f"p99 {LoadResult.pct(scoring, 99):.3f}")
+        figures = {"rps": round(res.rps, 1), "p50_ms": round(res.pct(res.server_ms, 50), 3),
+                   "p99_ms": round(res.pct(res.server_ms, 99), 3),
+                   "inprocess_p99_ms": round(LoadResult.pct(floor, 99), 3), "items": cfg.items}
+        extra = {"client_p50_ms": round(res.pct(res.client_ms, 50), 3),
+                 "client_p99_ms": round(res.pct(res.client_ms, 99), 3),
+                 "inprocess_p50_ms": round(LoadResult.pct(floor, 50), 3),
+                 "scoring_p50_ms": round(LoadResult.pct(scoring, 50), 3), "healthz_rps": round(floor_http.rps),
+                 "connections": cfg.connections, "cores": os.cpu_count(), "non_200": sum(bad.values())}
+        print(f"figures: {json.dumps({**figures, **extra})}", file=sys.stderr, flush=True)
+        if json_out:
+            print(json.dumps(figures), flush=True)
+        else:
+            print(" ".join(f"{k}={v}" for k, v in figures.items()), flush=True)
+        return 0 if not bad and res.requests else 1
+    finally:
+        if api is not None:
+            api.stop()
+        keys = list(store.client.scan_iter(f"{settings.redis_prefix}:*", count=5000))
+        for i in range(0, len(keys), 1000):
+            store.client.unlink(*keys[i : i + 1000])
+        store.close()
