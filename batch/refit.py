@@ -32,11 +32,10 @@ from models.weighting import weighted_matrix
 from streamrec.events import now_ms
 from streamrec.settings import Settings
 from streamrec.store import RedisStore, to_bytes
-from streamrec.store.models import activate, cleanup_versions, new_version_name, write_version
+from streamrec.store.models import VERSION_PARTS, activate, cleanup_versions, new_version_name, write_version
 
 log = logging.getLogger("streamrec.batch")
 FitFn = Callable[[sp.csr_matrix, ALSParams], ALSModelFactors]
-VERSION_PARTS = ("meta", "items", "item_factors", "gram", "users", "user_ts", "new_items", "user_gram")
 
 
 class RefitError(RuntimeError):
@@ -234,8 +233,6 @@ def _run(settings: Settings, store: RedisStore, fit: FitFn, rebuild: bool, progr
         recent = users_since(settings, end)
         fold = refold_users(settings, store, version, model.item_factors, model.gram, item_index, recent)
     removed = cleanup_versions(store, settings.model_grace_s)
-    if removed:
-        store.client.unlink(*(store.keys.model(v, "user_gram") for v in removed))
     return {
         "version": version, **stats.as_dict(),
         "n_users": len(train.user_ids), "n_items": len(train.item_ids), "n_interactions": int(train.matrix.nnz),

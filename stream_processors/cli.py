@@ -1,9 +1,91 @@
-"""`streamrec` subcommands of this stage."""
+"""`streamrec worker` and `streamrec bench stream`."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import sys
+from pathlib import Path
+
+from streamrec.settings import Settings
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from stream_processors import metrics
+    from stream_processors.app import run_worker
+    from streamrec.kafka_io import KafkaUnavailable, ensure_topics
+
+    if args.metrics_port is not None:
+        settings = settings.model_copy(update={"worker_metrics_port": args.metrics_port})
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+    try:
+        ensure_topics(settings)
+    except KafkaUnavailable as exc:
+        print(f"streamrec: {exc} (is the stack up? run: streamrec stack up)", file=sys.stderr, flush=True)
+        return 1
+    warn_if_not_copartitioned(settings)
+    port = metrics.serve(settings.metrics_host, settings.worker_metrics_port)
+    print(f"[worker] group {settings.consumer_group} on {settings.kafka_bootstrap} topics "
+          f"{settings.event_topics} -> redis {settings.redis_url} prefix {settings.redis_prefix!r}; "
+          f"metrics on http://{settings.metrics_host}:{port}/metrics", file=sys.stderr, flush=True)
+    return run_worker(settings, loglevel=args.log_level, stats_file=args.stats_file)
+
+
+def warn_if_not_copartitioned(settings: Settings) -> None:
+    """A user's clicks and purchases must share a partition number (same count in both topics), or the
+    same user's events can be applied by two workers at once (their vectors may then lag one event)."""
+    from streamrec.kafka_io import admin_client
+
+    topics = admin_client(settings).list_topics(timeout=10).topics
+    counts = {t: len(topics[t].partitions) for t in settings.event_topics if t in topics}
+    if len(set(counts.values())) > 1:
+        logging.getLogger("streamrec.worker").warning(
+            "the event topics have different partition counts %s: give them the same count", counts)
+
+
+def cmd_bench_stream(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.bench_stream import BenchConfig, run
+
+    cfg = BenchConfig(events=args.events, rate=args.rate, users=args.users, items=args.items,
+                      factors=args.factors, seed=args.seed, core=not args.no_core, keep_files=args.keep_files)
+    return run(settings, cfg, json_only=args.json)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
     """Add this stage's subcommands to the CLI."""
+    p = sub.add_parser(
+        "worker", help="run the streaming worker: fold every click and purchase into the user's factors",
+        description="Consumes the click and purchase topics as one Faust consumer group, validates every "
+        "event (invalid ones go to the dead-letter topic with the reason), and applies each batch to Redis "
+        "in one MULTI/EXEC exactly once: interaction history, event counts, the user's vector folded in "
+        "against the current model version, trending counts, new items, applied offsets. Run several to "
+        "share the partitions. Settings: STREAMREC_* (worker_batch_size, worker_batch_within_s, "
+        "history_cap, ...); see docs/streaming.md.")
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="port of the Prometheus /metrics endpoint (default: STREAMREC_WORKER_METRICS_PORT; "
+                   "0 picks a free one)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--stats-file", type=Path, default=None,
+                   help="append one JSON line per batch (sizes, timings, per-event freshness) to this file")
+    p.set_defaults(func=cmd_worker)
+
+    from streamrec.commands import bench_subparsers
+
+    b = bench_subparsers(sub).add_parser(
+        "stream", help="throughput and freshness of a real worker process at a given event rate",
+        description="Publishes a synthetic model (64 factors, 50,000 items) under an isolated Redis prefix "
+        "and topics, produces simulated events at --rate, runs a real `streamrec worker` process and "
+        "measures its events/s and freshness p50/p99 (event time to the user's vector in Redis), plus the "
+        "bare batched solver's events/s from the same run. Cleans up its keys and topics afterwards.")
+    b.add_argument("--json", action="store_true", help="print only progress and the final JSON line")
+    b.add_argument("--events", type=int, default=150_000, help="events in the measured phase")
+    b.add_argument("--rate", type=float, default=10_000.0, help="events per second produced (0: as fast as possible)")
+    b.add_argument("--users", type=int, default=20_000, help="simulated users at the start")
+    b.add_argument("--items", type=int, default=50_000, help="items in the model")
+    b.add_argument("--factors", type=int, default=64)
+    b.add_argument("--seed", type=int, default=7)
+    b.add_argument("--no-core", action="store_true",
+                   help="skip re-running the processing core on the same events without Kafka")
+    b.add_argument("--keep-files", action="store_true", help="keep the worker's log and per-batch stats file")
+    b.set_defaults(func=cmd_bench_stream)

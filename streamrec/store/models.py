@@ -22,6 +22,8 @@ import numpy as np
 from streamrec.store import RedisStore, as_str, from_bytes, to_bytes
 
 USER_CHUNK = 5_000
+# Every key a version owns (the worker's per-item pending keys expire by themselves).
+VERSION_PARTS = ("meta", "items", "item_factors", "gram", "users", "user_ts", "new_items", "user_gram", "pending_n")
 
 
 @dataclass(frozen=True)
@@ -151,8 +153,7 @@ def cleanup_versions(store: RedisStore, grace_s: float, now: float | None = None
         if v in keep or now - superseded_at < grace_s:
             continue
         k = store.keys
-        store.client.unlink(*(k.model(v, part) for part in
-                              ("meta", "items", "item_factors", "gram", "users", "user_ts", "new_items")))
+        store.client.unlink(*(k.model(v, part) for part in VERSION_PARTS))
         store.client.zrem(k.versions, v)
         removed.append(v)
     return removed

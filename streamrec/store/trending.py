@@ -90,3 +90,74 @@ def top_popular(store: RedisStore, category: str | None = None, k: int = 10,
     raw = store.client.zrevrange(store.keys.popular(category), 0, k + len(exclude or ()) - 1, withscores=True)
     out = [(as_str(m), float(s)) for m, s in raw]  # type: ignore[str-unpack]
     return [(m, s) for m, s in out if not exclude or m not in exclude][:k]
+
+
+# --- write-side helper for the streaming worker -----------------------------------------------------
+# ZINCRBY takes one member per call, and a batch touches thousands of (item, key) pairs; Redis's per-call
+# overhead would dominate. One EVAL per bucket instead: for each key, ZMSCORE the members, add the
+# increments, and ZADD them back in one call (atomic inside the script, so equal to ZINCRBY each).
+# KEYS = the bucket's keys (overall, then per category); ARGV = [ttl (0: none), rows_1, ..., rows_n] where
+# rows_i are key i's distinct members as "item \x1f weight" joined by \x1e (ids hold no control characters).
+_ZINCR_LUA = """
+local ttl = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  local items, incs = {}, {}
+  for item, weight in string.gmatch(ARGV[i + 1], "([^\\31\\30]+)\\31([^\\31\\30]+)") do
+    items[#items + 1] = item
+    incs[#incs + 1] = tonumber(weight)
+  end
+  for start = 1, #items, 2000 do
+    local stop = math.min(start + 1999, #items)
+    local cur, args = redis.call('ZMSCORE', KEYS[i], unpack(items, start, stop)), {}
+    for j = start, stop do
+      args[#args + 1] = (tonumber(cur[j - start + 1]) or 0) + incs[j]
+      args[#args + 1] = items[j]
+    end
+    redis.call('ZADD', KEYS[i], unpack(args))
+  end
+  if ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl) end
+end
+return #KEYS
+"""
+
+
+def add_counts_many(
+    pipe: Pipeline,
+    store: RedisStore,
+    counts: Mapping[tuple[int, str, str | None], float],
+) -> None:
+    """Queue on ``pipe`` what :func:`add_counts` does, for many timestamps at once, in one EVAL per bucket.
+
+    ``counts`` maps (ts_ms, item, category) to the weight to add; timestamps in one bucket land in the
+    same keys. Same keys, scores and TTLs as :func:`add_counts`, the all-time ``popular`` sets included.
+    """
+    if not counts:
+        return
+    # (granularity, bucket; None for popular) -> category (None: overall) -> {item: weight}
+    groups: dict[tuple[str, int | None], dict[str | None, dict[str, float]]] = {}
+    targets: dict[int, list[tuple[str, int | None]]] = {}
+    for (ts_ms, item, category), weight in counts.items():
+        minute = ts_ms // 60_000
+        if minute not in targets:
+            targets[minute] = [*((w.granularity, ts_ms // 1000 // w.bucket_s) for w in WINDOWS.values()),
+                               ("popular", None)]
+        for target in targets[minute]:
+            by_cat = groups.setdefault(target, {})
+            for cat in (None, category) if category else (None,):
+                members = by_cat.setdefault(cat, {})
+                members[item] = members.get(item, 0.0) + weight
+    ttl = {w.granularity: w.ttl_s for w in WINDOWS.values()}
+    encoded: dict[frozenset[tuple[str, float]], str] = {}  # buckets usually share members: encode once
+    for (granularity, bucket), by_cat in groups.items():
+        payloads = []
+        for members in by_cat.values():
+            sig = frozenset(members.items())
+            if sig not in encoded:
+                encoded[sig] = "\x1e".join(f"{item}\x1f{weight!r}" for item, weight in members.items())
+            payloads.append(encoded[sig])
+        keys = [_bucket_key(store, granularity, bucket, cat) for cat in by_cat]
+        pipe.eval(_ZINCR_LUA, len(keys), *keys, ttl.get(granularity, 0), *payloads)
+
+
+def _bucket_key(store: RedisStore, granularity: str, bucket: int | None, category: str | None) -> str:
+    return store.keys.popular(category) if bucket is None else store.keys.trend(granularity, bucket, category)

@@ -7,9 +7,10 @@ separator is safe). The worker appends with LPUSH+LTRIM inside its MULTI/EXEC; r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from redis.client import Pipeline
 
 from streamrec.store import RedisStore
@@ -62,3 +63,91 @@ def event_counts(store: RedisStore, users: Sequence[str]) -> dict[str, int]:
         return {}
     raw = store.client.hmget(store.keys.user_events, list(users))
     return {u: int(r) if r is not None else 0 for u, r in zip(users, raw, strict=True)}
+
+
+# --- write-side helpers for the streaming worker ----------------------------------------------------
+# A batch touches thousands of users. Instead of LPUSH+LTRIM+HINCRBY per user from the client (redis-py
+# spends ~1 µs per argument packing, and Redis's per-command overhead dominates such tiny commands), one
+# EVAL per batch does it inside Redis with as few commands as possible: one LPUSH per user, LTRIM only when
+# the list outgrew the cap, and one HMGET + one HSET for all the counts.
+# KEYS = [user_events, hist(user_1), ..., hist(user_n)]; ARGV = [cap, users joined by \x1e, entries_1, ...,
+# entries_n] where entries_i are user i's encoded interactions, oldest first, joined by \x1e.
+_APPEND_LUA = """
+local cap, users, added = tonumber(ARGV[1]), {}, {}
+for user in string.gmatch(ARGV[2], "[^\\30]+") do users[#users + 1] = user end
+for i = 2, #KEYS do
+  local entries = {}
+  for entry in string.gmatch(ARGV[i + 1], "[^\\30]+") do entries[#entries + 1] = entry end
+  local len = 0
+  for start = 1, #entries, 4000 do
+    len = redis.call('LPUSH', KEYS[i], unpack(entries, start, math.min(start + 3999, #entries)))
+  end
+  if len > cap then redis.call('LTRIM', KEYS[i], 0, cap - 1) end
+  added[i - 1] = #entries
+end
+for start = 1, #users, 2000 do
+  local stop = math.min(start + 1999, #users)
+  local counts, args = redis.call('HMGET', KEYS[1], unpack(users, start, stop)), {}
+  for j = start, stop do
+    args[#args + 1] = users[j]
+    args[#args + 1] = (tonumber(counts[j - start + 1]) or 0) + added[j]
+  end
+  redis.call('HSET', KEYS[1], unpack(args))
+end
+return #users
+"""
+
+ENTRY_SEP = "\x1e"
+
+
+def encode_interaction(item: str, weight: float, ts_ms: int, etype: str) -> str:
+    """:meth:`Interaction.encode` without building the object (the worker encodes thousands per batch)."""
+    return f"{item}{SEP}{weight:.6g}{SEP}{ts_ms}{SEP}{etype}"
+
+
+def append_histories(
+    pipe: Pipeline, store: RedisStore, histories: Mapping[str, Sequence[Interaction | str]], cap: int
+) -> None:
+    """Queue on ``pipe`` (one EVAL): for every user push the interactions (oldest first; objects or
+    :func:`encode_interaction` strings), keep the newest ``cap`` and add their number to the user's
+    ``user_events`` count -- :func:`append_history` plus HINCRBY for a whole batch."""
+    users = [u for u, items in histories.items() if items]
+    if not users:
+        return
+    k = store.keys
+    packed = [ENTRY_SEP.join(i if isinstance(i, str) else i.encode() for i in histories[u]) for u in users]
+    pipe.eval(_APPEND_LUA, len(users) + 1, k.user_events, *(k.history(u) for u in users),
+              cap, ENTRY_SEP.join(users), *packed)
+
+
+# KEYS = [users, user_ts]; ARGV = [ts_ms, width, user ids joined by \x1e, vectors as one float32 blob].
+_VECTORS_LUA = """
+local ts, width, users = ARGV[1], tonumber(ARGV[2]), {}
+for user in string.gmatch(ARGV[3], "[^\\30]+") do users[#users + 1] = user end
+for start = 1, #users, 2000 do
+  local vecs, stamps = {}, {}
+  for j = start, math.min(start + 1999, #users) do
+    vecs[#vecs + 1] = users[j]
+    vecs[#vecs + 1] = string.sub(ARGV[4], (j - 1) * width + 1, j * width)
+    stamps[#stamps + 1] = users[j]
+    stamps[#stamps + 1] = ts
+  end
+  redis.call('HSET', KEYS[1], unpack(vecs))
+  redis.call('HSET', KEYS[2], unpack(stamps))
+end
+return #users
+"""
+
+
+def write_user_vectors(
+    pipe: Pipeline, store: RedisStore, version: str, users: Sequence[str], vectors: np.ndarray, ts_ms: int
+) -> None:
+    """Queue on ``pipe`` (one EVAL): set each user's vector (raw float32) in ``version`` and its ``user_ts``."""
+    if not users:
+        return
+    block = np.ascontiguousarray(vectors, dtype="<f4")
+    if block.shape[0] != len(users):
+        raise ValueError(f"{len(users)} users but {block.shape[0]} vectors")
+    k = store.keys
+    pipe.eval(_VECTORS_LUA, 2, k.model(version, "users"), k.model(version, "user_ts"), ts_ms,
+              block.shape[1] * 4, ENTRY_SEP.join(users), block.tobytes())

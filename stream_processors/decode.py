@@ -1,0 +1,50 @@
+"""Step one of a batch: decode and validate every record; what fails becomes a dead letter.
+
+This is the one place where input is judged. Anything a record can make go wrong while it is decoded
+is a data error: the record becomes a :class:`DeadLetter` with a reason code (those of
+:func:`streamrec.events.decode_event`, plus ``undecodable`` for anything unexpected) and the batch goes
+on. Dead letters carry the original key and value bytes unchanged; see :mod:`.dead_letters`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from streamrec.events import Event, InvalidEvent, decode_event
+from streamrec.kafka_io import Record
+
+MAX_DETAIL = 500
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An invalid record and why it was rejected."""
+
+    record: Record
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class ValidEvent:
+    """A decoded event and where it came from."""
+
+    record: Record
+    event: Event
+
+
+def decode_records(
+    records: Sequence[Record], now_ms: int, max_future_ms: int
+) -> tuple[list[ValidEvent], list[DeadLetter]]:
+    """Split ``records`` into valid events and dead letters, keeping their order."""
+    valid: list[ValidEvent] = []
+    dead: list[DeadLetter] = []
+    for rec in records:
+        try:
+            valid.append(ValidEvent(rec, decode_event(rec.value, now=now_ms, max_future_ms=max_future_ms)))
+        except InvalidEvent as exc:
+            dead.append(DeadLetter(rec, exc.reason, exc.detail[:MAX_DETAIL]))
+        except Exception as exc:  # whatever a record makes the decoder raise is still the record's fault
+            dead.append(DeadLetter(rec, "undecodable", f"{type(exc).__name__}: {exc}"[:MAX_DETAIL]))
+    return valid, dead

@@ -1,0 +1,113 @@
+"""Items the current model does not know: record their interactions, fold them in once there are enough.
+
+Per model version ``v`` the worker keeps, for every item outside the version's catalogue:
+
+* ``<p>:model:<v>:pending_n`` -- HASH item -> interactions recorded so far;
+* ``<p>:model:<v>:pending:{item}`` -- LIST of ``user \\x1f weight`` (the newest ``history_cap`` kept).
+
+When an item's count reaches ``new_item_min_interactions`` it is folded in with
+:func:`models.foldin.fold_in_items` from the vectors of the users who touched it, against ``XᵀX`` of the
+version's users, and written to ``<p>:model:<v>:new_items``. It is folded again each time its count
+doubles (min, 2·min, 4·min, ... up to ``history_cap``); the next refit takes over from there. The
+per-version keys expire a week after their last write, so superseded versions leave nothing behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from models.foldin import fold_in_items, gram
+from models.weighting import weighted_matrix
+from streamrec.store import RedisStore, from_bytes, to_bytes
+
+PENDING_TTL_S = 7 * 86_400
+SEP = "\x1f"
+F32 = npt.NDArray[np.float32]
+
+
+def pending_count_key(store: RedisStore, version: str) -> str:
+    return store.keys.model(version, "pending_n")
+
+
+def pending_list_key(store: RedisStore, version: str, item: str) -> str:
+    return store.keys.model(version, f"pending:{{{item}}}")
+
+
+def user_gram_key(store: RedisStore, version: str) -> str:
+    return store.keys.model(version, "user_gram")
+
+
+def due_for_fold(before: int, after: int, folded: bool, min_n: int, cap: int) -> bool:
+    """Whether an item whose count went from ``before`` to ``after`` should be (re)folded now."""
+    if after < min_n:
+        return False
+    if not folded:
+        return True
+    point = min_n
+    while point <= cap:
+        if before < point <= after:
+            return True
+        point *= 2
+    return False
+
+
+def encode_pending(user: str, weight: float) -> str:
+    return f"{user}{SEP}{weight:.6g}"
+
+
+def decode_pending(raw: bytes | str) -> tuple[str, float]:
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    user, weight = text.rsplit(SEP, 1)
+    return user, float(weight)
+
+
+def fold_items(
+    interactions: Mapping[str, Sequence[tuple[str, float]]],
+    user_vectors: Mapping[str, F32],
+    user_gram: npt.NDArray[np.floating],
+    regularization: float,
+    alpha: float,
+) -> dict[str, F32]:
+    """Vectors of the items in ``interactions`` (item -> [(user, weight)]) from their users' vectors.
+
+    Interactions of users without a vector are left out; an item left with none gets no vector.
+    """
+    users = sorted({u for rows in interactions.values() for u, _ in rows if u in user_vectors})
+    if not users:
+        return {}
+    col = {u: i for i, u in enumerate(users)}
+    items = [it for it, rows in interactions.items() if any(u in col for u, _ in rows)]
+    r, c, w = [], [], []
+    for row, item in enumerate(items):
+        for user, weight in interactions[item]:
+            if user in col:
+                r.append(row)
+                c.append(col[user])
+                w.append(weight)
+    x = np.stack([np.asarray(user_vectors[u], dtype=np.float32) for u in users])
+    matrix = weighted_matrix(r, c, w, shape=(len(items), len(users)))
+    vectors = fold_in_items(x, user_gram, matrix, regularization, alpha)
+    return {item: vectors[i] for i, item in enumerate(items)}
+
+
+def load_user_gram(store: RedisStore, version: str, factors: int) -> npt.NDArray[np.float64]:
+    """``XᵀX`` of the version's user vectors: published by the refit at ``<p>:model:<v>:user_gram``,
+    or computed here once from the ``users`` hash (and stored there for the other workers)."""
+    key = user_gram_key(store, version)
+    raw = store.client.get(key)
+    if raw is not None:
+        return from_bytes(raw, factors).astype(np.float64)
+    total = np.zeros((factors, factors), dtype=np.float64)
+    chunk: list[bytes] = []
+    for _, vec in store.client.hscan_iter(store.keys.model(version, "users"), count=5_000):
+        chunk.append(vec)
+        if len(chunk) >= 5_000:
+            total += gram(from_bytes(b"".join(chunk), factors)).astype(np.float64)
+            chunk = []
+    if chunk:
+        total += gram(from_bytes(b"".join(chunk), factors)).astype(np.float64)
+    store.client.set(key, to_bytes(total), nx=True, ex=PENDING_TTL_S)
+    return total

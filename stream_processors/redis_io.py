@@ -1,0 +1,140 @@
+"""The worker's Redis round trips: WATCH, one pipelined read, then one MULTI/EXEC.
+
+redis-py runs every command immediately once a pipeline WATCHes, which would cost a round trip per
+read. :class:`WatchedBatch` therefore sends the reads itself, pipelined on the watching connection,
+then queues the writes on the same pipeline after MULTI. If any watched key changes before EXEC,
+:class:`redis.WatchError` is raised and the caller recomputes the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+from redis.client import Pipeline
+
+from streamrec.store import RedisStore
+
+Command = tuple[Any, ...]
+
+# KEYS = dedup bucket sets; ARGV[1] = 16-byte event ids, concatenated. Returns the 1-based positions
+# of the ids already in any bucket. Missing buckets are skipped up front.
+_DEDUP_CHECK_LUA = """
+local blob, ids, found, out = ARGV[1], {}, {}, {}
+for i = 0, #blob / 16 - 1 do ids[#ids + 1] = string.sub(blob, i * 16 + 1, i * 16 + 16) end
+for k = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[k]) == 1 then
+    for start = 1, #ids, 4000 do
+      local stop = math.min(start + 3999, #ids)
+      local hits = redis.call('SMISMEMBER', KEYS[k], unpack(ids, start, stop))
+      for j = start, stop do
+        if hits[j - start + 1] == 1 then found[j] = true end
+      end
+    end
+  end
+end
+for j = 1, #ids do
+  if found[j] then out[#out + 1] = j end
+end
+return out
+"""
+
+# KEYS[1] = the current bucket set; ARGV = [expire-at epoch s, 16-byte ids concatenated].
+_DEDUP_ADD_LUA = """
+local blob, ids = ARGV[2], {}
+for i = 0, #blob / 16 - 1 do ids[#ids + 1] = string.sub(blob, i * 16 + 1, i * 16 + 16) end
+for start = 1, #ids, 4000 do
+  redis.call('SADD', KEYS[1], unpack(ids, start, math.min(start + 3999, #ids)))
+end
+redis.call('EXPIREAT', KEYS[1], ARGV[1])
+return #ids
+"""
+
+
+def dedup_buckets(now_s: int, window_s: int) -> tuple[int, list[int], int]:
+    """(bucket to add to, buckets to check, expire-at of the current bucket) for the dedup sets.
+
+    Buckets are ``window_s / 2`` wide; an id added at time t sits in bucket b(t) and is found by any
+    check until at least t + window_s, since the three newest buckets span more than the window.
+    """
+    width = max(1, (window_s + 1) // 2)
+    current = now_s // width
+    return current, [current, current - 1, current - 2], (current + 1) * width + window_s + 60
+
+
+def fence_key(offsets_key: str, partition: int) -> str:
+    """The key every batch touching ``partition`` (of either topic) bumps: ``<offsets key>:fence:<partition>``."""
+    return f"{offsets_key}:fence:{partition}"
+
+
+def dedup_check_command(keys: Sequence[str], ids_blob: bytes) -> Command:
+    return ("EVAL", _DEDUP_CHECK_LUA, len(keys), *keys, ids_blob)
+
+
+def queue_dedup_add(pipe: Pipeline, key: str, ids_blob: bytes, expire_at: int) -> None:
+    pipe.eval(_DEDUP_ADD_LUA, 1, key, expire_at, ids_blob)
+
+
+class WatchedBatch:
+    """One optimistic transaction: ``watch`` keys, ``read`` (pipelined), ``writes()``, ``execute()``."""
+
+    def __init__(self, store: RedisStore) -> None:
+        self.store = store
+        self.pipe: Pipeline = store.client.pipeline(transaction=True)
+
+    def watch(self, keys: Sequence[str]) -> None:
+        self.pipe.watch(*keys)
+
+    def read(self, commands: Sequence[Command]) -> list[Any]:
+        """Send ``commands`` in one round trip on the watching connection; raw replies, in order."""
+        if not commands:
+            return []
+        conn = self.pipe.connection
+        if conn is None:
+            raise redis.ConnectionError("watch() first")
+        try:
+            conn.send_packed_command(conn.pack_commands(commands))
+            replies: list[Any] = []
+            first_error: redis.ResponseError | None = None
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except redis.ResponseError as exc:  # read the rest anyway, so the connection stays in sync
+                    first_error = first_error or exc
+                    replies.append(None)
+        except BaseException:
+            conn.disconnect()
+            raise
+        if first_error is not None:
+            raise first_error
+        return replies
+
+    def writes(self) -> Pipeline:
+        """Start MULTI: queue the batch's writes on the returned pipeline, then :meth:`execute`."""
+        self.pipe.multi()
+        return self.pipe
+
+    def execute(self) -> list[Any]:
+        return self.pipe.execute()
+
+    def close(self) -> None:
+        self.pipe.reset()
+
+
+# KEYS[1] = the offsets hash; ARGV = field, offset, field, offset ... Only ever moves an offset forward,
+# so a worker finishing a stale batch after a rebalance cannot move it back.
+_OFFSETS_MAX_LUA = """
+for i = 1, #ARGV, 2 do
+  local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '-1')
+  if tonumber(ARGV[i + 1]) > cur then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+return 1
+"""
+
+
+def queue_offsets_max(pipe: Pipeline, key: str, offsets: dict[str, int]) -> None:
+    """Queue: set each ``topic:partition`` field to its offset unless the stored one is higher."""
+    if offsets:
+        args = [x for field, off in offsets.items() for x in (field, off)]
+        pipe.eval(_OFFSETS_MAX_LUA, 1, key, *args)
