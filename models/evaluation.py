@@ -313,18 +313,19 @@ def _fallback(trend: npt.NDArray[np.float64], popular: npt.NDArray[np.float64], 
 def _personal(scores: F32, seen: IntArray, k: int, boost: tuple[IntArray, F32, float] | None = None
               ) -> IntArray | None:
     """Top-k by personal scores (non-candidates already -inf), blended as the API does; None: use fallback."""
-    best_raw = float(scores.max()) if len(scores) else 0.0
+    s = scores.copy()
+    s[seen] = -np.inf  # masked before normalising, as the API does: the best *recommendable* item scores 1
+    best_raw = float(s.max()) if len(s) else 0.0
     if not best_raw > 0:  # a zero vector ranks nothing: the API falls back too
         return None
-    s = scores.copy()
     if boost is not None:
         idx, val, w = boost
         if w < 1:
             s[idx] += np.float32(w * best_raw / (1 - w)) * val  # same order as (1-w)·s/max s + w·t/max t
         else:
-            s = np.where(np.isfinite(scores), np.float32(0), np.float32(-np.inf))
+            s = np.where(np.isfinite(s), np.float32(0), np.float32(-np.inf))
             s[idx] = val
-    s[seen] = -np.inf
+            s[seen] = -np.inf
     best = top_k(s, k)
     best = best[s[best] > -np.inf]
     out = np.full(k, -1, dtype=np.int64)

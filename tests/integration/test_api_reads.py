@@ -71,10 +71,12 @@ def expected_personal(api: Api, user: str, k: int, exclude_seen: bool = True) ->
     t = np.zeros(len(model.item_ids))
     for item, score in trending:
         t[model.item_index[item]] = score / trending[0][1]
-    final = (1 - BLEND) * s / s.max() + BLEND * t
     banned = set(unavailable)
     if exclude_seen:
         banned |= {h.item for h in read_histories(api.store, [user])[user]}
+    # Personal scores are normalised by the best item the user can be shown (seen/unavailable excluded).
+    allowed = np.array([i not in banned for i in model.item_ids])
+    final = (1 - BLEND) * s / s[allowed].max() + BLEND * t
     ranked = [model.item_ids[i] for i in np.argsort(-final, kind="stable")]
     return [i for i in ranked if i not in banned][:k]
 
