@@ -21,41 +21,41 @@ class Settings(BaseSettings):
 
     # --- Kafka ---------------------------------------------------------------------------------
     kafka_bootstrap: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers")
-    topic_clicks: str = "streamrec.clicks"
-    topic_purchases: str = "streamrec.purchases"
-    topic_dead_letter: str = "streamrec.dead-letter"
+    topic_clicks: str = Field("streamrec.clicks", description="topic of click events")
+    topic_purchases: str = Field("streamrec.purchases", description="topic of purchase events")
+    topic_dead_letter: str = Field("streamrec.dead-letter", description="invalid events with their reason")
     partitions: int = Field(8, ge=1, description="partition count for topics the project creates")
-    consumer_group: str = "streamrec-worker"
+    consumer_group: str = Field("streamrec-worker", description="the workers' Kafka consumer group")
 
     # --- Redis ---------------------------------------------------------------------------------
-    redis_url: str = "redis://127.0.0.1:16379/0"
+    redis_url: str = Field("redis://127.0.0.1:16379/0", description="Redis connection URL")
     redis_prefix: str = Field("sr", description="prefix of every Redis key, so deployments can share a server")
 
     # --- Local stack (no Docker) -----------------------------------------------------------------
-    stack_dir: Path = REPO_ROOT / ".stack"
+    stack_dir: Path = Field(REPO_ROOT / ".stack", description="local stack data, logs and caches")
     kafka_libs_dir: Path | None = Field(None, description="Kafka jar cache; default <stack_dir>/kafka-libs")
-    kafka_port: int = 19092
-    kafka_controller_port: int = 19093
-    redis_port: int = 16379
-    bind_host: str = "127.0.0.1"
-    stack_timeout_s: float = 90.0
-    kafka_heap: str = "768m"
+    kafka_port: int = Field(19092, description="local stack: Kafka listener port")
+    kafka_controller_port: int = Field(19093, description="local stack: KRaft controller port")
+    redis_port: int = Field(16379, description="local stack: Redis port")
+    bind_host: str = Field("127.0.0.1", description="local stack: address the servers bind")
+    stack_timeout_s: float = Field(90.0, description="local stack: how long to wait for a server to be ready")
+    kafka_heap: str = Field("768m", description="local stack: Kafka JVM heap")
 
     # --- Event validation --------------------------------------------------------------------------
     max_future_skew_s: float = Field(300.0, description="events stamped further in the future are rejected")
 
     # --- Model and batch refit (models/, batch/) -------------------------------------------------------
-    als_factors: int = Field(64, ge=2)
-    als_regularization: float = Field(0.05, ge=0)
+    als_factors: int = Field(64, ge=2, description="latent factors of the ALS model")
+    als_regularization: float = Field(0.05, ge=0, description="ALS L2 regularization")
     als_alpha: float = Field(2.0, gt=0, description="confidence scale applied to interaction weights")
-    als_iterations: int = Field(15, ge=1)
-    click_weight: float = Field(1.0, ge=0)
-    purchase_weight: float = Field(5.0, ge=0)
+    als_iterations: int = Field(15, ge=1, description="ALS iterations per refit")
+    click_weight: float = Field(1.0, ge=0, description="interaction weight of a click")
+    purchase_weight: float = Field(5.0, ge=0, description="interaction weight of a purchase")
     half_life_days: float | None = Field(None, gt=0, description="time decay of interaction weights; none if unset")
     batch_snapshot_dir: Path | None = Field(None, description="local snapshot of aggregated interactions; "
                                             "default <stack_dir>/batch")
     model_grace_s: float = Field(900.0, ge=0, description="old model versions are removed after this long")
-    batch_metrics_port: int = 9102
+    batch_metrics_port: int = Field(9102, description="batch --every: Prometheus /metrics port")
     batch_read_processes: int = Field(2, ge=1, description="processes reading Kafka in a refit (capped at cores)")
 
     # --- Streaming worker (stream_processors/) -----------------------------------------------------------
@@ -64,22 +64,22 @@ class Settings(BaseSettings):
     history_cap: int = Field(200, ge=1, description="interactions kept per user, oldest dropped first")
     new_item_min_interactions: int = Field(3, ge=1, description="interactions before a new item is folded in")
     dedup_window_s: int = Field(3_600, ge=60, description="how long an event_id is remembered for de-duplication")
-    worker_metrics_port: int = 9101
-    worker_web_port: int = 6066
+    worker_metrics_port: int = Field(9101, description="worker: Prometheus /metrics port")
+    worker_web_port: int = Field(6066, description="worker: Faust web port (loopback)")
     worker_cache_users: int = Field(100_000, ge=0, description="users whose history a worker keeps in memory "
                                     "(validated against Redis every batch; 0 reads every history)")
     worker_session_timeout_s: float = Field(10.0, ge=6, description="a worker silent this long (crashed) loses "
                                             "its partitions to the others")
 
     # --- Online API (online_api/) ------------------------------------------------------------------------
-    api_host: str = "127.0.0.1"
-    api_port: int = 8000
+    api_host: str = Field("127.0.0.1", description="API bind address")
+    api_port: int = Field(8000, description="API port")
     api_keys: str = Field("", description="comma-separated keys for the collector and catalogue writes")
     api_read_keys_required: bool = Field(False, description="require a key for reads too")
     cors_origins: str = Field("", description="comma-separated storefront origins allowed by CORS")
     blend_weight: float = Field(0.2, ge=0, le=1, description="share of trending blended into personal scores")
-    max_k: int = Field(100, ge=1)
-    max_body_bytes: int = Field(1_048_576, ge=1024)
+    max_k: int = Field(100, ge=1, description="largest k a request may ask for")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="largest request body (413 beyond)")
     api_produce_timeout_s: float = Field(5.0, gt=0, le=60, description="longest wait for Kafka to acknowledge "
                                          "posted events before answering 503")
 
@@ -90,7 +90,7 @@ class Settings(BaseSettings):
     storefront_poll_ms: int = Field(1000, ge=200, description="how often the storefront page refreshes its rails")
 
     # --- Metrics ---------------------------------------------------------------------------------------
-    metrics_host: str = "127.0.0.1"
+    metrics_host: str = Field("127.0.0.1", description="address the /metrics servers bind")
     lag_exporter_port: int = Field(9103, description="port of `streamrec lag --serve` (consumer lag exporter)")
     lag_window: int = Field(10, ge=2, description="commit observations per partition in the lag status window")
     lag_stall_s: float = Field(30.0, gt=0, description="committed offsets unmoved this long while lagging: STALLED")

@@ -21,3 +21,14 @@ def test_help_says_what_it_does(name: str, capsys: pytest.CaptureFixture[str]) -
 
 def test_foundation_commands_exist() -> None:
     assert {"stack", "simulate"} <= set(SUBCOMMANDS)
+
+
+def test_configuration_doc_lists_every_setting() -> None:
+    from streamrec import config_doc
+    from streamrec.settings import REPO_ROOT, Settings
+
+    text = (REPO_ROOT / "docs" / "configuration.md").read_text()
+    assert text == config_doc.render(), "run: streamrec config --write"
+    for name, info in Settings.model_fields.items():
+        assert f"`STREAMREC_{name.upper()}`" in text
+        assert info.description, f"setting {name} needs a description"
