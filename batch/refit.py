@@ -32,7 +32,15 @@ from models.weighting import weighted_matrix
 from streamrec.events import now_ms
 from streamrec.settings import Settings
 from streamrec.store import RedisStore, to_bytes
-from streamrec.store.models import VERSION_PARTS, activate, cleanup_versions, new_version_name, write_version
+from streamrec.store.models import (
+    VERSION_PARTS,
+    activate,
+    cleanup_versions,
+    current_version,
+    list_versions,
+    new_version_name,
+    write_version,
+)
 
 log = logging.getLogger("streamrec.batch")
 FitFn = Callable[[sp.csr_matrix, ALSParams], ALSModelFactors]
@@ -209,6 +217,7 @@ def _run(settings: Settings, store: RedisStore, fit: FitFn, rebuild: bool, progr
     }
     t_pub = time.perf_counter()
     with _stage("publish"):
+        abandoned = remove_abandoned_versions(store)
         bulk = BulkStore.like(store, settings)
         try:
             write_version(bulk, version, meta, train.item_ids, model.item_factors, model.gram, train.user_ids,
@@ -239,9 +248,36 @@ def _run(settings: Settings, store: RedisStore, fit: FitFn, rebuild: bool, progr
         "merge_s": round(merge_s, 3), "fit_s": round(model.fit_seconds, 3), "fit_wall_s": round(fit_wall_s, 3),
         "publish_s": round(publish_s, 3),
         "refold_s": round(time.perf_counter() - t_fold, 3), **fold, "removed_versions": removed,
-        "snapshot_saved": not saver_error,
+        "snapshot_saved": not saver_error, "abandoned_versions_removed": abandoned,
         "source_offsets": meta["source_offsets"],
     }
+
+
+def remove_abandoned_versions(store: RedisStore) -> list[str]:
+    """Unlink the keys of versions that are neither current nor in the version list; returns their names.
+
+    A publish that is killed (SIGKILL, OOM, power loss) never reaches the cleanup in ``_run``'s except
+    block, so its half-written keys (the users hash can be hundreds of MB) would stay in Redis forever:
+    ``cleanup_versions`` only knows listed versions. Runs under the run lock before each publish. A
+    version still being written by a concurrent run elsewhere (a misconfiguration the lock cannot see)
+    would lose its keys and that run would fail at ``activate``; the serving version is never touched.
+    """
+    keep = {v for v, _ in list_versions(store)}
+    current = current_version(store)
+    if current is not None:
+        keep.add(current)
+    prefix = f"{store.keys.p}:model:"
+    pattern = "".join(f"\\{c}" if c in "*?[]\\" else c for c in prefix) + "*:*"  # glob-escape the prefix
+    doomed: dict[str, list[bytes]] = {}
+    for raw in store.client.scan_iter(match=pattern, count=10_000):
+        version = raw.decode()[len(prefix):].split(":", 1)[0]
+        if version not in keep:
+            doomed.setdefault(version, []).append(raw)
+    for version, keys in doomed.items():
+        for start in range(0, len(keys), 500):
+            store.client.unlink(*keys[start : start + 500])
+        log.warning("removed the keys of abandoned model version %s (a publish that never completed)", version)
+    return sorted(doomed)
 
 
 def _check_model(model: ALSModelFactors, train: TrainingSet) -> None:

@@ -14,6 +14,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from stream_processors import metrics
     from stream_processors.app import run_worker
     from streamrec.kafka_io import KafkaUnavailable, ensure_topics
+    from streamrec.store import redacted_url  # the URL may carry Redis's password: never log it
 
     if args.metrics_port is not None:
         settings = settings.model_copy(update={"worker_metrics_port": args.metrics_port})
@@ -27,7 +28,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     warn_if_not_copartitioned(settings)
     port = metrics.serve(settings.metrics_host, settings.worker_metrics_port)
     print(f"[worker] group {settings.consumer_group} on {settings.kafka_bootstrap} topics "
-          f"{settings.event_topics} -> redis {settings.redis_url} prefix {settings.redis_prefix!r}; "
+          f"{settings.event_topics} -> redis {redacted_url(settings.redis_url)} prefix {settings.redis_prefix!r}; "
           f"metrics on http://{settings.metrics_host}:{port}/metrics", file=sys.stderr, flush=True)
     return run_worker(settings, loglevel=args.log_level, stats_file=args.stats_file)
 

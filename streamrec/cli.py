@@ -122,6 +122,9 @@ def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
         values = json.loads(settings.model_dump_json())
         if values.get("api_keys"):
             values["api_keys"] = "***"  # secrets never reach a terminal or a log
+        from streamrec.store import redacted_url
+
+        values["redis_url"] = redacted_url(values["redis_url"])  # it may carry Redis's password
         print(json.dumps(values, indent=2))
     else:
         sys.stdout.write(config_doc.render())

@@ -85,4 +85,10 @@ def _eval(sub: argparse._SubParsersAction) -> None:
     register(sub)
 
 
-REGISTRY: list[Register] = [_demo, _lag, *_stages(), _bench_foldin, _eval]
+def _rebuild(sub: argparse._SubParsersAction) -> None:
+    from streamrec.rebuild import register
+
+    register(sub)
+
+
+REGISTRY: list[Register] = [_demo, _lag, *_stages(), _bench_foldin, _eval, _rebuild]

@@ -22,6 +22,7 @@ import httpx
 
 from streamrec.localstack import LocalStack, main_progress
 from streamrec.settings import Settings
+from streamrec.store import redacted_url
 
 HISTORY_HOURS = 24
 
@@ -228,7 +229,7 @@ def run(settings: Settings, *, rate: float = 100.0, seed: int = 42, keep_stack: 
             "  lag         streamrec lag   (or: streamrec lag --watch)\n"
             f"  traffic     simulate at {rate:g} events/s; refit every {batch_every or 'never'}\n"
             f"  kafka       {settings.kafka_bootstrap}  topics {', '.join(settings.event_topics)}\n"
-            f"  redis       {settings.redis_url}\n"
+            f"  redis       {redacted_url(settings.redis_url)}\n"
             f"  logs        {logs}/{{{','.join(c.name for c in children)}}}.log\n"
             "Press Ctrl-C to stop.\n",
             flush=True,

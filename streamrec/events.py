@@ -8,6 +8,7 @@ topics (clicks, purchases) keyed by ``user_id`` so one user's events stay ordere
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from datetime import UTC, datetime
@@ -111,6 +112,10 @@ class Event(BaseModel):
         if isinstance(value, bool):
             raise ValueError("ts must be ISO 8601 or epoch milliseconds")
         if isinstance(value, int | float):
+            # int(inf) raises OverflowError, which pydantic does not turn into a validation error: JSON
+            # such as 1e400 or Infinity must be rejected as invalid input, not crash the caller.
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError("ts must be a finite number")
             ms = int(value)
         elif isinstance(value, str):
             try:

@@ -26,6 +26,17 @@ def as_str(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
+def redacted_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (``redis://:secret@host:6379/0`` -> ``redis://:***@...``),
+    for logs and terminals: a Redis URL may carry the server's password."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in creds:
+        return url
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
 def to_bytes(vec: np.ndarray) -> bytes:
     """A vector or matrix as raw little-endian float32 bytes."""
     return np.ascontiguousarray(vec, dtype=F32).tobytes()
