@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -81,6 +82,13 @@ class Guard:
                 message["headers"] = [*message.get("headers", ()), (b"server-timing", b"app;dur=%.3f" % dur)]
             await send(message)
 
+        if not _utf8_url(scope):
+            # Starlette decodes percent-escapes leniently (invalid UTF-8 becomes U+FFFD), so different raw
+            # ids would silently map to one id -- and a PUT would write the catalogue entry of that mangled id.
+            await answer(400, _json_messages(400, error_body("bad_request", "the URL is not valid UTF-8 after "
+                                                             "percent-decoding")))
+            self._observe(scope, start, status)
+            return
         inner_receive = receive
         if scope["method"] in _BODY_METHODS:
             length = _content_length(scope)
@@ -120,6 +128,17 @@ class Guard:
         if child is None:  # labels() costs a few µs per call: keep the children (bounded: routes × statuses)
             child = self._children[key] = self.metrics.latency.labels(scope["method"], path, str(status))
         child.observe(time.perf_counter() - start)
+
+
+def _utf8_url(scope: Scope) -> bool:
+    """True when the raw path and query string percent-decode to valid UTF-8."""
+    for raw in (scope.get("raw_path") or b"", scope.get("query_string") or b""):
+        if b"%" in raw:
+            try:
+                unquote_to_bytes(raw).decode("utf-8")
+            except UnicodeDecodeError:
+                return False
+    return True
 
 
 def _content_length(scope: Scope) -> int | None:
