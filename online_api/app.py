@@ -8,11 +8,13 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import redis.asyncio as aredis
 from fastapi import Depends, FastAPI
@@ -23,9 +25,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from online_api.cache import ModelCache, Refresher
 from online_api.collector import Collector
 from online_api.errors import install_error_handlers
+from online_api.fastpath import RecommendationsFastPath
 from online_api.metrics import ApiMetrics
 from online_api.middleware import Guard
-from online_api.routes import read_router, write_router
+from online_api.routes import read_router, route_named, write_router
 from online_api.schemas import Health, Ready
 from online_api.security import HEADER, require_key
 from online_api.service import Recommender
@@ -35,6 +38,10 @@ from streamrec.settings import Settings
 log = logging.getLogger("streamrec.api")
 
 READY_STALE_S = 5.0  # Redis counts as reachable when the refresher succeeded this recently
+# Metrics are Prometheus (/metrics). FastAPI versions with native OpenTelemetry hooks look up three global
+# providers on every request to decide whether to trace it: switched off where they exist.
+NO_OTEL: dict[str, Any] = ({"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+                           if "telemetry" in inspect.signature(FastAPI.__init__).parameters else {})
 
 DESCRIPTION = """Recommendations from a streaming implicit-ALS model, and the event collector.
 
@@ -74,18 +81,19 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
         finally:
             await asyncio.to_thread(refresher.stop)
             await asyncio.to_thread(collector.stop)
+            await svc.aclose()
             await client.aclose()
-            svc.store.close()
 
     app = FastAPI(title="streamrec API", version="1", description=DESCRIPTION, lifespan=lifespan,
-                  openapi_url="/openapi.json", docs_url="/docs", redoc_url=None)
+                  openapi_url="/openapi.json", docs_url="/docs", redoc_url=None, **NO_OTEL)
     app.state.settings, app.state.cache, app.state.refresher = settings, cache, refresher
     app.state.collector, app.state.service, app.state.metrics = collector, svc, metrics
     install_error_handlers(app)
 
     write_auth = require_key(settings.api_key_list)
     read_auth = [Depends(write_auth)] if settings.api_read_keys_required else []
-    app.include_router(read_router(settings, svc, read_auth))
+    reads = read_router(settings, svc, read_auth)
+    app.include_router(reads)
     app.include_router(write_router(settings, svc, collector, write_auth))
     app.include_router(storefront_router(settings, svc, read_auth))  # the demo page, docs/storefront.md
 
@@ -111,6 +119,11 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
         """``streamrec_api_*`` metrics in the Prometheus text format."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    # Innermost middleware (inside CORS and the metrics layer): plainly valid recommendation requests skip
+    # FastAPI's routing and parameter machinery; everything else passes through.
+    app.add_middleware(RecommendationsFastPath, svc=svc, route=route_named(reads, "recommendations"),
+                       max_k=settings.max_k, handlers=app.exception_handlers,
+                       auth=write_auth if settings.api_read_keys_required else None)
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list, allow_credentials=False,
                            allow_methods=["GET", "POST", "PUT"], allow_headers=["Content-Type", HEADER],

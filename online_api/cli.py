@@ -12,19 +12,26 @@ from streamrec.settings import Settings
 __all__ = ["bench_subparsers", "register"]
 
 
-def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+def serve(host: str, port: int, *, workers: int = 1, log_level: str = "info", access_log: bool = False) -> None:
+    """Serve the API under uvicorn: what ``streamrec api`` runs, and what the benchmark and tests start."""
     # One BLAS thread per worker: the matrix-vector product is memory-bound and workers are the parallelism.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     import uvicorn
 
+    uvicorn.run("online_api.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                log_level=log_level, access_log=access_log, loop="uvloop",
+                http="online_api.http:CoalescingHttpToolsProtocol",  # httptools, one write per response
+                timeout_graceful_shutdown=10)
+
+
+def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     host = args.host or settings.api_host
     port = args.port or settings.api_port
-    shown = f"[{host}]" if ":" in host else host
-    print(f"streamrec API on http://{shown}:{port}  (OpenAPI docs: http://{shown}:{port}/docs, "
-          f"schema: http://{shown}:{port}/openapi.json)", file=sys.stderr, flush=True)
-    uvicorn.run("online_api.app:app_from_env", factory=True, host=host, port=port, workers=args.workers,
-                log_level=args.log_level, access_log=args.access_log, loop="uvloop", http="httptools",
-                timeout_graceful_shutdown=10)
+    if args.log_level in ("info", "debug"):
+        shown = f"[{host}]" if ":" in host else host
+        print(f"streamrec API on http://{shown}:{port}  (OpenAPI docs: http://{shown}:{port}/docs, "
+              f"schema: http://{shown}:{port}/openapi.json)", file=sys.stderr, flush=True)
+    serve(host, port, workers=args.workers, log_level=args.log_level, access_log=args.access_log)
     return 0
 
 

@@ -5,9 +5,12 @@
 
 import asyncio
 import re
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
+from fastapi.responses import Response
+from fastapi.routing import APIRoute
 
 from online_api.collector import Collector
 from online_api.errors import InvalidInput, NotFound, Unavailable
@@ -35,6 +38,17 @@ ItemId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LEN, pattern=ID_PAT
 Category = Annotated[str | None, Query(min_length=1, max_length=MAX_ID_LEN, pattern=ID_PATTERN,
                                        description="only items of this catalogue category")]
 WINDOW_PATTERN = "^(" + "|".join(re.escape(w) for w in WINDOWS) + ")$"
+DEFAULT_K = 10
+
+
+def split_exclude(values: Sequence[str] | None) -> list[str]:
+    """The ``exclude`` parameter's ids: it may be repeated, and each value may hold comma-separated ids."""
+    return [x for part in values or () for x in part.split(",") if x]
+
+
+def route_named(router: APIRouter, name: str) -> APIRoute:
+    """The route of ``router`` whose endpoint is called ``name``."""
+    return next(r for r in router.routes if isinstance(r, APIRoute) and r.name == name)
 
 
 def read_router(settings: Settings, svc: Recommender, auth: list[Any]) -> APIRouter:
@@ -47,20 +61,23 @@ def read_router(settings: Settings, svc: Recommender, auth: list[Any]) -> APIRou
            tags=["recommendations"], summary="Recommended for you")
     async def recommendations(
         user_id: UserId,
-        k: K = 10,
+        k: K = DEFAULT_K,
         exclude_seen: Annotated[bool, Query(description="leave out items the user interacted with")] = True,
         category: Category = None,
         exclude: Annotated[list[str] | None, Query(
             max_length=MAX_EXCLUDE, description="item ids to leave out (repeat the parameter or separate "
             "with commas), e.g. the items already on the page")] = None,
-    ) -> Recommendations:
+    ) -> Response:
         """Personal top-k from the user's current vector blended with trending; a user without a vector
         gets trending, then all-time popular items. Each item names its source."""
-        ids = [x for part in exclude or () for x in part.split(",") if x]
+        # Plainly valid requests are answered by online_api.fastpath (same service call, same bytes) before
+        # they reach this route, which documents the endpoint and answers the rest, invalid ones included.
+        ids = split_exclude(exclude)
         if len(ids) > MAX_EXCLUDE:
             raise InvalidInput(f"query.exclude: at most {MAX_EXCLUDE} ids",
                                fields=[{"field": "query.exclude", "message": f"at most {MAX_EXCLUDE} ids"}])
-        return await svc.recommend(user_id, k, exclude_seen=exclude_seen, category=category, exclude=ids)
+        answer = await svc.recommend(user_id, k, exclude_seen=exclude_seen, category=category, exclude=ids)
+        return Response(answer.to_json(), media_type="application/json")
 
     @r.get("/items/{item_id}/similar", response_model=SimilarItems, responses=error_responses(
         401, 403, 404, 422, 503), tags=["recommendations"], summary="You might also like")

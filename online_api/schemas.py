@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,6 +45,37 @@ class Recommendations(BaseModel):
                                        "null when the user has none")
     personalized: bool = Field(description="false when the answer is the trending/popular fallback")
     items: list[RecommendedItem]
+
+
+# The hot path builds these plain values instead of the models above (a pydantic model per item and the
+# response-model validation cost more CPU than scoring 50,000 items); the bytes are the same schema.
+_encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+class Ranked(NamedTuple):
+    """One item of a recommendation list (a :class:`RecommendedItem` as a plain tuple)."""
+
+    item_id: str
+    score: float
+    source: Source
+
+
+@dataclass(frozen=True, slots=True)
+class RecommendationList:
+    """A recommendations answer as plain data; :meth:`to_json` is its :class:`Recommendations` JSON."""
+
+    user_id: str
+    model_version: str | None
+    vector_age_s: float | None
+    personalized: bool
+    items: list[Ranked]
+
+    def to_json(self) -> bytes:
+        """The answer body, UTF-8 JSON in the field order of :class:`Recommendations`."""
+        return _encode_json({
+            "user_id": self.user_id, "model_version": self.model_version, "vector_age_s": self.vector_age_s,
+            "personalized": self.personalized,
+            "items": [{"item_id": i, "score": s, "source": src} for i, s, src in self.items]}).encode()
 
 
 class SimilarItem(BaseModel):

@@ -36,7 +36,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 class ApiProcess:
-    """``uvicorn online_api.app:app_from_env`` in its own process group on 127.0.0.1; stop() always ends it."""
+    """``streamrec api`` (one uvicorn worker) in its own process group on 127.0.0.1; stop() always ends it."""
 
     def __init__(self, settings: Settings, *, port: int | None = None, log_level: str = "warning",
                  log_path: Path | None = None) -> None:
@@ -50,9 +50,9 @@ class ApiProcess:
     def start(self, *, wait: str | None = "/healthz", timeout_s: float = 60.0) -> ApiProcess:
         """Start, then wait until ``wait`` answers 200 (``/readyz`` also needs a model; None: no wait)."""
         env = {**os.environ, **settings_env(self.settings), "OPENBLAS_NUM_THREADS": "1"}
-        cmd = [sys.executable, "-m", "uvicorn", "online_api.app:app_from_env", "--factory", "--host", "127.0.0.1",
-               "--port", str(self.port), "--workers", "1", "--loop", "uvloop", "--http", "httptools",
-               "--no-access-log", "--log-level", self.log_level]
+        # ``streamrec api`` itself (online_api.cli.serve): the same uvicorn setup as in production.
+        cmd = [sys.executable, "-m", "streamrec.cli", "api", "--host", "127.0.0.1", "--port", str(self.port),
+               "--workers", "1", "--log-level", self.log_level]
         out = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                      start_new_session=True)

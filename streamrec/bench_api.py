@@ -2,10 +2,11 @@
 
 1. Publishes a synthetic model (``items`` × ``factors``, ``users`` user vectors with histories, a catalogue
    with categories and some unavailable items, trending counts) under a private Redis prefix.
-2. Starts ``uvicorn online_api.app:app_from_env`` (one worker) on a free loopback port.
+2. Starts ``streamrec api`` (one uvicorn worker, as in production) on a free loopback port.
 3. Drives ``GET /v1/users/{u}/recommendations?k=10`` with a closed-loop keep-alive load generator running
    in this process, and reads the server-side time of every request from its ``Server-Timing`` header.
-4. Measures the same work in-process, without HTTP: the service call (one Redis round trip, scoring).
+4. Measures the same work in-process, without HTTP: the service call (one Redis round trip, scoring) and
+   the JSON encoding of its answer.
 
 The last line (with ``--json``) is ``{"rps", "p50_ms", "p99_ms", "inprocess_p99_ms", "items"}``: rps is
 the throughput reached, p50/p99 the server-side latency under that load. Load generator and server share
@@ -93,7 +94,7 @@ def publish_synthetic(store: RedisStore, cfg: BenchConfig) -> list[str]:
 
 
 async def _inprocess(settings: Settings, users: list[str], n: int) -> tuple[list[float], list[float]]:
-    """The service call without HTTP (same Redis round trip, scoring and response model), and scoring alone."""
+    """The service call without HTTP (same Redis round trip, scoring and JSON answer), and scoring alone."""
     import redis.asyncio as aredis
 
     from online_api.cache import ModelCache, Refresher
@@ -113,7 +114,7 @@ async def _inprocess(settings: Settings, users: list[str], n: int) -> tuple[list
         for i in range(n + 200):
             user = users[int(rng.integers(len(users)))]
             t0 = time.perf_counter()
-            await svc.recommend(user, 10)
+            (await svc.recommend(user, 10)).to_json()
             t1 = time.perf_counter()
             svc._personal(cache.view, vec, 10, (), None, ())
             t2 = time.perf_counter()
@@ -121,9 +122,9 @@ async def _inprocess(settings: Settings, users: list[str], n: int) -> tuple[list
                 full.append((t1 - t0) * 1000)
                 scoring.append((t2 - t1) * 1000)
     finally:
+        await svc.aclose()
         await client.aclose()
         refresher.stop()
-        svc.store.close()
     return full, scoring
 
 
@@ -166,7 +167,7 @@ def run(base: Settings, cfg: BenchConfig, *, json_out: bool = False) -> int:
              f"with histories, catalogue and trending (prefix {settings.redis_prefix})")
         users = publish_synthetic(store, cfg)
         api = ApiProcess(settings)
-        _say(f"starting uvicorn (1 worker) on {api.url}")
+        _say(f"starting `streamrec api` (1 uvicorn worker) on {api.url}")
         api.start(wait="/readyz")
         rng = np.random.default_rng(cfg.seed)
         picks = [f"/v1/users/{users[i]}/recommendations?k=10" for i in rng.integers(0, len(users), 100_000)]
