@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any
 
+from streamrec.commands import bench_subparsers
 from streamrec.settings import Settings
 
 log = logging.getLogger("streamrec.batch")
@@ -150,17 +151,6 @@ def cmd_bench_refit(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(result, indent=2))
     print(json.dumps({k: result[k] for k in ("events", "refit_s", "implicit_fit_s", "ratio")}))
     return 0
-
-
-def bench_subparsers(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
-    """The ``streamrec bench`` sub-command group, created by whichever stage registers first."""
-    parser = sub.choices.get("bench")
-    if parser is None:
-        parser = sub.add_parser("bench", help="benchmarks that print their figures (last line JSON with --json)")
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return parser.add_subparsers(dest="bench", required=True, metavar="BENCH")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
