@@ -12,7 +12,6 @@ import threading
 import time
 from typing import Any
 
-from streamrec.commands import bench_subparsers
 from streamrec.settings import Settings
 
 log = logging.getLogger("streamrec.batch")
@@ -170,6 +169,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     st = bsub.add_parser("status", help="current version and its metadata, versions, last run, snapshot")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
+
+    from streamrec.commands import bench_subparsers  # here: streamrec.commands imports this module
 
     b = bench_subparsers(sub).add_parser(
         "refit", help="refit end to end on the 1.5 M-click dataset versus the bare implicit fit",
