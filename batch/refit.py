@@ -156,6 +156,7 @@ def _stage(stage: str) -> contextlib.AbstractContextManager[None]:
 def _run(settings: Settings, store: RedisStore, fit: FitFn, rebuild: bool, progress: Progress) -> dict[str, Any]:
     topics = settings.event_topics
     half_life_s = settings.half_life_days * 86_400 if settings.half_life_days else None
+    t_load = time.perf_counter()
     with _stage("snapshot"):
         if rebuild:
             snapshots.discard(settings.snapshot_dir)
@@ -163,6 +164,7 @@ def _run(settings: Settings, store: RedisStore, fit: FitFn, rebuild: bool, progr
             snap = snapshots.load(settings.snapshot_dir, topics, half_life_s)
         except SnapshotError as exc:
             raise RefitError("snapshot", str(exc)) from None
+    load_s = time.perf_counter() - t_load
     progress(f"snapshot: {snap.events:,} events, {len(snap):,} user-item pairs")
     with _stage("read"):
         events, end, stats = read_events(settings, snap.offsets, topics, processes=settings.batch_read_processes,
@@ -245,7 +247,8 @@ def _run(settings: Settings, store: RedisStore, fit: FitFn, rebuild: bool, progr
     return {
         "version": version, **stats.as_dict(),
         "n_users": len(train.user_ids), "n_items": len(train.item_ids), "n_interactions": int(train.matrix.nnz),
-        "merge_s": round(merge_s, 3), "fit_s": round(model.fit_seconds, 3), "fit_wall_s": round(fit_wall_s, 3),
+        "snapshot_load_s": round(load_s, 3), "merge_s": round(merge_s, 3), "fit_s": round(model.fit_seconds, 3),
+        "fit_wall_s": round(fit_wall_s, 3),
         "publish_s": round(publish_s, 3),
         "refold_s": round(time.perf_counter() - t_fold, 3), **fold, "removed_versions": removed,
         "snapshot_saved": not saver_error, "abandoned_versions_removed": abandoned,

@@ -41,8 +41,8 @@ class Recommendations(BaseModel):
 
     user_id: str
     model_version: str | None = Field(description="the model version that served; null before the first")
-    vector_age_s: float | None = Field(description="seconds since the user's vector was last written; "
-                                       "null when the user has none")
+    vector_age_s: float | None = Field(description="seconds since the user's vector was last computed (by "
+                                       "a fold-in, or the fit of the model version); null when the user has none")
     personalized: bool = Field(description="false when the answer is the trending/popular fallback")
     items: list[RecommendedItem]
 

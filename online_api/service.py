@@ -142,7 +142,9 @@ class Recommender:
                       self.keys.history(user_id)],
                 args=[user_id, "1" if exclude_seen else "0"])
         seen = seen_raw.decode().split("\x1e") if seen_raw else []
-        age = max(0.0, (now_ms() - int(ts_raw)) / 1000) if ts_raw else None
+        # A vector published with the version has no stamp of its own: the version's applies.
+        written = int(ts_raw) if ts_raw else model.meta.get("vectors_at_ms") if model is not None else None
+        age = max(0.0, (now_ms() - int(written)) / 1000) if written else None
         items: list[Ranked] = []
         if model is not None and vec_raw is not None and len(vec_raw) == 4 * model.n_factors:
             items = self._personal(view, np.frombuffer(vec_raw, dtype=F32), k, seen, category, exclude)

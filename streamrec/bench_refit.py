@@ -1,10 +1,12 @@
 """Benchmark: the batch refit end to end versus the bare implicit fit on the same matrix, in one run.
 
 The 1.5 M Globo clicks are produced as contract events (canonical JSON, keyed by user) to isolated
-topics; then ``batch.refit.run_refit`` runs against them with an empty snapshot -- read every event,
-aggregate, fit, publish the version (235 k user vectors), re-fold, clean up -- and the same
-``train_als`` call is timed again on exactly the matrix the refit fitted. The ratio is
-``refit_s / implicit_fit_s``. Topics, Redis keys and the snapshot are removed afterwards.
+topics. The steady-state refit -- what ``batch run --every`` does each time -- starts from the
+previous run's snapshot, reads the events of the last day, merges them, fits the whole matrix,
+publishes the version (235 k user vectors) and re-folds; the cold refit reads all 1.5 M events from
+an empty snapshot. After each, the same ``train_als`` call is timed again on exactly the matrix the
+refit fitted. The ratio is ``refit_s / implicit_fit_s``. Topics, Redis keys and snapshots are removed
+afterwards.
 """
 
 from __future__ import annotations
@@ -57,9 +59,9 @@ def _load(path: Path) -> pd.DataFrame:
     return df
 
 
-def _values(df: pd.DataFrame) -> list[bytes]:
+def _values(df: pd.DataFrame, seed: int) -> list[bytes]:
     """Canonical wire JSON of every click (what ``Event.to_json_bytes`` writes), built without pydantic."""
-    raw = np.random.default_rng(7).bytes(16 * len(df)).hex()
+    raw = np.random.default_rng(seed).bytes(16 * len(df)).hex()
     ids = (str(uuid.UUID(raw[k * 32 : (k + 1) * 32])) for k in range(len(df)))
     out = [f'{{"event_id":"{e}","user_id":"{u}","item_id":"{i}","type":"click","ts":{t},"session_id":"{s}"}}'.encode()
            for e, u, i, t, s in zip(ids, df.user_id, df.item_id, df.ts_ms, df.session_id, strict=True)]
@@ -72,8 +74,8 @@ def _values(df: pd.DataFrame) -> list[bytes]:
     return out
 
 
-def _produce(settings: Settings, df: pd.DataFrame, progress: Progress) -> None:
-    values = _values(df)
+def _produce(settings: Settings, df: pd.DataFrame, progress: Progress, seed: int) -> None:
+    values = _values(df, seed)
     keys = [u.encode() for u in df.user_id]
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True, "acks": "all",
                          "linger.ms": 50, "batch.size": 1_000_000, "compression.type": "lz4", "log_level": 0,
@@ -112,18 +114,88 @@ def _cleanup(settings: Settings, snapshot_dir: Path) -> None:
     shutil.rmtree(snapshot_dir, ignore_errors=True)
 
 
-def run(settings: Settings, dataset: str | None = None, progress: Progress = print, repeat: int = 1) -> dict[str, Any]:
-    """Produce the dataset once, then ``repeat`` times: time the refit and the bare fit; returns the figures.
+def _quiesce(settings: Settings, progress: Progress, limit_s: float = 120.0) -> None:
+    """Wait while Redis rewrites its append-only file or saves a snapshot.
 
-    Each repetition after the first rebuilds the snapshot, so every refit reads all the events again.
-    With several repetitions the figures are medians (the ratio: of the per-repetition ratios), which
-    keeps a shared machine's load swings from deciding the result.
+    A publish appends ~60 MB to the AOF, which can start a rewrite in a forked child that runs for
+    seconds on one of the two cores. Between hourly runs it would be long finished; here it would
+    land in the next timed fit, so each timing starts on a quiet server.
+    """
+    store = RedisStore(settings)
+    try:
+        deadline, said = time.monotonic() + limit_s, False
+        while time.monotonic() < deadline:
+            info = store.client.info("persistence")
+            if not (info.get("aof_rewrite_in_progress") or info.get("rdb_bgsave_in_progress")):
+                return
+            if not said:
+                progress("waiting for Redis to finish rewriting its append-only file")
+                said = True
+            time.sleep(0.2)
+    finally:
+        store.close()
+
+
+def _timed_refits(bench: Settings, params: ALSParams, fit: Any, captured: list[sp.csr_matrix], repeat: int,
+                  label: str, before: Any, progress: Progress) -> list[dict[str, Any]]:
+    """``repeat`` pairs: one refit end to end, then the bare fit on the matrix that refit fitted."""
+    runs = []
+    for k in range(repeat):
+        rebuild = before()
+        _quiesce(bench, progress)
+        progress(f"[{label} {k + 1}/{repeat}] timing the refit end to end (read, aggregate, fit, publish, re-fold)")
+        t0 = time.perf_counter()
+        summary = run_refit(bench, fit=fit, rebuild=rebuild, progress=progress)
+        refit_s = time.perf_counter() - t0
+        progress(f"refit took {refit_s:.2f}s; timing the bare implicit fit on the same matrix")
+        _quiesce(bench, progress)
+        bare = train_als(captured[-1], params)
+        runs.append({"refit_s": refit_s, "implicit_fit_s": bare.fit_seconds, **summary})
+        progress(f"{label}: refit {refit_s:.2f}s, bare fit {bare.fit_seconds:.2f}s: "
+                 f"ratio {refit_s / bare.fit_seconds:.3f}")
+    return runs
+
+
+def _figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians of a series of pairs (the ratio: of the per-pair ratios) and where the time goes."""
+
+    def med(key: str) -> float:
+        return round(float(np.median([r[key] for r in runs])), 3)
+
+    return {
+        "refit_s": med("refit_s"), "implicit_fit_s": med("implicit_fit_s"),
+        "ratio": round(float(np.median([r["refit_s"] / r["implicit_fit_s"] for r in runs])), 3),
+        "ratios": [round(r["refit_s"] / r["implicit_fit_s"], 3) for r in runs],
+        "read": runs[0]["read"], "refit_inner_fit_s": med("fit_s"),
+        # overhead = the refit minus its own fit: the part this project controls
+        "overhead_s": round(float(np.median([r["refit_s"] - r["fit_s"] for r in runs])), 3),
+        "snapshot_load_s": med("snapshot_load_s"), "read_s": med("read_s"), "merge_s": med("merge_s"),
+        "publish_s": med("publish_s"), "refold_s": med("refold_s"), "read_processes": runs[0]["read_processes"],
+    }
+
+
+def run(settings: Settings, dataset: str | None = None, progress: Progress = print, repeat: int = 1,
+        new_days: float = 1.0, cold: bool = True) -> dict[str, Any]:
+    """Time the refit against the bare fit, in steady state and (``cold``) from an empty snapshot.
+
+    Steady state is how the job runs (``batch run --every``): the events older than the last
+    ``new_days`` days are produced and refitted once (the previous run, not timed), then the newest
+    events are produced and the timed run reads only those, merges them into the snapshot and fits the
+    whole matrix. Each repetition restores the previous run's snapshot. The cold runs read every
+    event from the topics (a first run, or ``--rebuild``). Figures are medians of ``repeat`` pairs.
     """
     if repeat < 1:
         raise BenchError("--repeat must be at least 1")
+    if new_days <= 0:
+        raise BenchError("--new-days must be positive")
     df = _load(Path(dataset) if dataset else default_dataset())
+    cutoff = int(df.ts_ms.max()) - int(new_days * 86_400_000)
+    old, new = df[df.ts_ms <= cutoff], df[df.ts_ms > cutoff]
+    if old.empty:
+        raise BenchError(f"--new-days {new_days} covers the whole dataset: nothing is left for the previous run")
     tag = uuid.uuid4().hex[:8]
     snapshot_dir = Path(tempfile.mkdtemp(prefix="bench-refit-"))
+    saved = Path(tempfile.mkdtemp(prefix="bench-refit-prev-")) / "snapshot"
     bench = settings.model_copy(update={
         "topic_clicks": f"bench-refit-{tag}.clicks", "topic_purchases": f"bench-refit-{tag}.purchases",
         "topic_dead_letter": f"bench-refit-{tag}.dead-letter", "consumer_group": f"bench-refit-{tag}",
@@ -137,33 +209,29 @@ def run(settings: Settings, dataset: str | None = None, progress: Progress = pri
         captured.append(matrix)
         return train_als(matrix, fit_params)
 
-    runs: list[dict[str, Any]] = []
+    def restore_previous() -> bool:  # steady state: start from the previous run's snapshot
+        shutil.rmtree(snapshot_dir, ignore_errors=True)
+        shutil.copytree(saved, snapshot_dir)
+        return False
+
     try:
         ensure_topics(bench)
-        _produce(bench, df, progress)
-        for k in range(repeat):
-            progress(f"[{k + 1}/{repeat}] timing the refit end to end (read, aggregate, fit, publish, re-fold)")
-            t0 = time.perf_counter()
-            summary = run_refit(bench, fit=fit, rebuild=k > 0, progress=progress)
-            refit_s = time.perf_counter() - t0
-            progress(f"refit took {refit_s:.2f}s; timing the bare implicit fit on the same matrix")
-            bare = train_als(captured[-1], params)
-            runs.append({"refit_s": refit_s, "implicit_fit_s": bare.fit_seconds, **summary})
-            progress(f"refit {refit_s:.2f}s, bare fit {bare.fit_seconds:.2f}s: ratio {refit_s / bare.fit_seconds:.3f}")
+        _produce(bench, old, progress, seed=7)
+        progress(f"the previous run (not timed): refit on the {len(old):,} events up to {new_days:g} day(s) "
+                 "before the newest")
+        run_refit(bench, progress=progress)
+        shutil.copytree(snapshot_dir, saved)
+        _produce(bench, new, progress, seed=8)
+        steady = _timed_refits(bench, params, fit, captured, repeat, "steady state", restore_previous, progress)
+        cold_runs = (_timed_refits(bench, params, fit, captured, repeat, "cold", lambda: True, progress)
+                     if cold else [])
     finally:
         _cleanup(bench, snapshot_dir)
-
-    def med(key: str) -> float:
-        return round(float(np.median([r[key] for r in runs])), 3)
-
-    return {
-        "events": int(runs[0]["read"]), "refit_s": med("refit_s"), "implicit_fit_s": med("implicit_fit_s"),
-        "ratio": round(float(np.median([r["refit_s"] / r["implicit_fit_s"] for r in runs])), 3),
-        "repeat": repeat, "ratios": [round(r["refit_s"] / r["implicit_fit_s"], 3) for r in runs],
-        # where the time beyond the fit goes (medians); overhead = refit minus the refit's own fit
-        "refit_inner_fit_s": med("fit_s"), "overhead_s": round(float(np.median(
-            [r["refit_s"] - r["fit_s"] for r in runs])), 3),
-        "read_s": med("read_s"), "merge_s": med("merge_s"), "publish_s": med("publish_s"),
-        "refold_s": med("refold_s"), "n_users": runs[0]["n_users"], "n_items": runs[0]["n_items"],
-        "n_interactions": runs[0]["n_interactions"], "read_processes": runs[0]["read_processes"],
-    }
+        shutil.rmtree(saved.parent, ignore_errors=True)
+    out: dict[str, Any] = {"events": len(df), "new_events": len(new), "new_days": new_days, "repeat": repeat,
+                           **_figures(steady), "n_users": steady[0]["n_users"], "n_items": steady[0]["n_items"],
+                           "n_interactions": steady[0]["n_interactions"]}
+    if cold_runs:
+        out["cold"] = _figures(cold_runs)
+        out["cold_ratio"] = out["cold"]["ratio"]
+    return out

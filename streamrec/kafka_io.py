@@ -136,7 +136,12 @@ def read_range(
     end: dict[tuple[str, int], int],
     timeout: float = 30.0,
 ) -> Iterator[Record]:
-    """Every record with ``start[tp] <= offset < end[tp]``, partition by partition order preserved."""
+    """Every record with ``start[tp] <= offset < end[tp]``, partition by partition order preserved.
+
+    A partition is done at its last record, or once the consumer's position has passed ``end`` (offsets
+    can have gaps: transaction markers, compaction). Raises :class:`KafkaUnavailable` after ``timeout``
+    seconds without progress.
+    """
     todo = {tp: off for tp, off in end.items() if off > start.get(tp, 0)}
     if not todo:
         return
@@ -146,12 +151,17 @@ def read_range(
     try:
         consumer.assign([TopicPartition(t, p, start.get((t, p), 0)) for (t, p) in todo])
         remaining = dict(todo)
+        left = {tp: off - start.get(tp, 0) for tp, off in todo.items()}  # an upper bound of what is left
         idle_deadline = None
         while remaining:
-            msgs = consumer.consume(10_000, timeout=1.0)
+            # Never ask for more than can come: consume() waits its whole timeout for a batch to fill up.
+            msgs = consumer.consume(max(1, min(10_000, sum(left[tp] for tp in remaining))), timeout=0.5)
             if not msgs:
+                for pos in consumer.position([TopicPartition(t, p) for t, p in remaining]):
+                    if pos.offset >= remaining[(pos.topic, pos.partition)]:
+                        del remaining[(pos.topic, pos.partition)]
                 idle_deadline = idle_deadline or time.monotonic() + timeout
-                if time.monotonic() > idle_deadline:
+                if remaining and time.monotonic() > idle_deadline:
                     raise KafkaUnavailable(f"timed out reading {remaining}")
                 continue
             idle_deadline = None
@@ -165,6 +175,7 @@ def read_range(
                 stop = remaining.get((topic, partition))
                 if stop is None or offset >= stop:
                     continue
+                left[(topic, partition)] = stop - offset - 1
                 yield Record(topic, partition, offset, m.key(), m.value(), m.timestamp()[1])
                 if offset + 1 >= stop:
                     del remaining[(topic, partition)]

@@ -7,6 +7,7 @@ little-endian float32 bytes; id lists and metadata are JSON. Nothing is ever pic
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -123,6 +124,17 @@ class RedisStore:
             return bool(self.client.ping())
         except redis.RedisError:
             return False
+
+    def write_vectors(self, key: str, ids: Sequence[str], block: np.ndarray, chunk: int = 5_000) -> None:
+        """``HSET key`` each id to its row of ``block`` as raw little-endian float32 bytes (pipelined chunks)."""
+        rows = np.ascontiguousarray(block, dtype=F32)
+        if rows.shape[0] != len(ids):
+            raise ValueError(f"{len(ids)} ids but {rows.shape[0]} vectors")
+        for start in range(0, len(ids), chunk):
+            part = rows[start : start + chunk]
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hset(key, mapping={u: part[i].tobytes() for i, u in enumerate(ids[start : start + chunk])})
+            pipe.execute()
 
     def close(self) -> None:
         if self._client is not None:

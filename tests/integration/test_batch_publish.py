@@ -219,3 +219,29 @@ def test_rollback_makes_the_previous_version_current(
     assert status["current"] == first and status["previous"] == second
     assert status["meta"]["version"] == first and status["last_run"]["status"] == "ok"
     assert rollback(bsettings, store)["current"] == second  # and forward again
+
+
+def test_bulk_vector_writes_store_the_same_bytes_as_plain_pipelines(bsettings: Settings, store: RedisStore) -> None:
+    """The publish's pre-built RESP path must be byte-for-byte the plain path, and fail cleanly."""
+    from batch.fastredis import BulkStore
+
+    rng = np.random.default_rng(5)
+    ids = [f"u{k}" for k in range(12_000)] + ["ü-ß", "a b", "x\r\ny", "*3", "$1"]  # RESP-looking ids too
+    block = rng.standard_normal((len(ids), 16)).astype(np.float32)
+    plain, bulk_key = store.keys.model("vt", "plain"), store.keys.model("vt", "bulk")
+    bulk = BulkStore.like(store, bsettings)
+    try:
+        store.write_vectors(plain, ids, block)
+        bulk.write_vectors(bulk_key, ids, block, chunk=5_000)
+        assert store.client.hgetall(plain) == store.client.hgetall(bulk_key)
+        assert from_bytes(store.client.hget(bulk_key, "ü-ß")).tolist() == block[-5].tolist()
+        with pytest.raises(ValueError, match="2 ids but 1 vectors"):
+            bulk.write_vectors(bulk_key, ["a", "b"], block[:1])
+        store.client.set(store.keys.model("vt", "str"), "not a hash")
+        with pytest.raises(Exception, match="WRONGTYPE"):
+            bulk.write_vectors(store.keys.model("vt", "str"), ids, block, chunk=5_000)
+        assert bulk.client.ping()  # every reply was drained: the connection is still in step
+        assert bulk.client.hlen(bulk_key) == len(ids)
+    finally:
+        bulk.close()
+        store.client.unlink(plain, bulk_key, store.keys.model("vt", "str"))
