@@ -164,7 +164,7 @@ def read_partitions(settings: Settings, work: list[tuple[str, int, int, int]], p
         user_code, users = pd.factorize(np.array(users_b, dtype=object))
         item_code, items = pd.factorize(np.array(items_b, dtype=object))
         arrays = {"user_code": user_code.astype(np.int32), "item_code": item_code.astype(np.int32),
-                  "ts": ts, "purchase": purchase}
+                  "ts": ts, "purchase": purchase, "event_id": out.event_ids().reshape(-1)}
         return Part(list(users), list(items), arrays, out.invalid, read, out.slow)
     finally:
         if was_enabled:

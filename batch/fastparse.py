@@ -38,8 +38,9 @@ _PAIR = (rb'"' + _TEXT + rb'{0,64}+":(?:"' + _TEXT + rb'{0,256}+"|-?(?:0|[1-9][0
 # Possessive quantifiers (3.11+) skip backtracking bookkeeping: every repeat here is followed by a
 # character it cannot match, so giving characters back could never lead to a match anyway.
 _BODY = (
-    rb'\{"event_id":"' + _HEX + rb"{8}+-" + _HEX + rb"{4}+-" + _HEX + rb"{4}+-" + _HEX + rb"{4}+-" + _HEX + rb'{12}+"'
-    rb',"user_id":"(' + _ID + rb')","item_id":"(' + _ID + rb')","type":"(click|purchase)","ts":([1-9][0-9]{11,12}+)'
+    rb'\{"event_id":"(' + _HEX + rb"{8}+-" + _HEX + rb"{4}+-" + _HEX + rb"{4}+-" + _HEX + rb"{4}+-" + _HEX
+    + rb'{12}+)","user_id":"(' + _ID + rb')","item_id":"(' + _ID
+    + rb')","type":"(click|purchase)","ts":([1-9][0-9]{11,12}+)'
     rb'(?:,"session_id":"' + _ID + rb'")?(?:,"quantity":([1-9][0-9]{0,4}+))?'
     rb'(?:,"price":((?:0|[1-9][0-9]{0,9}+)(?:\.[0-9]{1,17}+)?))?'
     rb'(?:,"context":\{((?:' + _PAIR + rb')(?:,' + _PAIR + rb')*+)?\})?\}'
@@ -58,10 +59,12 @@ class Parsed:
     kept apart in plain lists; :meth:`columns` joins both in one order.
     """
 
+    ids: list[bytes] = field(default_factory=list)  # event ids as hyphenated hex (36 bytes)
     users: list[bytes] = field(default_factory=list)
     items: list[bytes] = field(default_factory=list)
     ts: list[npt.NDArray[np.int64]] = field(default_factory=list)
     purchase: list[npt.NDArray[np.bool_]] = field(default_factory=list)
+    slow_ids: list[bytes] = field(default_factory=list)
     slow_users: list[bytes] = field(default_factory=list)
     slow_items: list[bytes] = field(default_factory=list)
     slow_ts: list[int] = field(default_factory=list)
@@ -71,10 +74,12 @@ class Parsed:
 
     def extend(self, other: Parsed) -> None:
         """Append ``other``'s events and counts."""
+        self.ids.extend(other.ids)
         self.users.extend(other.users)
         self.items.extend(other.items)
         self.ts.extend(other.ts)
         self.purchase.extend(other.purchase)
+        self.slow_ids.extend(other.slow_ids)
         self.slow_users.extend(other.slow_users)
         self.slow_items.extend(other.slow_items)
         self.slow_ts.extend(other.slow_ts)
@@ -87,6 +92,10 @@ class Parsed:
         ts = np.concatenate([*self.ts, np.array(self.slow_ts, dtype=np.int64)])
         purchase = np.concatenate([*self.purchase, np.array(self.slow_purchase, dtype=np.bool_)])
         return self.users + self.slow_users, self.items + self.slow_items, ts, purchase
+
+    def event_ids(self) -> npt.NDArray[np.uint64]:
+        """Every valid event's id as two uint64 words (n × 2: the UUID's 16 bytes), in :meth:`columns` order."""
+        return uuid_words(np.array(self.ids + self.slow_ids, dtype="S36"))
 
 
 def parse_values(values: list[bytes | None], now_ms: int, max_future_ms: int) -> Parsed:
@@ -123,7 +132,7 @@ def _accept_rows(
     """Range-check regex rows in bulk; rows failing a check go to the full decoder for the verdict."""
     if not rows:
         return
-    users, items, types, ts_text, qty, price, context = zip(*rows, strict=True)
+    event_ids, users, items, types, ts_text, qty, price, context = zip(*rows, strict=True)
     ts = np.fromiter(map(int, ts_text), np.int64, count=len(ts_text))
     purchase = np.fromiter(map(len, types), np.int64, count=len(types)) == len(b"purchase")
     bad = (ts < MIN_TS_MS) | (ts > MAX_TS_MS) | (ts > now_ms + max_future_ms)
@@ -135,12 +144,14 @@ def _accept_rows(
     if any(context):
         bad |= np.array([c.count(b'":') > MAX_CONTEXT_KEYS for c in context])
     if not bad.any():
+        out.ids.extend(event_ids)
         out.users.extend(users)
         out.items.extend(items)
         out.ts.append(ts)
         out.purchase.append(purchase)
         return
     good = np.flatnonzero(~bad)
+    out.ids.extend(event_ids[g] for g in good.tolist())
     out.users.extend(users[g] for g in good.tolist())
     out.items.extend(items[g] for g in good.tolist())
     out.ts.append(ts[good])
@@ -157,7 +168,28 @@ def _slow(raw: bytes, now_ms: int, max_future_ms: int, out: Parsed) -> None:
     except InvalidEvent as exc:
         out.invalid[exc.reason] += 1
         return
+    out.slow_ids.append(str(event.event_id).encode())  # canonical hyphenated lowercase
     out.slow_users.append(event.user_id.encode())
     out.slow_items.append(event.item_id.encode())
     out.slow_ts.append(event.ts)
     out.slow_purchase.append(event.type.value == "purchase")
+
+
+_NIBBLE = np.zeros(256, np.uint8)
+for _k, _c in enumerate(b"0123456789abcdef"):
+    _NIBBLE[_c] = _k
+    _NIBBLE[bytes([_c]).upper()[0]] = _k
+_HEX_POS = np.array([k for k in range(36) if k not in (8, 13, 18, 23)])  # the 32 digits around the hyphens
+
+
+def uuid_words(text: npt.NDArray[np.bytes_]) -> npt.NDArray[np.uint64]:
+    """Hyphenated hex UUIDs (``S36``, either case, as validated above) to their 16 bytes as n × 2 uint64.
+
+    Vectorised: the same 128 bits ``uuid.UUID(x).bytes`` gives (big-endian words), without a Python
+    object per event. Only for ids the contract accepted in hyphenated form.
+    """
+    if len(text) == 0:
+        return np.zeros((0, 2), np.uint64)
+    digits = _NIBBLE[text.view(np.uint8).reshape(-1, 36)[:, _HEX_POS]]
+    packed = (digits[:, 0::2] << 4) | digits[:, 1::2]  # n × 16 bytes
+    return np.ascontiguousarray(packed).view(">u8").astype(np.uint64)

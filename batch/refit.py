@@ -176,7 +176,11 @@ def _run(settings: Settings, store: RedisStore, fit: FitFn, rebuild: bool, progr
             log.warning("%d events were removed by topic retention before this run read them: raise the topics' "
                         "retention (docs/batch.md)", stats.lost_to_retention)
         t_merge = time.perf_counter()
-        merged = snapshots.merge(snap, events, end, invalid=sum(stats.invalid.values()))
+        merged = snapshots.merge(snap, events, end, invalid=sum(stats.invalid.values()),
+                                 dedup_window_ms=settings.dedup_window_s * 1000)
+        duplicates = merged.duplicates - snap.duplicates
+        if duplicates:
+            log.info("dropped %d events whose event_id was already counted", duplicates)
         train = training_set(merged, settings, now_ms())
         merge_s = time.perf_counter() - t_merge
     progress(f"read {stats.read:,} new events in {stats.seconds:.1f}s; fitting {train.matrix.shape[0]:,} users x "
@@ -216,6 +220,7 @@ def _run(settings: Settings, store: RedisStore, fit: FitFn, rebuild: bool, progr
                    "half_life_days": settings.half_life_days},
         "decay_ref_ms": train.ref_ms, "fit_seconds": round(model.fit_seconds, 3),
         "n_interactions": int(train.matrix.nnz), "events": merged.events, "invalid_events": merged.invalid,
+        "duplicate_events": merged.duplicates,
     }
     t_pub = time.perf_counter()
     with _stage("publish"):
@@ -245,7 +250,7 @@ def _run(settings: Settings, store: RedisStore, fit: FitFn, rebuild: bool, progr
         fold = refold_users(settings, store, version, model.item_factors, model.gram, item_index, recent)
     removed = cleanup_versions(store, settings.model_grace_s)
     return {
-        "version": version, **stats.as_dict(),
+        "version": version, **stats.as_dict(), "duplicates": duplicates,
         "n_users": len(train.user_ids), "n_items": len(train.item_ids), "n_interactions": int(train.matrix.nnz),
         "snapshot_load_s": round(load_s, 3), "merge_s": round(merge_s, 3), "fit_s": round(model.fit_seconds, 3),
         "fit_wall_s": round(fit_wall_s, 3),

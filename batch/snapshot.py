@@ -1,8 +1,11 @@
 """The local compacted snapshot: aggregated interactions plus the Kafka offsets they cover.
 
 One entry per (user, item): the time-decayed number of clicks and of purchases, the raw event count
-and the newest event time. Each batch run reads only the events after :attr:`Snapshot.offsets`,
-merges them (:func:`merge`) and saves the result atomically.
+and the newest event time. Events whose ``event_id`` was already counted are dropped (:func:`duplicates`):
+within a run always, across runs while the first copy is within ``STREAMREC_DEDUP_WINDOW_S`` of event
+time of the newest event (the snapshot keeps those ids), like the worker's window. Each batch run
+reads only the events after :attr:`Snapshot.offsets`, merges them (:func:`merge`) and saves the result
+atomically.
 
 Time decay on aggregates: a decayed sum ``Σ 0.5^((ref - ts)/h)`` is stored relative to a reference
 time ``ref_ms`` (the newest event seen). Moving the reference to ``ref'`` multiplies every sum by the
@@ -34,12 +37,13 @@ import pandas as pd
 
 from models.weighting import decay_factors
 
-FORMAT = 1
+FORMAT = 2
 MANIFEST = "manifest.json"
 TopicPartition = tuple[str, int]
 I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
+U64 = npt.NDArray[np.uint64]
 
 
 class SnapshotError(RuntimeError):
@@ -56,9 +60,15 @@ class NewEvents:
     item_code: I32
     ts_ms: I64
     purchase: npt.NDArray[np.bool_]
+    event_id: U64  # n × 2: each event's 16-byte id as two uint64 words
 
     def __len__(self) -> int:
         return len(self.ts_ms)
+
+    def take(self, keep: npt.NDArray[np.bool_]) -> NewEvents:
+        """The events where ``keep`` is true (id dictionaries unchanged)."""
+        return NewEvents(self.users, self.items, self.user_code[keep], self.item_code[keep], self.ts_ms[keep],
+                         self.purchase[keep], self.event_id[keep])
 
 
 @dataclass
@@ -78,6 +88,10 @@ class Snapshot:
     half_life_s: float | None = None
     events: int = 0  # valid events aggregated so far
     invalid: int = 0  # invalid events skipped so far
+    duplicates: int = 0  # events dropped because their event_id was already counted
+    # ids (n × 2 uint64) and event times of the events within the de-duplication window of ref_ms
+    recent_ids: U64 = field(default_factory=lambda: np.zeros((0, 2), np.uint64))
+    recent_ts: I64 = field(default_factory=lambda: np.zeros(0, np.int64))
 
     def __len__(self) -> int:
         return len(self.user_idx)
@@ -90,8 +104,37 @@ class Snapshot:
         return w
 
 
-def merge(snap: Snapshot, new: NewEvents, offsets: dict[TopicPartition, int], *, invalid: int = 0) -> Snapshot:
-    """``snap`` plus ``new``: ids unioned, per-(user, item) sums combined, offsets advanced to ``offsets``."""
+def duplicates(snap: Snapshot, new: NewEvents) -> npt.NDArray[np.bool_]:
+    """Which of ``new`` repeat an ``event_id`` seen before: in the snapshot's window, or earlier in ``new``.
+
+    The contract applies an event sent twice once (the worker de-duplicates in Redis); the refit must
+    count it once too. ``new`` is in offset order per partition and one event always lands in its
+    user's partition, so the first copy is the one kept.
+    """
+    if not len(new):
+        return np.zeros(0, np.bool_)
+    ids = np.concatenate([snap.recent_ids, new.event_id]) if len(snap.recent_ids) else new.event_id
+    # One 64-bit mix per id finds the candidates fast (a uint64 hash table); only ids whose mix repeats are
+    # then compared on all 128 bits, so a collision of the mix can never drop an event.
+    mixed = pd.Series(ids[:, 0] ^ (ids[:, 1] * np.uint64(0x9E3779B97F4A7C15)), copy=False)
+    seen = np.zeros(len(ids), np.bool_)
+    candidates = np.flatnonzero(mixed.duplicated(keep=False).to_numpy())
+    if len(candidates):
+        sub = ids[candidates]
+        exact = pd.DataFrame({"hi": sub[:, 0], "lo": sub[:, 1]}).duplicated(keep="first").to_numpy()
+        seen[candidates[exact]] = True  # candidates keep their order, so "first" is the earliest copy
+    return seen[len(snap.recent_ids):]
+
+
+def merge(snap: Snapshot, new: NewEvents, offsets: dict[TopicPartition, int], *, invalid: int = 0,
+          dedup_window_ms: int = 3_600_000) -> Snapshot:
+    """``snap`` plus ``new``: repeated event ids dropped, ids unioned, per-(user, item) sums combined, offsets
+    advanced to ``offsets``. Ids of events within ``dedup_window_ms`` (event time) of the newest are kept for
+    the next run's :func:`duplicates` check."""
+    dup = duplicates(snap, new)
+    n_dup = int(dup.sum())
+    if n_dup:
+        new = new.take(~dup)
     users, user_map = _union(snap.users, new.users)
     items, item_map = _union(snap.items, new.items)
     ref = snap.ref_ms
@@ -124,8 +167,16 @@ def merge(snap: Snapshot, new: NewEvents, offsets: dict[TopicPartition, int], *,
         clicks=reduce(clicks, np.add), purchases=reduce(purchases, np.add),
         count=reduce(count, np.add), last_ts=reduce(last, np.maximum),
         offsets=merged_offsets, ref_ms=ref, half_life_s=hl,
-        events=snap.events + len(new), invalid=snap.invalid + invalid,
+        events=snap.events + len(new), invalid=snap.invalid + invalid, duplicates=snap.duplicates + n_dup,
+        **_recent(snap, new, ref - dedup_window_ms),
     )
+
+
+def _recent(snap: Snapshot, new: NewEvents, since_ms: int) -> dict[str, Any]:
+    """The ids and times of the events (old and new) at or after ``since_ms``."""
+    ts = np.concatenate([snap.recent_ts, new.ts_ms.astype(np.int64)])
+    keep = ts >= since_ms
+    return {"recent_ids": np.concatenate([snap.recent_ids, new.event_id])[keep], "recent_ts": ts[keep]}
 
 
 def _union(known: list[str], incoming: list[str]) -> tuple[list[str], I64]:
@@ -159,7 +210,7 @@ def load(directory: Path, topics: list[str], half_life_s: float | None) -> Snaps
         manifest = json.loads(manifest_path.read_text())
     except ValueError as exc:
         raise SnapshotError(f"{manifest_path} is not valid JSON ({exc}); rebuild with --rebuild") from None
-    if manifest.get("format") != FORMAT:
+    if manifest.get("format") not in (1, FORMAT):  # format 1 lacks the recent event ids: none remembered
         raise SnapshotError(f"{manifest_path} has format {manifest.get('format')}, expected {FORMAT}; rebuild")
     if sorted(manifest["topics"]) != sorted(topics):
         raise SnapshotError(f"the snapshot in {directory} covers topics {manifest['topics']} but the settings "
@@ -177,6 +228,9 @@ def load(directory: Path, topics: list[str], half_life_s: float | None) -> Snaps
         offsets={(t, int(p)): int(o) for t, p, o in manifest["offsets"]},
         ref_ms=int(manifest["ref_ms"]), half_life_s=manifest["half_life_s"],
         events=int(manifest["events"]), invalid=int(manifest["invalid"]),
+        duplicates=int(manifest.get("duplicates", 0)),
+        recent_ids=arrays.get("recent_ids", np.zeros((0, 2), np.uint64)).reshape(-1, 2),
+        recent_ts=arrays.get("recent_ts", np.zeros(0, np.int64)),
     )
 
 
@@ -188,7 +242,7 @@ def save(snap: Snapshot, directory: Path, topics: list[str]) -> Path:
     with tempfile.NamedTemporaryFile(dir=directory, prefix=".tmp-", suffix=".npz", delete=False) as tmp:
         np.savez(tmp, users=_join_ids(snap.users), items=_join_ids(snap.items), user_idx=snap.user_idx,
                  item_idx=snap.item_idx, clicks=snap.clicks, purchases=snap.purchases, count=snap.count,
-                 last_ts=snap.last_ts)
+                 last_ts=snap.last_ts, recent_ids=snap.recent_ids, recent_ts=snap.recent_ts)
         tmp.flush()
         os.fsync(tmp.fileno())
     os.replace(tmp.name, directory / data_name)
@@ -196,6 +250,7 @@ def save(snap: Snapshot, directory: Path, topics: list[str]) -> Path:
         "format": FORMAT, "data": data_name, "topics": sorted(topics), "written_at": time.time(),
         "offsets": sorted([t, p, o] for (t, p), o in snap.offsets.items()),
         "ref_ms": snap.ref_ms, "half_life_s": snap.half_life_s, "events": snap.events, "invalid": snap.invalid,
+        "duplicates": snap.duplicates,
         "n_users": len(snap.users), "n_items": len(snap.items), "n_entries": len(snap),
     }
     with tempfile.NamedTemporaryFile("w", dir=directory, prefix=".tmp-", suffix=".json", delete=False) as text:

@@ -285,7 +285,5 @@ class Refresher:
             model = build_model(version, served.meta, served.item_ids[:base], served.factors[:base], served.gram,
                                 new_raw)
         if model is not None:
-            self.metrics.model.info({"version": model.version})
-            self.metrics.model_items.set(len(model.item_ids))
-            self.metrics.model_loaded.set(time.time())
+            self.metrics.observe_model(model.version, model.meta, len(model.item_ids))
         return model

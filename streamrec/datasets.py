@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from models.evaluation import EventLog
+from models.eventlog import EventLog
 from models.weighting import CLICK, PURCHASE, WeightingConfig, event_weights
 from streamrec.settings import REPO_ROOT
 

@@ -85,8 +85,13 @@ def test_simulated_events_publish_a_version_and_the_next_run_reads_only_new_even
     assert json.loads(store.client.get(last_run_key(store)) or b"{}")["status"] == "ok"
 
     second = produce_sim(bsettings, 500, 3, world)  # the same world goes on: new users and items appear
+    for event in first[-7:]:  # client retries: the same events (event ids) sent again, counted once
+        producer.send(event)
+    producer.send(second[0])
+    assert producer.flush(10) == 0
     summary2 = run_refit(bsettings, store)
-    assert summary2["read"] == 500  # only the events after the snapshot's offsets
+    assert summary2["read"] == 508  # only the events after the snapshot's offsets
+    assert summary2["duplicates"] == 8
     version2 = current_version(store)
     assert version2 == summary2["version"] and version2 != version
     check_version(store, version2)
@@ -94,6 +99,7 @@ def test_simulated_events_publish_a_version_and_the_next_run_reads_only_new_even
     assert model2 is not None
     assert set(model2.item_ids) == {e.item_id for e in first + second}
     assert model2.meta["events"] == 3_500 and model2.meta["invalid_events"] == 3
+    assert model2.meta["duplicate_events"] == 8
     assert [v for v, _ in list_versions(store)] == [version, version2]
 
 
@@ -104,13 +110,14 @@ def test_parallel_reader_returns_what_the_contract_decoder_does(bsettings: Setti
     assert producer.flush(10) == 0
     valid = [r.value for r in read_all(bsettings, bsettings.event_topics) if r.value != b'{"type": "purchase"}']
     assert len(valid) == 4_000
-    expected = sorted((e.user_id, e.item_id, e.ts, e.type.value == "purchase") for e in map(decode_event, valid))
+    expected = sorted((e.event_id.int, e.user_id, e.item_id, e.ts, e.type.value == "purchase")
+                      for e in map(decode_event, valid))
     for processes in (1, 2):
         events, end, stats = read_events(bsettings, {}, bsettings.event_topics, processes=processes,
                                          parallel_min_events=0)
-        got = sorted((events.users[u], events.items[i], t, p) for u, i, t, p in zip(
-            events.user_code.tolist(), events.item_code.tolist(), events.ts_ms.tolist(), events.purchase.tolist(),
-            strict=True))
+        got = sorted((int(hi) << 64 | int(lo), events.users[u], events.items[i], t, p) for (hi, lo), u, i, t, p in zip(
+            events.event_id.tolist(), events.user_code.tolist(), events.item_code.tolist(), events.ts_ms.tolist(),
+            events.purchase.tolist(), strict=True))
         assert got == expected
         assert stats.processes == processes and stats.invalid == {"invalid_field": 1}
         assert end == end_offsets(bsettings, bsettings.event_topics)

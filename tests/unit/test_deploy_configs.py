@@ -72,7 +72,7 @@ def test_prometheus_config_and_rules_pass_promtool() -> None:
 def test_alerts_the_issue_asks_for_exist_with_a_runbook_entry() -> None:
     rules = {r["alert"]: r for r in _rules()}
     for name in ("StreamrecConsumerLagGrowing", "StreamrecFreshnessP99High", "StreamrecModelStale",
-                 "StreamrecDeadLetterRateHigh", "StreamrecApiErrorRateHigh"):
+                 "StreamrecRefitsFailing", "StreamrecDeadLetterRateHigh", "StreamrecApiErrorRateHigh"):
         assert name in rules, name
     assert rules["StreamrecConsumerLagGrowing"]["for"] == "5m"
     headings = {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
@@ -161,15 +161,41 @@ def test_dead_letter_and_api_error_alerts_fire_above_their_thresholds(tmp_path: 
     ])
 
 
-def test_model_stale_alert_fires_after_three_refit_intervals(tmp_path: Path) -> None:
-    # The last refit succeeded at t=60 s and never again: by promtool's clock the model is `eval_time` old.
-    _alert_test(tmp_path, "5m", {"streamrec_batch_last_success_timestamp_seconds": "60x60"}, [
+def test_model_stale_alert_fires_on_the_age_of_the_model_served(tmp_path: Path) -> None:
+    served = "streamrec_model_trained_timestamp_seconds"
+    # By promtool's clock (5 min steps): "60x60" is a model trained at t=60 s and never replaced, so
+    # `eval_time` old; "0+300x60" is one as new as the evaluation time (a refit just loaded).
+    api1, api2 = {"job": "api", "instance": "api-1:8000"}, {"job": "api", "instance": "api-2:8000"}
+    _alert_test(tmp_path, "5m", {
+        f'{served}{{job="api",instance="api-1:8000"}}': "60x60",  # failed to load anything newer
+        f'{served}{{job="api",instance="api-2:8000"}}': "0+300x60",  # serves each new refit
+        # ... while the batch job succeeds all along: only the served age tells api-1 is stale.
+        "streamrec_batch_last_success_timestamp_seconds": "0+300x60",
+    }, [
         ("2h", "StreamrecModelStale", []),
-        ("3h20m", "StreamrecModelStale", [{}]),
+        ("3h20m", "StreamrecModelStale", [api1]),
+        ("3h20m", "StreamrecRefitsFailing", []),
     ])
-    # A batch process that restarted and has not succeeded yet reports 0: not a stale model.
-    _alert_test(tmp_path, "5m", {"streamrec_batch_last_success_timestamp_seconds": "0x60"}, [
+    # A rollback at 2 h to a model trained at t=60 s: fresh until then, too old from 3 h on.
+    _alert_test(tmp_path, "5m", {f'{served}{{job="api",instance="api-2:8000"}}': "0+300x23 60x40"}, [
+        ("2h30m", "StreamrecModelStale", []),
+        ("3h20m", "StreamrecModelStale", [api2]),
+    ])
+    # An API serving no model yet reports 0: not a stale model.
+    _alert_test(tmp_path, "5m", {f'{served}{{job="api",instance="api-1:8000"}}': "0x60"}, [
         ("4h", "StreamrecModelStale", []),
+    ])
+
+
+def test_refits_failing_alert_fires_after_three_refit_intervals(tmp_path: Path) -> None:
+    # The last refit succeeded at t=60 s and never again: by promtool's clock that was `eval_time` ago.
+    _alert_test(tmp_path, "5m", {"streamrec_batch_last_success_timestamp_seconds": "60x60"}, [
+        ("2h", "StreamrecRefitsFailing", []),
+        ("3h20m", "StreamrecRefitsFailing", [{}]),
+    ])
+    # A batch process that restarted and has not succeeded yet reports 0: not a failing refit.
+    _alert_test(tmp_path, "5m", {"streamrec_batch_last_success_timestamp_seconds": "0x60"}, [
+        ("4h", "StreamrecRefitsFailing", []),
     ])
 
 
@@ -231,7 +257,7 @@ def test_dashboard_shows_what_the_issue_asks_for() -> None:
     for needed in ("kafka_consumergroup_lag", "kafka_consumergroup_lag_seconds", "streamrec_worker_events_total",
                    "streamrec_worker_freshness_seconds_bucket", "streamrec_api_request_duration_seconds_bucket",
                    "streamrec_api_recommendations_total", "streamrec_batch_last_success_timestamp_seconds",
-                   "streamrec_worker_dead_letters_total"):
+                   "streamrec_worker_dead_letters_total", "streamrec_model_trained_timestamp_seconds"):
         assert needed in used, needed
 
 

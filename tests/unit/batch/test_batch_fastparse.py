@@ -16,7 +16,7 @@ NOW = 1_800_000_000_000
 SKEW = 300_000
 
 
-def reference(values: list[bytes | None]) -> tuple[list[tuple[bytes, bytes, int, bool]], Counter[str]]:
+def reference(values: list[bytes | None]) -> tuple[list[tuple[int, bytes, bytes, int, bool]], Counter[str]]:
     """What decoding every message with the contract's own decoder gives."""
     ok, bad = [], Counter[str]()
     for raw in values:
@@ -25,14 +25,15 @@ def reference(values: list[bytes | None]) -> tuple[list[tuple[bytes, bytes, int,
         except InvalidEvent as exc:
             bad[exc.reason] += 1
             continue
-        ok.append((ev.user_id.encode(), ev.item_id.encode(), ev.ts, ev.type is EventType.PURCHASE))
+        ok.append((ev.event_id.int, ev.user_id.encode(), ev.item_id.encode(), ev.ts, ev.type is EventType.PURCHASE))
     return sorted(ok), bad
 
 
 def check(values: list[bytes | None]) -> None:
     got = parse_values(values, NOW, SKEW)
     users, items, ts, purchase = got.columns()
-    rows = sorted(zip(users, items, ts.tolist(), purchase.tolist(), strict=True))
+    ids = [int(hi) << 64 | int(lo) for hi, lo in got.event_ids().tolist()]  # the UUIDs' 128 bits
+    rows = sorted(zip(ids, users, items, ts.tolist(), purchase.tolist(), strict=True))
     assert (rows, got.invalid) == reference(values)
 
 
@@ -57,8 +58,9 @@ def payloads(draw: st.DrawFn) -> dict[str, object]:
         values = st.one_of(ids, st.integers(-(10**17), 10**17), st.floats(allow_nan=False, allow_infinity=False),
                            st.booleans(), st.none(), st.text(max_size=300))
         p["context"] = draw(st.dictionaries(st.text(max_size=70), values, max_size=34))
-    if draw(st.booleans()):
-        p["event_id"] = str(p["event_id"]).upper()
+    form = draw(st.sampled_from(["plain", "upper", "hex", "braces"]))  # the contract accepts all of these
+    u = uuid.UUID(str(p["event_id"]))
+    p["event_id"] = {"plain": str(u), "upper": str(u).upper(), "hex": u.hex, "braces": "{" + str(u) + "}"}[form]
     return p
 
 

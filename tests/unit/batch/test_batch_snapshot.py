@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from batch.refit import training_set
-from batch.snapshot import NewEvents, Snapshot, SnapshotError, discard, load, merge, save
+from batch.snapshot import NewEvents, Snapshot, SnapshotError, discard, duplicates, load, merge, save
 from streamrec.settings import Settings
 
 DAY_MS = 86_400_000
@@ -25,12 +25,18 @@ def _events(rng: np.random.Generator, n: int, t_lo: int, t_hi: int) -> list[tupl
              bool(rng.random() < 0.2)) for _ in range(n)]
 
 
-def _as_new(events: list[tuple[str, str, int, bool]]) -> NewEvents:
+_ids = iter(range(1, 10**9))
+
+
+def _as_new(events: list[tuple[str, str, int, bool]], ids: list[int] | None = None) -> NewEvents:
+    """Columnar events; each gets a fresh event id unless ``ids`` (one int per event) says otherwise."""
     users = list(dict.fromkeys(e[0] for e in events))
     items = list(dict.fromkeys(e[1] for e in events))
+    ids = ids if ids is not None else [next(_ids) for _ in events]
+    words = np.array([[k >> 64, k & (2**64 - 1)] for k in ids], np.uint64).reshape(-1, 2)
     return NewEvents(users, items, np.array([users.index(e[0]) for e in events], np.int32),
                      np.array([items.index(e[1]) for e in events], np.int32),
-                     np.array([e[2] for e in events], np.int64), np.array([e[3] for e in events], np.bool_))
+                     np.array([e[2] for e in events], np.int64), np.array([e[3] for e in events], np.bool_), words)
 
 
 def _direct(events: list[tuple[str, str, int, bool]], cw: float, pw: float, at: int, half_life_s: float | None):
@@ -97,7 +103,7 @@ def test_save_and_load_round_trip_atomically(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".tmp-*"))
     back = load(tmp_path, list(reversed(TOPICS)), None)
     assert back.users == snap2.users and back.items == snap2.items
-    for name in ("user_idx", "item_idx", "clicks", "purchases", "count", "last_ts"):
+    for name in ("user_idx", "item_idx", "clicks", "purchases", "count", "last_ts", "recent_ids", "recent_ts"):
         np.testing.assert_array_equal(getattr(back, name), getattr(snap2, name))
     assert (back.offsets, back.ref_ms, back.events) == (snap2.offsets, snap2.ref_ms, snap2.events)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
@@ -123,3 +129,35 @@ def test_training_set_drops_users_and_items_without_weight() -> None:
     assert train.matrix.toarray().tolist() == [[3.0]]
     full = training_set(snap, Settings(), T0)
     assert full.matrix.shape == (3, 3) and full.matrix.nnz == 4
+
+
+def test_an_event_id_sent_twice_is_counted_once_within_a_run_and_across_runs_in_the_window() -> None:
+    hour = 3_600_000
+    a, b, c = ("u1", "i1", T0, False), ("u1", "i2", T0 + 10, True), ("u2", "i1", T0 + 20, False)
+    # run 1: event 7 sent twice (a client retry); events 8 and 9 once
+    snap = merge(Snapshot(half_life_s=None), _as_new([a, a, b, c], ids=[7, 7, 8, 9]), {("clicks", 0): 4},
+                 dedup_window_ms=hour)
+    assert (snap.events, snap.duplicates) == (3, 1)
+    assert _by_pair(snap, 1.0, 5.0, T0)[("u1", "i1")][:2] == [1.0, 1]
+    # run 2, within the window: 8 again (dropped), 2**100 new; ids are compared as 128 bits
+    later = ("u1", "i1", T0 + hour // 2, False)
+    snap = merge(snap, _as_new([b, later], ids=[8, 2**100]), {("clicks", 0): 6}, dedup_window_ms=hour)
+    assert (snap.events, snap.duplicates) == (4, 2)
+    assert _by_pair(snap, 1.0, 5.0, T0)[("u1", "i2")][1] == 1
+    # run 3 moves the newest event 2 h past event 9, whose id leaves the window; run 4 resends it and it
+    # counts again (as in the worker, whose de-duplication window is the same setting)
+    snap = merge(snap, _as_new([("u3", "i3", T0 + 2 * hour + 20, False)], ids=[10]), {("clicks", 0): 7},
+                 dedup_window_ms=hour)
+    assert sorted(int(h) << 64 | int(lo) for h, lo in snap.recent_ids) == [10]
+    snap = merge(snap, _as_new([c], ids=[9]), {("clicks", 0): 8}, dedup_window_ms=hour)
+    assert (snap.events, snap.duplicates) == (6, 2)
+
+
+def test_ids_that_collide_in_the_fast_check_are_not_taken_for_duplicates() -> None:
+    k = 0x9E3779B97F4A7C15
+    hi1, lo1 = 12345, 678
+    lo2 = lo1 + 1
+    hi2 = hi1 ^ ((lo1 * k) % 2**64) ^ ((lo2 * k) % 2**64)  # same 64-bit mix, different 128-bit id
+    ids = [hi1 << 64 | lo1, hi2 << 64 | lo2, hi1 << 64 | lo1]
+    new = _as_new([("u1", "i1", T0, False)] * 3, ids=ids)
+    assert duplicates(Snapshot(), new).tolist() == [False, False, True]

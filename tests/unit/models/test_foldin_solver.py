@@ -10,7 +10,6 @@ import numpy.typing as npt
 import pytest
 import scipy.sparse as sp
 
-import models.foldin as foldin
 from models.foldin import FoldInSolver, fold_in_users, gram
 from models.training import ALSModelFactors, to_implicit
 
@@ -170,16 +169,6 @@ def test_regularization_zero_falls_back_to_the_direct_solver(
     assert solver._woodbury_max == 0 and solver._table is None
     rows = _clicks_and_purchases(np.random.default_rng(6), LENGTHS, model.n_items)
     assert np.abs(solver.fold_in(rows) - _exact(model.item_factors, model.gram, rows, 0.0, 2.0)).max() <= TOL
-
-
-def test_bucket_plan_covers_every_length_once() -> None:
-    counts = [0, 5, 3, 40, 0, 9, 1, 0, 2, 0, 0, 7] + [0] * 20 + [1]
-    starts = [0, *np.cumsum(counts).tolist()]
-    plan = foldin._plan_buckets(starts, 3, 32)
-    covered = [length for first, last in plan for length in range(first, last + 1) if counts[length]]
-    assert covered == [length for length in range(3, 33) if counts[length]]
-    assert all(counts[last] for _, last in plan)  # padded to a length that occurs
-    assert foldin._plan_buckets(starts, 13, 31) == []
 
 
 def test_bad_input_is_rejected(random_model: tuple[ALSModelFactors, sp.csr_matrix]) -> None:
