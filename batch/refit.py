@@ -56,11 +56,13 @@ class RefitError(RuntimeError):
 
 
 def last_run_key(store: RedisStore) -> str:
-    return f"{store.keys.p}:batch:last_run"
+    """Where the outcome of the last run is recorded."""
+    return store.keys.batch_last_run
 
 
 def last_failure_key(store: RedisStore) -> str:
-    return f"{store.keys.p}:batch:last_failure"
+    """Where the last failed run is recorded."""
+    return store.keys.batch_last_failure
 
 
 def als_params(settings: Settings) -> ALSParams:

@@ -138,7 +138,7 @@ class RedisHistory:
         self.where = f"redis {store.keys.p}:lag:*"
 
     def key(self, group: str) -> str:
-        return f"{self.store.keys.p}:lag:{group}"
+        return self.store.keys.lag_window(group)
 
     def load(self, group: str) -> dict[TP, list[Observation]]:
         raw = self.store.client.hgetall(self.key(group))

@@ -82,6 +82,18 @@ class Keys:
     def dedup(self, bucket: int) -> str:
         return f"{self.p}:dedup:{bucket}"
 
+    # batch runs and consumer-lag history (operability)
+    @property
+    def batch_last_run(self) -> str:
+        return f"{self.p}:batch:last_run"
+
+    @property
+    def batch_last_failure(self) -> str:
+        return f"{self.p}:batch:last_failure"
+
+    def lag_window(self, group: str) -> str:
+        return f"{self.p}:lag:{group}"
+
     # catalogue and popularity
     def item(self, item: str) -> str:
         return f"{self.p}:item:{{{item}}}"
