@@ -182,8 +182,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "every event read). Last line: events, refit_s, implicit_fit_s, ratio (steady state), new_events, "
         "cold_ratio.")
     b.add_argument("--json", action="store_true", help="print only the final JSON line")
-    b.add_argument("--repeat", type=int, default=1, metavar="N",
-                   help="time N refit/bare-fit pairs of each kind and print medians")
+    b.add_argument("--repeat", type=int, default=3, metavar="N",
+                   help="time N refit/bare-fit pairs of each kind and print medians (default 3: one fit can "
+                   "swing by 30%% on a shared machine)")
     b.add_argument("--new-days", type=float, default=1.0, metavar="D",
                    help="steady state: the timed run reads the events of the last D days (default 1)")
     b.add_argument("--no-cold", action="store_true", help="skip the cold runs (empty snapshot, every event read)")

@@ -26,3 +26,6 @@ def test_batch_and_bench_commands_parse() -> None:
     assert parser.parse_args(["batch", "status", "--json"]).json
     args = parser.parse_args(["bench", "refit", "--json", "--dataset", "x.csv.gz"])
     assert args.json and args.dataset == "x.csv.gz" and args.func.__name__ == "cmd_bench_refit"
+    assert (args.repeat, args.new_days, args.no_cold) == (3, 1.0, False)
+    args = parser.parse_args(["bench", "refit", "--repeat", "5", "--new-days", "0.5", "--no-cold"])
+    assert (args.repeat, args.new_days, args.no_cold) == (5, 0.5, True)
