@@ -73,9 +73,12 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
             refresher.start()
             collector.start()
         log.info("streamrec API up: model and catalogue load in the background")
-        if not settings.api_key_list:
-            log.warning("no API keys configured (STREAMREC_API_KEYS): the collector and catalogue writes "
-                        "answer 401 to everyone")
+        if not settings.api_key_list and not settings.api_ingest_key_list:
+            log.warning("no API keys configured (STREAMREC_API_KEYS, STREAMREC_API_INGEST_KEYS): the collector "
+                        "and catalogue writes answer 401 to everyone")
+        elif not settings.api_key_list:
+            log.warning("no admin API keys configured (STREAMREC_API_KEYS): catalogue writes answer 401 to "
+                        "everyone; the collector takes the ingest keys")
         try:
             yield
         finally:

@@ -27,6 +27,7 @@ from online_api.schemas import (
     Trending,
     error_responses,
 )
+from online_api.security import refuse_ingest_keys, require_collector_key
 from online_api.service import Recommender
 from streamrec.events import MAX_EVENT_BYTES, MAX_ID_LEN, Event, InvalidEvent, validate_event
 from streamrec.settings import Settings
@@ -115,8 +116,17 @@ def read_router(settings: Settings, svc: Recommender, auth: list[Any]) -> APIRou
 
 
 def write_router(settings: Settings, svc: Recommender, collector: Collector, auth: Any) -> APIRouter:
-    """The event collector and catalogue writes (always keyed)."""
-    r = APIRouter(prefix="/v1", dependencies=[Depends(auth)])
+    """The event collector and catalogue writes (always keyed).
+
+    ``auth`` is the full-access key check (``STREAMREC_API_KEYS``): catalogue writes need it. The
+    collector also takes collector-only keys (``STREAMREC_API_INGEST_KEYS``), which catalogue writes
+    refuse with a 403 that says why.
+    """
+    r = APIRouter(prefix="/v1")
+    collect = [Depends(require_collector_key(settings))]
+    # The ingest check goes first: FastAPI runs a route's dependencies in order, so an ingest key gets the
+    # explanatory 403 and every other request (no key, a full key, a wrong key) is decided by ``auth``.
+    catalogue = [Depends(refuse_ingest_keys(settings, "catalogue writes")), Depends(auth)]
     writes = error_responses(400, 401, 403, 413, 422, 503)
     max_future_ms = int(settings.max_future_skew_s * 1000)
 
@@ -150,7 +160,7 @@ def write_router(settings: Settings, svc: Recommender, collector: Collector, aut
         svc.metrics.events.labels("accepted").inc(len(events))
 
     @r.post("/events", status_code=202, response_model=Accepted, responses=writes, tags=["collector"],
-            summary="Post one event")
+            dependencies=collect, summary="Post one event")
     async def post_event(event: Event) -> Accepted:
         """Validates the event, writes it to Kafka (idempotent producer, acks=all) and answers 202 once Kafka
         acknowledged it: an accepted event is never lost. 503 with Retry-After while Kafka is unreachable."""
@@ -159,7 +169,7 @@ def write_router(settings: Settings, svc: Recommender, collector: Collector, aut
         return Accepted(accepted=1, event_ids=[str(event.event_id)])
 
     @r.post("/events:batch", status_code=202, response_model=Accepted, responses=writes, tags=["collector"],
-            summary="Post up to 500 events")
+            dependencies=collect, summary="Post up to 500 events")
     async def post_events(batch: EventBatch) -> Accepted:
         """All events are validated first; one invalid event rejects the batch (422, nothing written).
         Retrying a batch after a 503 is safe: events are de-duplicated by event_id downstream."""
@@ -167,7 +177,7 @@ def write_router(settings: Settings, svc: Recommender, collector: Collector, aut
         await send(events)
         return Accepted(accepted=len(events), event_ids=[str(e.event_id) for e in events])
 
-    @r.put("/items/{item_id}", response_model=Item, responses=writes, tags=["catalogue"],
+    @r.put("/items/{item_id}", response_model=Item, responses=writes, tags=["catalogue"], dependencies=catalogue,
            summary="Create or update an item's catalogue entry")
     async def put_item(item_id: ItemId, item: ItemIn) -> Item:
         """Category (used by category filters and category trending), availability (unavailable items never

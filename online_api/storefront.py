@@ -5,7 +5,8 @@
 * the page (``/`` redirects to ``/store``; ``/store/app.js`` and ``/store/style.css``), static files from
   ``online_api/static`` with no build step;
 * ``/storefront/config.json``: what the page needs from the server: the public ingest key it posts
-  events with (``STREAMREC_STOREFRONT_INGEST_KEY``), the poll interval, simulated users to switch to;
+  events with (``STREAMREC_STOREFRONT_INGEST_KEY``, handed out only when it is a collector-only key,
+  see :func:`public_ingest_key`), the poll interval, simulated users to switch to;
 * ``GET /v1/items`` (a page of the catalogue, optionally one category, or given ids) and
   ``GET /v1/categories``, read from the catalogue in Redis (``streamrec.store.catalog`` layout).
 
@@ -14,6 +15,7 @@
 
 import asyncio
 import json
+import logging
 import re
 import time
 from pathlib import Path as FsPath
@@ -29,6 +31,8 @@ from online_api.service import Recommender
 from streamrec.events import MAX_ID_LEN
 from streamrec.settings import Settings
 from streamrec.store import as_str
+
+log = logging.getLogger("streamrec.api")
 
 STATIC = FsPath(__file__).resolve().parent / "static"
 ASSETS = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
@@ -65,7 +69,8 @@ class Categories(BaseModel):
 
 class StorefrontConfig(BaseModel):
     ingest_key: str | None = Field(description="public key the page posts events with; null: read-only page")
-    read_key_required: bool = Field(description="reads need the key too (STREAMREC_API_READ_KEYS_REQUIRED)")
+    read_key_required: bool = Field(description="reads need a full-access key (STREAMREC_API_READ_KEYS_REQUIRED), "
+                                    "which the page never has: it cannot read")
     poll_ms: int
     simulated_users: list[str]
 
@@ -114,10 +119,33 @@ def _entry(item_id: str, raw: dict[bytes, bytes]) -> Item:
                 attributes=attrs if isinstance(attrs, dict) else {})
 
 
+def public_ingest_key(settings: Settings) -> str | None:
+    """The key ``/storefront/config.json`` hands every browser, or None (the page is then read-only).
+
+    Only a collector-only key (one of ``STREAMREC_API_INGEST_KEYS``, not of ``STREAMREC_API_KEYS``) is
+    handed out: whatever the page holds is public, and a full-access key would let anyone rewrite the
+    catalogue. A misconfigured key is refused here, with a warning, rather than published.
+    """
+    key = settings.storefront_ingest_key
+    if not key:
+        return None
+    if key in settings.api_key_list:
+        log.warning("STREAMREC_STOREFRONT_INGEST_KEY is one of STREAMREC_API_KEYS (full access): it is not handed "
+                    "to browsers and the storefront page is read-only; give the page a key of its own in "
+                    "STREAMREC_API_INGEST_KEYS")
+        return None
+    if key not in settings.api_ingest_key_list:
+        log.warning("STREAMREC_STOREFRONT_INGEST_KEY is not one of STREAMREC_API_INGEST_KEYS, so the collector "
+                    "would refuse it: the storefront page is read-only")
+        return None
+    return key
+
+
 def storefront_router(settings: Settings, svc: Recommender, read_auth: list[Any]) -> APIRouter:
     """The page (always open) and the catalogue reads (keyed like the other reads)."""
     r = APIRouter()
     index = CatalogIndex(svc)
+    ingest_key = public_ingest_key(settings)
 
     @r.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
@@ -136,9 +164,9 @@ def storefront_router(settings: Settings, svc: Recommender, read_auth: list[Any]
     @r.get("/storefront/config.json", response_model=StorefrontConfig, tags=["storefront"],
            summary="Configuration of the storefront page")
     async def config() -> JSONResponse:
-        """The ingest key here is public by design (every visitor's browser gets it): a real deployment
-        gives the page a key of its own, accepted only by the collector and rate-limited at the edge."""
-        body = StorefrontConfig(ingest_key=settings.storefront_ingest_key or None,
+        """The ingest key here is public by design (every visitor's browser gets it): it is a collector-only
+        key (``STREAMREC_API_INGEST_KEYS``), which a real deployment also rate-limits at the edge."""
+        body = StorefrontConfig(ingest_key=ingest_key,
                                 read_key_required=settings.api_read_keys_required,
                                 poll_ms=settings.storefront_poll_ms, simulated_users=SIMULATED_USERS)
         return JSONResponse(body.model_dump(), headers={"Cache-Control": "no-store"})

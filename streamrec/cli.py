@@ -120,8 +120,9 @@ def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
         config_doc.write()
     elif args.effective:
         values = json.loads(settings.model_dump_json())
-        if values.get("api_keys"):
-            values["api_keys"] = "***"  # secrets never reach a terminal or a log
+        for secret in ("api_keys", "api_ingest_keys", "storefront_ingest_key"):
+            if values.get(secret):
+                values[secret] = "***"  # secrets never reach a terminal or a log
         from streamrec.store import redacted_url
 
         values["redis_url"] = redacted_url(values["redis_url"])  # it may carry Redis's password

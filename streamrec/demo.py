@@ -185,20 +185,37 @@ def _wait_ready(url: str, children: list[Child], timeout_s: float = 120) -> None
     raise DemoError(f"{url} did not answer 200 within {timeout_s:.0f}s; see {logs_of(children, 'api')}")
 
 
+def ingest_env(settings: Settings) -> dict[str, str]:
+    """The variables that give the storefront page its collector-only key.
+
+    The page posts events with a key the server hands every browser, so it gets an ingest key
+    (``STREAMREC_API_INGEST_KEYS``: the collector only), never one of ``STREAMREC_API_KEYS``: a demo key
+    made per run unless ``STREAMREC_STOREFRONT_INGEST_KEY`` names one (docs/storefront.md). Configured
+    full-access keys are left as they are.
+    """
+    key = settings.storefront_ingest_key or f"demo-{secrets.token_urlsafe(12)}"
+    if key in settings.api_key_list:
+        raise DemoError("STREAMREC_STOREFRONT_INGEST_KEY is one of STREAMREC_API_KEYS: the page would hand a "
+                        "full-access key to every browser. Give it a key of its own, or unset it and the demo "
+                        "makes one")
+    ingest = settings.api_ingest_key_list
+    return {"STREAMREC_API_INGEST_KEYS": ",".join([*ingest, *([] if key in ingest else [key])]),
+            "STREAMREC_STOREFRONT_INGEST_KEY": key}
+
+
 def run(settings: Settings, *, rate: float = 100.0, seed: int = 42, keep_stack: bool = False,
         history: int = 40_000, batch_every: str | None = "10m") -> int:
     """Run the demo until Ctrl-C. Returns the exit code."""
+    try:  # checked before anything starts
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", **ingest_env(settings)}
+    except DemoError as exc:
+        print(f"streamrec demo: {exc}", file=sys.stderr, flush=True)
+        return 1
     stack = LocalStack(settings, progress=main_progress)
     was_up = all(s.healthy for s in stack.status())
     stack.up()
     logs = Path(settings.stack_dir) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    # The page posts events with a key the server hands every browser: a demo key made per run (a real
-    # deployment gives the storefront a public key of its own, rate-limited at the edge; docs/storefront.md).
-    ingest_key = settings.storefront_ingest_key or f"demo-{secrets.token_urlsafe(12)}"
-    api_keys = [*settings.api_key_list, *([] if ingest_key in settings.api_key_list else [ingest_key])]
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "STREAMREC_API_KEYS": ",".join(api_keys),
-           "STREAMREC_STOREFRONT_INGEST_KEY": ingest_key}
     host = f"[{settings.api_host}]" if ":" in settings.api_host else settings.api_host
     api = f"http://{host}:{settings.api_port}"
     children: list[Child] = []

@@ -74,7 +74,11 @@ class Settings(BaseSettings):
     # --- Online API (online_api/) ------------------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="API bind address")
     api_port: int = Field(8000, description="API port")
-    api_keys: str = Field("", description="comma-separated keys for the collector and catalogue writes")
+    api_keys: str = Field("", description="comma-separated keys with full access: catalogue writes, the collector, "
+                          "and reads when they need a key")
+    api_ingest_keys: str = Field("", description="comma-separated keys accepted only by the collector (POST "
+                                 "/v1/events and /v1/events:batch), e.g. a browser's public key; catalogue writes "
+                                 "and keyed reads refuse them (403)")
     api_read_keys_required: bool = Field(False, description="require a key for reads too")
     cors_origins: str = Field("", description="comma-separated storefront origins allowed by CORS")
     blend_weight: float = Field(0.2, ge=0, le=1, description="share of trending blended into personal scores")
@@ -86,7 +90,9 @@ class Settings(BaseSettings):
     # --- Storefront demo page (online_api/storefront.py) ------------------------------------------------
     storefront_ingest_key: str = Field("", description="API key the storefront page posts its events with; it is "
                                        "public (served to every browser): use a key of its own, rate-limited at "
-                                       "the edge. Must be one of STREAMREC_API_KEYS. Empty: the page is read-only")
+                                       "the edge. Must be one of STREAMREC_API_INGEST_KEYS and not of "
+                                       "STREAMREC_API_KEYS (the page never hands out a full-access key). Empty: "
+                                       "the page is read-only")
     storefront_poll_ms: int = Field(1000, ge=200, description="how often the storefront page refreshes its rails")
 
     # --- Metrics ---------------------------------------------------------------------------------------
@@ -103,6 +109,10 @@ class Settings(BaseSettings):
     @property
     def api_key_list(self) -> list[str]:
         return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
+    @property
+    def api_ingest_key_list(self) -> list[str]:
+        return [k.strip() for k in self.api_ingest_keys.split(",") if k.strip()]
 
     @property
     def cors_origin_list(self) -> list[str]:

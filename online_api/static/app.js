@@ -51,9 +51,10 @@ function stored(key, make, storage = localStorage) {
 }
 
 // ---------------------------------------------------------------------------------------------- API
+// The ingest key goes on events only: it is collector-only, so reads never need it (or accept it).
 function headers(write) {
   const h = { Accept: "application/json" };
-  if (state.cfg && state.cfg.ingest_key && (write || state.cfg.read_key_required)) h["X-API-Key"] = state.cfg.ingest_key;
+  if (write && state.cfg && state.cfg.ingest_key) h["X-API-Key"] = state.cfg.ingest_key;
   if (write) h["Content-Type"] = "application/json";
   return h;
 }
@@ -82,7 +83,7 @@ async function ensureItems(ids) {
 // An event for the collector. The event_id is made here, so a retry after a 503 is applied once.
 async function sendEvent(type, itemId) {
   if (!state.cfg.ingest_key) {
-    toast("This page has no ingest key: events are off (set STREAMREC_STOREFRONT_INGEST_KEY)", true);
+    toast("This page has no ingest key: events are off (set STREAMREC_STOREFRONT_INGEST_KEY to one of STREAMREC_API_INGEST_KEYS)", true);
     return false;
   }
   const item = state.items.get(itemId) || {};
@@ -201,6 +202,14 @@ function toast(text, error = false) {
   setTimeout(() => t.remove(), 3300);
 }
 
+// Reads that need a key cannot work here: the page's key is collector-only.
+function readProblem(err) {
+  if ((err.status === 401 || err.status === 403) && state.cfg && state.cfg.read_key_required) {
+    return "This API requires a key for reads (STREAMREC_API_READ_KEYS_REQUIRED) and the page's key may only post events: serve the storefront from an API with open reads.";
+  }
+  return "";
+}
+
 function notice(text) {
   const n = $("notice");
   n.hidden = !text;
@@ -247,7 +256,7 @@ async function refreshRails() {
     notice(state.cfg.ingest_key ? "" : "Read-only: the server has no storefront ingest key, so clicks and purchases are not sent.");
   } catch (err) {
     $("live-dot").className = "dot off";
-    notice(`The API did not answer (${err.message}); retrying.`);
+    notice(readProblem(err) || `The API did not answer (${err.message}); retrying.`);
   } finally {
     state.refreshing = false;
     if (state.refreshAgain) {
@@ -427,4 +436,4 @@ async function main() {
   setInterval(() => loadCategories().catch(() => {}), 30000); // new items arrive over time
 }
 
-main().catch((err) => notice(`The storefront could not start: ${err.message}`));
+main().catch((err) => notice(readProblem(err) || `The storefront could not start: ${err.message}`));

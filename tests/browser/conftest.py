@@ -106,7 +106,8 @@ def _publish_history(settings: Settings, store: RedisStore) -> str:
 def storefront_system(make_settings: Callable[..., Settings], tmp_path: Path) -> Iterator[StoreSystem]:  # noqa: F811
     """Model, worker and API (with the storefront) on isolated topics and Redis keys."""
     key = f"browser-{uuid.uuid4().hex}"
-    settings = make_settings(batch_snapshot_dir=tmp_path / "snapshot", api_keys=key, storefront_ingest_key=key)
+    # The page gets a collector-only key, as in a real deployment (docs/storefront.md).
+    settings = make_settings(batch_snapshot_dir=tmp_path / "snapshot", api_ingest_keys=key, storefront_ingest_key=key)
     store = RedisStore(settings)
     version = _publish_history(settings, store)
     worker = WorkerProcess(settings, tmp_path / "worker.log")

@@ -72,3 +72,35 @@ def test_kafka_unreachable_is_a_prompt_503_with_retry_after(make_settings: Any) 
         assert http.get("/healthz").status_code == 200  # reads and liveness are unaffected
         assert http.get("/v1/trending").status_code == 200
     assert list(read_all(settings, settings.event_topics)) == []
+
+
+def test_an_ingest_key_posts_events_but_cannot_write_the_catalogue(make_settings: Any) -> None:
+    """The storefront's public key: the collector takes it, catalogue writes refuse it; a full key does both."""
+    ingest = f"ingest-{uuid.uuid4().hex}"
+    settings: Settings = make_settings(api_keys=KEY, api_ingest_keys=ingest, storefront_ingest_key=ingest)
+    item = {"category": "toys", "available": True, "attributes": {"name": "kite"}}
+    with ApiProcess(settings) as api, httpx.Client(base_url=api.url, timeout=15) as http:
+        # The page is handed the collector-only key.
+        assert http.get("/storefront/config.json").json()["ingest_key"] == ingest
+
+        as_ingest = {"X-API-Key": ingest}
+        one, batch = event(user_id="u-ingest"), [event(user_id="u-ingest", type="purchase")]
+        assert http.post("/v1/events", json=one, headers=as_ingest).status_code == 202
+        assert http.post("/v1/events:batch", json={"events": batch}, headers=as_ingest).status_code == 202
+
+        resp = http.put("/v1/items/sku-ingest", json=item, headers=as_ingest)
+        assert resp.status_code == 403, resp.text
+        assert resp.json()["error"]["code"] == "forbidden"
+        assert "may only post events" in resp.json()["error"]["message"]
+        assert http.get("/v1/items/sku-ingest").status_code == 404  # nothing was written
+        assert http.put("/v1/items/sku-ingest", json=item).status_code == 401  # no key: 401 as before
+
+        as_admin = {"X-API-Key": KEY}
+        resp = http.put("/v1/items/sku-ingest", json=item, headers=as_admin)
+        assert resp.status_code == 200, resp.text
+        assert http.get("/v1/items/sku-ingest").json()["category"] == "toys"
+        admin_event = event(user_id="u-admin")
+        assert http.post("/v1/events", json=admin_event, headers=as_admin).status_code == 202
+
+    got = {str(decode_event(r.value).event_id) for r in read_all(settings, settings.event_topics)}
+    assert got == {one["event_id"], batch[0]["event_id"], admin_event["event_id"]}
