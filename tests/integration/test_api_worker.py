@@ -2,50 +2,30 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from online_api.server import ApiProcess, free_port, settings_env
+from online_api.server import ApiProcess, free_port
 from streamrec.bench_api import BenchConfig, publish_synthetic
 from streamrec.events import now_ms
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
+from tests.helpers.processes import Started, started
 
 KEY = "e2e-key"
 
 
 @pytest.fixture
-def worker(tmp_path: Any) -> Iterator[Callable[[Settings], subprocess.Popen[bytes]]]:
-    """Starts ``streamrec worker`` processes on given settings; stops them after the test."""
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(settings: Settings) -> subprocess.Popen[bytes]:
-        env = {**os.environ, **settings_env(settings), "OPENBLAS_NUM_THREADS": "1"}
-        log = open(tmp_path / "worker.log", "ab")  # noqa: SIM115 - the child owns it
-        proc = subprocess.Popen([sys.executable, "-m", "streamrec.cli", "worker", "--metrics-port", "0",
-                                 "--log-level", "warning"], env=env, stdout=log, stderr=log,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+def procs(tmp_path: Path) -> Iterator[Started]:
+    """Starts processes for the test (logs under tmp_path); stops them after it."""
+    with started(tmp_path) as procs:
+        yield procs
 
 
 def click(user: str, item: str, kind: str = "click") -> dict[str, Any]:
@@ -62,11 +42,11 @@ def poll(fetch: Callable[[], dict[str, Any]], done: Callable[[dict[str, Any]], b
 
 
 def test_events_posted_to_the_collector_change_that_users_recommendations(
-        make_settings: Callable[..., Settings], worker: Callable[[Settings], subprocess.Popen[bytes]]) -> None:
+        make_settings: Callable[..., Settings], procs: Started) -> None:
     settings = make_settings(api_keys=KEY, worker_web_port=free_port(), worker_batch_within_s=0.05)
     store = RedisStore(settings)
     users = publish_synthetic(store, BenchConfig(items=500, users=30, factors=16, seed=21))
-    proc = worker(settings)
+    worker = procs.worker(settings, log_level="warning")
     with ApiProcess(settings) as api, httpx.Client(base_url=api.url, headers={"X-API-Key": KEY}, timeout=15) as http:
         api.wait_for("/readyz")
 
@@ -82,7 +62,7 @@ def test_events_posted_to_the_collector_change_that_users_recommendations(
         resp = http.post("/v1/events:batch", json={"events": events})
         assert resp.status_code == 202, resp.text
         after = poll(lambda: recs(newcomer), lambda b: bool(b["personalized"]), 60)
-        assert proc.poll() is None, "the worker exited"
+        worker.assert_alive()
         assert after["personalized"] is True, after
         assert 0 <= after["vector_age_s"] < 60
         ids = [i["item_id"] for i in after["items"]]

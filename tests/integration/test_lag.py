@@ -8,38 +8,28 @@ up. The command under test runs as the user runs it, in its own process.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from online_api.server import free_port
 from streamrec import simulate
 from streamrec.kafka_io import EventProducer, end_offsets, read_range
 from streamrec.settings import Settings
+from tests.helpers.processes import Started, Worker, run_cli, started
 
 TP = tuple[str, int]
 
 
-def _env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[f"STREAMREC_{name.upper()}"] = str(value)
-    return env
-
-
 def lag_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "streamrec.cli", "lag", *args], env=_env(settings),
-                          capture_output=True, text=True, timeout=60)
+    return run_cli(settings, "lag", *args)
 
 
 def lag_json(settings: Settings, *args: str) -> dict[str, Any]:
@@ -184,34 +174,11 @@ def test_table_groups_topics_and_errors(make_settings: Any) -> None:
     assert res.returncode == 1 and "no-such-topic-here" in res.stderr and "does not exist" in res.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
-def exporter() -> Iterator[Callable[[Settings], tuple[int, subprocess.Popen[str]]]]:
-    """Starts `streamrec lag --serve` for some settings; stops it after the test."""
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(settings: Settings) -> tuple[int, subprocess.Popen[str]]:
-        port = _free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "streamrec.cli", "lag", "--serve", "--port", str(port),
-                                 "--interval", "1"], env=_env(settings), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
-        procs.append(proc)
-        return port, proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+def procs(tmp_path: Path) -> Iterator[Started]:
+    """Starts processes for the test (logs under tmp_path); stops them after it."""
+    with started(tmp_path) as procs:
+        yield procs
 
 
 def _scrape(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
@@ -223,7 +190,7 @@ def _scrape(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
     return out
 
 
-def test_exporter_serves_kafka_exporter_series(make_settings: Any, exporter: Any) -> None:
+def test_exporter_serves_kafka_exporter_series(make_settings: Any, procs: Started) -> None:
     settings = make_settings()
     group = settings.consumer_group
     produce(settings, 300, seed=9)
@@ -231,25 +198,25 @@ def test_exporter_serves_kafka_exporter_series(make_settings: Any, exporter: Any
     committed = worker.process(100)
     worker.stop()
     ends = end_offsets(settings, settings.event_topics)
-    port, proc = exporter(settings)
+    port = free_port()
+    proc = procs.streamrec(settings, "lag", "--serve", "--port", str(port), "--interval", "1", name="exporter")
 
     def labels(tp: TP) -> tuple[tuple[str, str], ...]:
         return tuple(sorted({"consumergroup": group, "topic": tp[0], "partition": str(tp[1])}.items()))
 
-    deadline, metrics = time.monotonic() + 30, {}
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+    metrics: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+
+    def shows_the_lag() -> bool:
+        nonlocal metrics
         try:
             metrics = _scrape(port)
         except OSError:
-            time.sleep(0.3)
-            continue
+            return False
         lags = metrics.get("kafka_consumergroup_lag", {})
-        if all(lags.get(labels(tp)) == end - committed.get(tp, 0) for tp, end in ends.items()):
-            break
-        time.sleep(0.3)
-    else:
-        raise AssertionError(f"exporter never showed the lag: {metrics.get('kafka_consumergroup_lag')}")
+        return all(lags.get(labels(tp)) == end - committed.get(tp, 0) for tp, end in ends.items())
+
+    proc.wait_until(shows_the_lag, 30,
+                    lambda: f"the exporter to show the lag: {metrics.get('kafka_consumergroup_lag')}", 0.3)
     assert metrics["streamrec_lag_exporter_up"][()] == 1
     for tp, end in ends.items():
         assert metrics["kafka_topic_partition_current_offset"][(("partition", str(tp[1])), ("topic", tp[0]))] == end
@@ -261,60 +228,32 @@ def test_exporter_serves_kafka_exporter_series(make_settings: Any, exporter: Any
                 for t in settings.event_topics)
     assert total == 300 - 100
 
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(15) == 0
+    assert proc.stop(15) == 0  # SIGTERM: a clean exit
 
 
 # ------------------------------------------------------------------------------------------ the real worker
-@pytest.fixture
-def worker_procs() -> Iterator[Callable[[Settings], subprocess.Popen[bytes]]]:
-    """Starts real `streamrec worker` processes; stops any still running after the test."""
-    procs: list[subprocess.Popen[bytes]] = []
+def wait_drained(settings: Settings, worker: Worker, timeout: float = 60.0) -> dict[str, Any]:
+    report: dict[str, Any] = {}
 
-    def start(settings: Settings) -> subprocess.Popen[bytes]:
-        env = {**_env(settings), "OPENBLAS_NUM_THREADS": "1"}
-        proc = subprocess.Popen([sys.executable, "-m", "streamrec.cli", "worker", "--metrics-port", "0",
-                                 "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        stop_worker(proc)
-
-
-def stop_worker(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-def wait_drained(settings: Settings, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"the worker exited with {proc.returncode}"
+    def drained() -> bool:
+        nonlocal report
         report = lag_json(settings)
-        if report["groups"][settings.consumer_group]["total_lag"] == 0:
-            return report
-        time.sleep(0.5)
-    raise AssertionError(f"the worker did not drain the lag in {timeout} s: {report}")
+        return bool(report["groups"][settings.consumer_group]["total_lag"] == 0)
+
+    worker.wait_until(drained, timeout, lambda: f"the worker to drain the lag: {report}", poll_s=0.5)
+    return report
 
 
 def test_real_worker_stopped_lag_grows_and_stalls_then_drains_when_it_returns(
-        make_settings: Any, worker_procs: Any) -> None:
+        make_settings: Any, procs: Started) -> None:
     settings = make_settings(lag_window=3, lag_stall_s=2.0)
     group = settings.consumer_group
     produce(settings, 400, seed=21)
-    worker = worker_procs(settings)
+    worker = procs.worker(settings, log_level="warning")
     report = wait_drained(settings, worker)
     assert report["groups"][group]["status"] == "OK" and report["groups"][group]["members"] == 1
 
-    stop_worker(worker)  # the worker stops while events keep arriving
+    worker.stop()  # the worker stops while events keep arriving
     statuses, totals = [], []
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -339,7 +278,7 @@ def test_real_worker_stopped_lag_grows_and_stalls_then_drains_when_it_returns(
         assert row["lag"] == row["log_end_offset"] - (row["current_offset"] or 0)
         assert row["lag_seconds"] > 0 if row["lag"] else row["lag_seconds"] == 0
 
-    worker = worker_procs(settings)  # the worker starts again
+    worker = procs.worker(settings, log_level="warning")  # the worker starts again
     report = wait_drained(settings, worker)
     assert report["groups"][group]["status"] == "OK"
     for row in report["groups"][group]["partitions"]:

@@ -4,11 +4,6 @@ the process did, on real Kafka and Redis. (The lag exporter's are checked in tes
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -18,50 +13,22 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from online_api.server import free_port
 from streamrec import simulate
 from streamrec.kafka_io import EventProducer
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
 from streamrec.store.models import current_version
+from tests.helpers.processes import ChildProcess, Started, started
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
 
 
-def _env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
-    env["OPENBLAS_NUM_THREADS"] = "1"
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[f"STREAMREC_{name.upper()}"] = str(value)
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
-def start() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """Starts `streamrec <args>` with the given settings, logging to a file; stops it after the test."""
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def run(settings: Settings, log: Path, *args: str) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen([sys.executable, "-m", "streamrec.cli", *args], env=_env(settings),
-                                stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-        procs.append(proc)
-        return proc
-
-    yield run
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+def procs(tmp_path: Path) -> Iterator[Started]:
+    """Starts processes for the test (logs under tmp_path); stops them after it."""
+    with started(tmp_path) as procs:
+        yield procs
 
 
 def scrape(url: str) -> Samples:
@@ -78,19 +45,20 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return sum(v for lab, v in samples.get(name, []) if all(lab.get(k) == x for k, x in labels.items()))
 
 
-def wait_for(url: str, ready: Callable[[Samples], bool], proc: subprocess.Popen[bytes], log: Path,
-             timeout: float = 90.0) -> Samples:
-    deadline, last = time.monotonic() + timeout, {}
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
+def wait_for(url: str, ready: Callable[[Samples], bool], proc: ChildProcess, timeout: float = 90.0) -> Samples:
+    """Scrape ``url`` until ``ready``; fails with the process's log if it exits or time runs out."""
+    last: Samples = {}
+
+    def scraped_ready() -> bool:
+        nonlocal last
         try:
             last = scrape(url)
-            if ready(last):
-                return last
         except OSError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"{url} never got ready; last scrape had {sorted(last)}\n{log.read_text()[-3000:]}")
+            return False
+        return ready(last)
+
+    proc.wait_until(scraped_ready, timeout, lambda: f"{url} to get ready; last scrape had {sorted(last)}", 0.5)
+    return last
 
 
 def produce(settings: Settings, count: int, seed: int = 11) -> list[str]:
@@ -112,14 +80,13 @@ def small_model(make_settings: Callable[..., Settings], tmp_path: Path, **extra:
     return make_settings(batch_snapshot_dir=tmp_path / "snapshot", als_factors=8, als_iterations=3, **extra)
 
 
-def test_batch_metrics_describe_the_last_refit(make_settings: Any, tmp_path: Path, start: Any) -> None:
-    settings = small_model(make_settings, tmp_path, batch_metrics_port=_free_port())
+def test_batch_metrics_describe_the_last_refit(make_settings: Any, tmp_path: Path, procs: Started) -> None:
+    settings = small_model(make_settings, tmp_path, batch_metrics_port=free_port())
     produce(settings, 2_000)
-    log = tmp_path / "batch.log"
     before = time.time()
-    proc = start(settings, log, "batch", "run", "--every", "1h")
+    proc = procs.streamrec(settings, "batch", "run", "--every", "1h", name="batch")
     url = f"http://127.0.0.1:{settings.batch_metrics_port}/metrics"
-    m = wait_for(url, lambda m: value(m, "streamrec_batch_last_success_timestamp_seconds") > 0, proc, log)
+    m = wait_for(url, lambda m: value(m, "streamrec_batch_last_success_timestamp_seconds") > 0, proc)
     version = current_version(RedisStore(settings))
     assert version is not None
     assert before <= value(m, "streamrec_batch_last_success_timestamp_seconds") <= time.time()
@@ -130,18 +97,17 @@ def test_batch_metrics_describe_the_last_refit(make_settings: Any, tmp_path: Pat
 
 
 def test_api_metrics_count_requests_fallbacks_and_the_model_served(make_settings: Any, tmp_path: Path,
-                                                                  start: Any) -> None:
+                                                                  procs: Started) -> None:
     from batch.refit import run_refit
 
-    settings = small_model(make_settings, tmp_path, api_port=_free_port())
+    settings = small_model(make_settings, tmp_path, api_port=free_port())
     users = produce(settings, 2_000)
     run_refit(settings)  # the real batch job publishes the model the API serves
     version = current_version(RedisStore(settings))
-    log = tmp_path / "api.log"
-    proc = start(settings, log, "api", "--port", str(settings.api_port))
+    proc = procs.streamrec(settings, "api", "--port", str(settings.api_port), name="api")
     base = f"http://127.0.0.1:{settings.api_port}"
     wait_for(f"{base}/metrics", lambda m: value(m, "streamrec_api_model_info", version=str(version)) == 1,
-             proc, log)
+             proc)
 
     def get(path: str) -> dict[str, Any]:
         with urllib.request.urlopen(base + path, timeout=10) as resp:
@@ -162,13 +128,14 @@ def test_api_metrics_count_requests_fallbacks_and_the_model_served(make_settings
     assert value(m, "streamrec_api_model_info", version=str(version)) == 1
 
 
-def test_worker_metrics_count_what_it_applied_and_rejected(make_settings: Any, tmp_path: Path, start: Any) -> None:
+def test_worker_metrics_count_what_it_applied_and_rejected(make_settings: Any, tmp_path: Path,
+                                                           procs: Started) -> None:
     from collections import Counter
 
     from batch.refit import run_refit
     from streamrec.kafka_io import end_offsets
 
-    settings = small_model(make_settings, tmp_path, worker_metrics_port=_free_port())
+    settings = small_model(make_settings, tmp_path, worker_metrics_port=free_port())
     producer = EventProducer(settings)
     by_topic_type: Counter[tuple[str, str]] = Counter()
 
@@ -184,11 +151,10 @@ def test_worker_metrics_count_what_it_applied_and_rejected(make_settings: Any, t
     run_refit(settings)  # a model to fold against, so the fold-in path runs
     applied = sum(by_topic_type.values())
 
-    log = tmp_path / "worker.log"
-    proc = start(settings, log, "worker")
+    proc = procs.streamrec(settings, "worker", name="worker")
     url = f"http://127.0.0.1:{settings.worker_metrics_port}/metrics"
     m = wait_for(url, lambda m: value(m, "streamrec_worker_events_total") >= applied
-                 and value(m, "streamrec_worker_dead_letters_total") >= 3, proc, log)
+                 and value(m, "streamrec_worker_dead_letters_total") >= 3, proc)
     for (topic, etype), n in by_topic_type.items():
         assert value(m, "streamrec_worker_events_total", topic=topic, type=etype) == n
     assert value(m, "streamrec_worker_dead_letters_total", reason="bad_json") == 2

@@ -31,8 +31,6 @@ from typing import Any
 
 import numpy as np
 
-from streamrec.settings import REPO_ROOT
-
 STOP = False
 
 
@@ -261,17 +259,14 @@ class Loader:
     """A load generator subprocess started by a test: ``wait()`` for its result, ``stop()`` to end it early."""
 
     def __init__(self, what: str, settings: Any, directory: Path, name: str, *args: str) -> None:
-        from tests.reliability.procs import child_env
+        from tests.helpers.processes import ChildProcess
 
         self.out = directory / f"{name}.json"
         self.stop_file = directory / f"{name}.stop"
         self.log_path = directory / f"{name}.log"
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.reliability.load", what, "--out", str(self.out),
-                 "--stop-file", str(self.stop_file), *args],
-                env=child_env(settings), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, cwd=REPO_ROOT)
+        self.child = ChildProcess(settings, what, "--out", str(self.out), "--stop-file", str(self.stop_file), *args,
+                                  log_path=self.log_path, module="tests.reliability.load")
+        self.proc = self.child.proc
 
     def stop(self) -> None:
         self.stop_file.touch()
@@ -290,9 +285,7 @@ class Loader:
         return dict(json.loads(self.out.read_text()))
 
     def kill(self) -> None:
-        from tests.reliability.procs import kill_group
-
-        kill_group(self.proc, signal.SIGKILL)
+        self.child.kill()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,115 +1,41 @@
-"""Processes the reliability scenarios start, measure and kill: workers, the API, a private local stack.
+"""What the reliability scenarios measure and break: process memory and sockets, a private local stack.
 
-Every process runs in its own session (process group) with the scenario's isolated settings in its
-environment, logs to a file under the test's tmp directory, and is stopped by its owner's ``finally``.
-Memory and sockets are read from /proc (Linux), so nothing beyond the standard library is needed.
+Starting and stopping workers and other streamrec processes is :mod:`tests.helpers.processes` (shared with
+the integration tests); the scenarios stop what they start in their own ``finally``. Memory and sockets
+are read from /proc (Linux), so nothing beyond the standard library is needed.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
-import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from online_api.server import free_port, settings_env
+from online_api.server import free_port
 from streamrec.localstack import LocalStack, _read_pid, _stop_pid
-from streamrec.settings import REPO_ROOT, Settings
-from streamrec.store import RedisStore
+from streamrec.settings import Settings
 
+# Moved to tests.helpers.processes (shared with the integration tests); still importable from here for
+# test_rebuild.py and test_hostile_input.py.
+from tests.helpers.processes import Worker as Worker
+from tests.helpers.processes import applied_offsets as applied_offsets
+from tests.helpers.processes import child_env as child_env
+from tests.helpers.processes import wait_applied as wait_applied
+from tests.helpers.processes import wait_until as wait_until
 
-def child_env(settings: Settings, **extra: str) -> dict[str, str]:
-    return {**os.environ, **settings_env(settings), "OPENBLAS_NUM_THREADS": "1", **extra}
-
-
-def kill_group(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> None:
-    """Signal ``proc``'s process group; SIGKILL it when it outlives ``timeout_s``; always reaps it."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-class Worker:
-    """One ``streamrec worker`` subprocess (metrics on a free loopback port, per-batch stats file)."""
-
-    def __init__(self, settings: Settings, directory: Path, name: str, log_level: str = "info") -> None:
-        self.settings = settings
-        self.log_path = directory / f"{name}.log"
-        self.stats_path = directory / f"{name}.jsonl"
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streamrec.cli", "worker", "--metrics-port", "0", "--log-level", log_level,
-                 "--stats-file", str(self.stats_path)],
-                env=child_env(settings), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, cwd=REPO_ROOT)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def applied(self) -> int:
-        """Events applied according to this process's per-batch stats (a SIGKILL can lose the last line)."""
-        if not self.stats_path.exists():
-            return 0
-        total = 0
-        for line in self.stats_path.read_text().splitlines():
-            try:
-                total += int(json.loads(line)["applied"])
-            except (ValueError, KeyError):
-                continue  # a line cut by SIGKILL
-        return total
-
-    def metrics_url(self, timeout_s: float = 30.0) -> str:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            found = re.search(r"metrics on http://([\d.]+):(\d+)/metrics", self.log_path.read_text(errors="replace"))
-            if found:
-                return f"http://{found[1]}:{found[2]}/metrics"
-            if time.monotonic() > deadline or not self.alive():
-                raise AssertionError("the worker never said where its metrics are:\n" + self.tail())
-            time.sleep(0.2)
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(self.metrics_url(), timeout=5) as resp:
-            return str(resp.read().decode())
-
-    def tail(self, lines: int = 40) -> str:
-        return tail(self.log_path, lines)
-
-    def kill(self) -> None:
-        """SIGKILL: a crash, no chance to commit or clean up."""
-        kill_group(self.proc, signal.SIGKILL)
-
-    def stop(self) -> None:
-        kill_group(self.proc, signal.SIGTERM, 30.0)
+if TYPE_CHECKING:
+    from online_api.server import ApiProcess
+    from streamrec.store import RedisStore
+    from tests.helpers.processes import ChildProcess
+    from tests.reliability.load import Loader
 
 
 def metric_sum(text: str, name: str, label_filter: str = "") -> float:
@@ -119,30 +45,6 @@ def metric_sum(text: str, name: str, label_filter: str = "") -> float:
         if label_filter in (m[1] or ""):
             total += float(m[2])
     return total
-
-
-def applied_offsets(settings: Settings, store: RedisStore) -> dict[str, int]:
-    raw = store.client.hgetall(store.keys.offsets(settings.consumer_group))
-    return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
-
-
-def wait_applied(settings: Settings, store: RedisStore, alive: Callable[[], bool], timeout_s: float,
-                 describe: Callable[[], str] = lambda: "") -> float:
-    """Until the applied offsets in Redis reach the topics' end offsets; returns the seconds waited."""
-    from streamrec.kafka_io import end_offsets
-
-    started = time.monotonic()
-    target = {f"{t}:{p}": hi - 1 for (t, p), hi in end_offsets(settings, settings.event_topics).items() if hi > 0}
-    while True:
-        applied = applied_offsets(settings, store)
-        left = sum(max(0, off - applied.get(f, -1)) for f, off in target.items())
-        if left == 0:
-            return time.monotonic() - started
-        if not alive():
-            raise AssertionError(f"the worker exited with {left} events left:\n{describe()}")
-        if time.monotonic() - started > timeout_s:
-            raise AssertionError(f"{left} events not applied within {timeout_s:.0f}s:\n{describe()}")
-        time.sleep(0.2)
 
 
 def rss_mb(pid: int) -> float | None:
@@ -294,18 +196,24 @@ class PrivateStack:
         return time.monotonic() - started
 
 
+def end_scenario(api: ApiProcess, store: RedisStore, loaders: Iterable[Loader | None] = (),
+                 workers: Iterable[ChildProcess | None] = ()) -> None:
+    """What every scenario's ``finally`` ends: load generators and workers killed (SIGKILL: nothing to
+    wait for), the API stopped, the Redis client closed."""
+    for loader in loaders:
+        if loader is not None:
+            loader.stop()
+            loader.kill()
+    for worker in workers:
+        if worker is not None:
+            worker.kill()
+    api.stop()
+    store.close()
+
+
 def ensure_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def wait_until(check: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.2) -> float:
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout_s:
-            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(poll_s)
-    return time.monotonic() - started
 
 
 def readyz(api_url: str) -> dict[str, Any] | None:

@@ -24,9 +24,10 @@ from online_api.server import ApiProcess
 from streamrec.settings import REPO_ROOT, Settings
 from streamrec.store import RedisStore, as_str
 from streamrec.store.models import current_version, list_versions, load_model
+from tests.helpers.processes import child_env, kill_group, run_cli, wait_until
 from tests.reliability.common import strip_ids, write_spec
 from tests.reliability.load import Loader
-from tests.reliability.procs import RssSampler, child_env, kill_group, served_version, wait_until
+from tests.reliability.procs import RssSampler, end_scenario, served_version
 from tests.reliability.record import record
 
 EVENTS = 300_000
@@ -36,8 +37,7 @@ READ_RPS = 50
 
 
 def batch_run(s: Settings) -> dict[str, Any]:
-    run = subprocess.run([sys.executable, "-m", "streamrec.cli", "batch", "run"], env=child_env(s),
-                         capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
+    run = run_cli(s, "batch", "run", timeout_s=900)
     assert run.returncode == 0, run.stderr[-3000:]
     return dict(json.loads(run.stdout.strip().splitlines()[-1]))
 
@@ -150,8 +150,4 @@ def test_batch_killed_mid_publish_keeps_the_previous_model_and_the_next_run_succ
         assert not left_over, f"half-written versions left in Redis: {left_over}"
         assert set(read_result["status"]) == {"200"} and not read_result["errors"], strip_ids(read_result)
     finally:
-        for loader in loaders:
-            loader.stop()
-            loader.kill()
-        api.stop()
-        store.close()
+        end_scenario(api, store, loaders)

@@ -20,9 +20,10 @@ from streamrec.bench_stream import publish_model
 from streamrec.events import now_ms
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
+from tests.helpers.processes import Worker
 from tests.reliability.common import exactly_once, kafka_events, per_user, strip_ids, user_counts, write_spec
 from tests.reliability.load import Loader
-from tests.reliability.procs import PrivateStack, RssSampler, Worker, wait_applied
+from tests.reliability.procs import PrivateStack, RssSampler, end_scenario
 from tests.reliability.record import record
 
 KEY = "kafka-restart-key"
@@ -75,7 +76,7 @@ def test_kafka_restart_under_load_loses_nothing_and_recovers_by_itself(
                     break
                 time.sleep(0.5)
         result = load.wait(DURATION_S + 180)
-        drain_s = wait_applied(s, store, worker.alive, 240, worker.tail)
+        drain_s = worker.wait_applied(store, 240)
         rss.stop()
 
         in_kafka = kafka_events(s)
@@ -104,12 +105,6 @@ def test_kafka_restart_under_load_loses_nothing_and_recovers_by_itself(
         assert first_202 is not None, "the collector did not accept events again after Kafka came back"
         assert worker.alive(), worker.tail()
     finally:
-        if load is not None:
-            load.stop()
-            load.kill()
-        if worker is not None:
-            worker.kill()
-        api.stop()
-        store.close()
+        end_scenario(api, store, [load], [worker])
         if not private_stack.stack._kafka_ready():
             private_stack.start("kafka")

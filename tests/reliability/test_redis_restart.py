@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import math
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,12 +26,13 @@ from confluent_kafka.admin import AdminClient
 from batch.refit import run_refit
 from online_api.server import ApiProcess
 from streamrec.events import now_ms
-from streamrec.settings import REPO_ROOT, Settings
+from streamrec.settings import Settings
 from streamrec.store import RedisStore, as_str
 from streamrec.store.catalog import get_item
 from streamrec.store.models import current_version, load_model
 from streamrec.store.trending import top_trending
 from streamrec.store.users import read_histories
+from tests.helpers.processes import Worker, applied_offsets, run_cli, wait_until
 from tests.reliability.common import (
     consistent,
     count_5xx,
@@ -44,18 +43,7 @@ from tests.reliability.common import (
     write_spec,
 )
 from tests.reliability.load import Loader
-from tests.reliability.procs import (
-    PrivateStack,
-    RssSampler,
-    Worker,
-    applied_offsets,
-    child_env,
-    metric_sum,
-    readyz,
-    served_version,
-    wait_applied,
-    wait_until,
-)
+from tests.reliability.procs import PrivateStack, RssSampler, end_scenario, metric_sum, readyz, served_version
 from tests.reliability.record import record
 
 KEY = "redis-restart-key"
@@ -146,11 +134,12 @@ def test_redis_restart_then_flushall_and_rebuild(
         ready_s = wait_until(lambda: readyz(api.url) is not None, 120,
                              "the API ready again")
         before = sum(applied_offsets(s, store).values())
-        worker_s = wait_until(lambda: sum(applied_offsets(s, store).values()) > before, 120, "the worker applying")
+        worker_s = workers[0].wait_until(lambda: sum(applied_offsets(s, store).values()) > before, 120,
+                                         "the worker applying")
         phase1 = events.wait(DURATION_S + 120)
         read1 = reads.wait(DURATION_S + 120)
         produced = add(produced, phase1["per_user"])
-        drain_s = wait_applied(s, store, workers[0].alive, 240, workers[0].tail)
+        drain_s = workers[0].wait_applied(store, 240)
         restart = exactly_once(produced, user_counts(store))
         restart_fig = {"events_sent": SEED_EVENTS + phase1["sent"], **restart, "reads": strip_ids(read1),
                        "redis_killed_s": round(kill_s, 1), "redis_down_s": round(up_at - down_at, 1),
@@ -177,8 +166,7 @@ def test_redis_restart_then_flushall_and_rebuild(
         catalog_file = tmp_path / "catalog.jsonl"
         catalog_file.write_text("".join(json.dumps(row) + "\n" for row in catalog))
         started = time.monotonic()
-        run = subprocess.run([sys.executable, "-m", "streamrec.cli", "rebuild", "--catalog", str(catalog_file)],
-                             env=child_env(s), capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
+        run = run_cli(s, "rebuild", "--catalog", str(catalog_file), timeout_s=900)
         rebuild_s = time.monotonic() - started
         assert run.returncode == 0, run.stderr[-3000:]
         summary = json.loads(run.stdout.strip().splitlines()[-1])
@@ -212,7 +200,7 @@ def test_redis_restart_then_flushall_and_rebuild(
         loaders.append(events3)
         phase3 = events3.wait(180)
         produced = add(produced, phase3["per_user"])
-        wait_applied(s, store, workers[1].alive, 240, workers[1].tail)
+        workers[1].wait_applied(store, 240)
         rss.pids["worker-2"] = workers[1].pid
         rss.stop()
         after = exactly_once(produced, user_counts(store))
@@ -238,12 +226,6 @@ def test_redis_restart_then_flushall_and_rebuild(
         assert skipped == sum(before_state["counts"].values())  # everything before the flush, skipped once
         assert count_5xx(read1) == read1["status"].get("503", 0)
     finally:
-        for loader in loaders:
-            loader.stop()
-            loader.kill()
-        for w in workers:
-            w.kill()
-        api.stop()
-        store.close()
+        end_scenario(api, store, loaders, workers)
         if not private_stack.stack._redis_ready():
             private_stack.start("redis")

@@ -14,8 +14,6 @@ Reproduce: ``.venv/bin/pytest -m reliability tests/reliability/test_security.py 
 from __future__ import annotations
 
 import secrets
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -28,20 +26,11 @@ from online_api.server import ApiProcess, free_port
 from streamrec.bench_stream import publish_model
 from streamrec.events import now_ms
 from streamrec.localstack import _read_pid
-from streamrec.settings import REPO_ROOT, Settings
+from streamrec.settings import Settings
 from streamrec.store import RedisStore
 from streamrec.store.users import event_counts
-from tests.reliability.procs import (
-    PrivateStack,
-    Worker,
-    child_env,
-    is_loopback,
-    kill_group,
-    listening_sockets,
-    tail,
-    wait_applied,
-    wait_until,
-)
+from tests.helpers.processes import ChildProcess, Worker, run_cli
+from tests.reliability.procs import PrivateStack, is_loopback, listening_sockets
 from tests.reliability.record import record
 
 
@@ -49,13 +38,9 @@ def event(user: str = "sec-user") -> dict[str, Any]:
     return {"event_id": str(uuid.uuid4()), "user_id": user, "item_id": "i1", "type": "click", "ts": now_ms()}
 
 
-def start_cli_api(s: Settings, log: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
+def start_cli_api(s: Settings, log: Path, port: int, *extra: str) -> ChildProcess:
     """``streamrec api`` exactly as an operator runs it (no --host: the default bind address)."""
-    with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "streamrec.cli", "api", "--port", str(port), "--log-level",
-                                 "debug", "--access-log", *extra], env=child_env(s), stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                                cwd=REPO_ROOT)
+    return ChildProcess(s, "api", "--port", str(port), "--log-level", "debug", "--access-log", *extra, log_path=log)
 
 
 def key_matrix(url: str, key: str) -> dict[str, dict[str, int]]:
@@ -87,7 +72,7 @@ def test_keys_are_required_and_every_server_listens_on_loopback_only(
     keyed_reads = ApiProcess(s.model_copy(update={"api_read_keys_required": True}), log_path=tmp_path / "api2.log")
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: _answers(url + "/healthz"), 60, "streamrec api")
+        api.wait_until(lambda: _answers(url + "/healthz"), 60, "streamrec api")
         worker.metrics_url()
         keyed_reads.start()
         matrix = key_matrix(url, key)
@@ -115,7 +100,7 @@ def test_keys_are_required_and_every_server_listens_on_loopback_only(
         for name, bound in sockets.items():
             assert all(is_loopback(b.rsplit(":", 1)[0]) for b in bound), (name, bound)
     finally:
-        kill_group(api)
+        api.stop()
         worker.stop()
         keyed_reads.stop()
 
@@ -137,7 +122,7 @@ def test_no_secret_in_logs_or_responses(private_stack: PrivateStack, on_private:
     url = f"redis://:{password}@127.0.0.1:{base.redis_port}/0"
     s = on_private(redis_url=url, api_keys=",".join(keys), als_factors=8, worker_batch_within_s=0.1)
     port = free_port()
-    api: subprocess.Popen[bytes] | None = None
+    api: ChildProcess | None = None
     worker: Worker | None = None
     store = RedisStore(s)
     responses: list[str] = []
@@ -146,7 +131,7 @@ def test_no_secret_in_logs_or_responses(private_stack: PrivateStack, on_private:
         api = start_cli_api(s, tmp_path / "api.log", port)
         worker = Worker(s, tmp_path, "worker", log_level="debug")
         api_url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: _answers(api_url + "/readyz"), 60, "streamrec api ready")
+        api.wait_until(lambda: _answers(api_url + "/readyz"), 60, "streamrec api ready")
         with httpx.Client(base_url=api_url, timeout=30) as http:
             calls = [("GET", "/", None, None), ("GET", "/docs", None, None), ("GET", "/openapi.json", None, None),
                      ("GET", "/metrics", None, None), ("GET", "/readyz", None, None),
@@ -160,11 +145,10 @@ def test_no_secret_in_logs_or_responses(private_stack: PrivateStack, on_private:
                 resp = http.request(method, path, json=body, headers={"X-API-Key": key} if key is not None else {})
                 assert resp.status_code < 500, (method, path, resp.status_code)
                 responses.append(f"{resp.status_code} {resp.headers} {resp.text}")
-        wait_applied(s, store, worker.alive, 60, worker.tail)
+        worker.wait_applied(store, 60)
         applied = event_counts(store, ["sec-user"])["sec-user"]
         time.sleep(1.0)  # let the logs flush
-        config = subprocess.run([sys.executable, "-m", "streamrec.cli", "config", "--effective"], env=child_env(s),
-                                capture_output=True, text=True, timeout=60, cwd=REPO_ROOT).stdout
+        config = run_cli(s, "config", "--effective").stdout
         texts = {"responses": "\n".join(responses), "api log": (tmp_path / "api.log").read_text(errors="replace"),
                  "worker log": worker.log_path.read_text(errors="replace"), "config --effective": config}
         leaks = {where: [name for name, secret in (("api key 1", keys[0]), ("api key 2", keys[1]),
@@ -174,11 +158,11 @@ def test_no_secret_in_logs_or_responses(private_stack: PrivateStack, on_private:
             "command": "pytest -m reliability tests/reliability/test_security.py",
             "responses_checked": len(responses), "log_bytes_checked": {k: len(v) for k, v in texts.items()},
             "leaks": leaks, "events_applied_with_password_redis": applied})
-        assert applied == 2, tail(worker.log_path)
+        assert applied == 2, worker.tail()
         assert not any(leaks.values()), leaks
     finally:
         if api is not None:
-            kill_group(api)
+            api.stop()
         if worker is not None:
             worker.stop()
         store.close()

@@ -28,10 +28,11 @@ from streamrec.lag import measure
 from streamrec.localstack import _read_pid
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
+from tests.helpers.processes import Worker, applied_offsets
 from tests.reliability.common import exactly_once, strip_ids, user_counts, write_spec
 from tests.reliability.conftest import soak_seconds
 from tests.reliability.load import Loader
-from tests.reliability.procs import RssSampler, Worker, applied_offsets, metric_sum, wait_applied
+from tests.reliability.procs import RssSampler, end_scenario, metric_sum
 from tests.reliability.record import record
 
 EVENTS_PER_S = 5_000
@@ -136,7 +137,7 @@ def test_soak_memory_flat_lag_bounded_no_errors(make_settings: Callable[..., Set
         cpu = {name: round((cpu_seconds(pid) - cpu0[name]) / load_s * 100, 1) for name, pid in pids.items()}
         lag.stop()
         rss.stop()
-        drain_s = wait_applied(s, store, worker.alive, 120, worker.tail)
+        drain_s = worker.wait_applied(store, 120)
         metrics = worker.metrics()
 
         early, late = windows(duration)
@@ -182,10 +183,4 @@ def test_soak_memory_flat_lag_bounded_no_errors(make_settings: Callable[..., Set
         assert lag.samples and figures["lag"]["max_lag_s"] <= MAX_LAG_S, figures["lag"]
         assert worker.alive() and api.proc is not None and api.proc.poll() is None
     finally:
-        for loader in loaders:
-            loader.stop()
-            loader.kill()
-        if worker is not None:
-            worker.kill()
-        api.stop()
-        store.close()
+        end_scenario(api, store, loaders, [worker])

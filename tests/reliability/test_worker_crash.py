@@ -16,9 +16,10 @@ from streamrec.bench_stream import publish_model
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
 from streamrec.store.users import read_histories
+from tests.helpers.processes import Worker, applied_offsets
 from tests.reliability.common import count_5xx, exactly_once, strip_ids, user_counts, vector_errors, write_spec
 from tests.reliability.load import Loader
-from tests.reliability.procs import RssSampler, Worker, applied_offsets, wait_applied, wait_until
+from tests.reliability.procs import RssSampler, end_scenario
 from tests.reliability.record import record
 
 RATE = 3_000  # events/s produced
@@ -62,7 +63,8 @@ def test_sigkill_the_worker_under_load_applies_every_event_exactly_once(
 
         for n in range(KILLS):
             before = progress()
-            wait_until(lambda b=before: progress() > b, 90, f"worker-{n} applying events")  # type: ignore[misc]
+            workers[-1].wait_until(lambda b=before: progress() > b, 90,  # type: ignore[misc]
+                                   f"worker-{n} applying events")
             time.sleep(rng.uniform(2.0, 5.0))  # mid-stream: batches are being applied right now
             assert workers[-1].alive(), workers[-1].tail()
             rss.sample()
@@ -72,12 +74,13 @@ def test_sigkill_the_worker_under_load_applies_every_event_exactly_once(
             workers.append(Worker(s, tmp_path, f"worker-{n + 1}"))
             rss.pids[f"worker-{n + 1}"] = workers[-1].pid
             # recovery: the new worker applies events again (after the dead member's session timed out)
-            recovered = wait_until(lambda a=at: progress() > a, 120, f"worker-{n + 1} resuming")  # type: ignore[misc]
+            recovered = workers[-1].wait_until(lambda a=at: progress() > a, 120,  # type: ignore[misc]
+                                               f"worker-{n + 1} resuming")
             kills.append({"killed_after_s": round(killed_at - rss._t0, 1), "resumed_after_s": round(recovered, 1)})
         last = workers[-1]
         produced = events.wait(DURATION_S + 120)
         read_result = reads.wait(DURATION_S + 120)
-        drain_s = wait_applied(s, store, last.alive, 180, last.tail)
+        drain_s = last.wait_applied(store, 180)
         rss.stop()
 
         counts = exactly_once(produced["per_user"], user_counts(store))
@@ -103,10 +106,4 @@ def test_sigkill_the_worker_under_load_applies_every_event_exactly_once(
         assert set(read_result["status"]) == {"200"}, read_result["status"]
         assert last.alive()
     finally:
-        for loader in loaders:
-            loader.stop()
-            loader.kill()
-        for w in workers:
-            w.kill()
-        api.stop()
-        store.close()
+        end_scenario(api, store, loaders, workers)
