@@ -66,14 +66,24 @@ class ApiProcess:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the API exited with code {self.proc.returncode}")
+                raise RuntimeError(f"the API exited with code {self.proc.returncode}{self._log_tail()}")
             try:
                 if httpx.get(self.url + path, timeout=1.0).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"{self.url}{path} did not answer 200 within {timeout_s:.0f}s")
+        raise RuntimeError(f"{self.url}{path} did not answer 200 within {timeout_s:.0f}s{self._log_tail()}")
+
+    def _log_tail(self, lines: int = 30) -> str:
+        """The end of the API's log, for error messages (empty when it logs to the parent's output)."""
+        if self.log_path is None:
+            return ""
+        try:
+            text = self.log_path.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            return ""
+        return "; its log ends:\n" + "\n".join(text)
 
     @property
     def pid(self) -> int:
