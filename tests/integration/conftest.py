@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from streamrec.kafka_io import ensure_topics
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
+from tests.helpers.processes import Started, started
 from tests.integration.services import isolated_settings, real_services
 
 
@@ -48,3 +50,10 @@ def make_settings(endpoints: tuple[str, str]) -> Iterator[Callable[..., Settings
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings]) -> Settings:
     return make_settings()
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Started]:
+    """Starts processes for the test (logs under tmp_path); stops them after it."""
+    with started(tmp_path) as procs:
+        yield procs

@@ -4,28 +4,19 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
 
 from online_api.server import ApiProcess, free_port
 from streamrec.bench_api import BenchConfig, publish_synthetic
 from streamrec.events import now_ms
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
-from tests.helpers.processes import Started, started
+from tests.helpers.processes import Started
 
 KEY = "e2e-key"
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Started]:
-    """Starts processes for the test (logs under tmp_path); stops them after it."""
-    with started(tmp_path) as procs:
-        yield procs
 
 
 def click(user: str, item: str, kind: str = "click") -> dict[str, Any]:

@@ -28,7 +28,8 @@ from streamrec.kafka_io import EventProducer
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
 from streamrec.store.users import event_counts, read_histories
-from tests.reliability.procs import Worker, metric_sum, wait_applied
+from tests.helpers.processes import Worker, wait_applied
+from tests.reliability.procs import metric_sum
 from tests.reliability.record import record
 
 KEY = "hostile-key"

@@ -11,11 +11,8 @@ import json
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from confluent_kafka import Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -23,7 +20,7 @@ from online_api.server import free_port
 from streamrec import simulate
 from streamrec.kafka_io import EventProducer, end_offsets, read_range
 from streamrec.settings import Settings
-from tests.helpers.processes import Started, Worker, run_cli, started
+from tests.helpers.processes import Started, Worker, run_cli
 
 TP = tuple[str, int]
 
@@ -172,13 +169,6 @@ def test_table_groups_topics_and_errors(make_settings: Any) -> None:
 
     res = lag_cli(settings, "--topics", "no-such-topic-here")
     assert res.returncode == 1 and "no-such-topic-here" in res.stderr and "does not exist" in res.stderr
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Started]:
-    """Starts processes for the test (logs under tmp_path); stops them after it."""
-    with started(tmp_path) as procs:
-        yield procs
 
 
 def _scrape(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:

@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from online_api.server import free_port
@@ -19,16 +18,9 @@ from streamrec.kafka_io import EventProducer
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
 from streamrec.store.models import current_version
-from tests.helpers.processes import ChildProcess, Started, started
+from tests.helpers.processes import ChildProcess, Started
 
 Samples = dict[str, list[tuple[dict[str, str], float]]]
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Started]:
-    """Starts processes for the test (logs under tmp_path); stops them after it."""
-    with started(tmp_path) as procs:
-        yield procs
 
 
 def scrape(url: str) -> Samples:

@@ -22,8 +22,8 @@ from streamrec.settings import REPO_ROOT, Settings
 from streamrec.store import RedisStore
 from streamrec.store.models import current_version
 from streamrec.store.users import read_histories
+from tests.helpers.processes import Worker, applied_offsets, child_env, wait_applied, wait_until
 from tests.reliability.common import consistent, exactly_once, user_counts, vector_errors
-from tests.reliability.procs import Worker, applied_offsets, child_env, wait_applied, wait_until
 
 
 def produce(s: Settings, world: simulate.Storefront, n: int) -> Counter[str]:

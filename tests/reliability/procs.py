@@ -23,14 +23,6 @@ from online_api.server import free_port
 from streamrec.localstack import LocalStack, _read_pid, _stop_pid
 from streamrec.settings import Settings
 
-# Moved to tests.helpers.processes (shared with the integration tests); still importable from here for
-# test_rebuild.py and test_hostile_input.py.
-from tests.helpers.processes import Worker as Worker
-from tests.helpers.processes import applied_offsets as applied_offsets
-from tests.helpers.processes import child_env as child_env
-from tests.helpers.processes import wait_applied as wait_applied
-from tests.helpers.processes import wait_until as wait_until
-
 if TYPE_CHECKING:
     from online_api.server import ApiProcess
     from streamrec.store import RedisStore
