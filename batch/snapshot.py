@@ -174,9 +174,9 @@ def merge(snap: Snapshot, new: NewEvents, offsets: dict[TopicPartition, int], *,
 
 def _recent(snap: Snapshot, new: NewEvents, since_ms: int) -> dict[str, Any]:
     """The ids and times of the events (old and new) at or after ``since_ms``."""
-    ts = np.concatenate([snap.recent_ts, new.ts_ms.astype(np.int64)])
-    keep = ts >= since_ms
-    return {"recent_ids": np.concatenate([snap.recent_ids, new.event_id])[keep], "recent_ts": ts[keep]}
+    old, fresh = snap.recent_ts >= since_ms, new.ts_ms >= since_ms  # masks first: no copy of every id
+    return {"recent_ids": np.concatenate([snap.recent_ids[old], new.event_id[fresh]]),
+            "recent_ts": np.concatenate([snap.recent_ts[old], new.ts_ms[fresh].astype(np.int64)])}
 
 
 def _union(known: list[str], incoming: list[str]) -> tuple[list[str], I64]:
