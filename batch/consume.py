@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from batch.fastparse import Parsed, parse_values
 from streamrec.events import now_ms
-from streamrec.kafka_io import KafkaUnavailable
+from streamrec.kafka_io import KafkaUnavailable, is_data
 from streamrec.settings import Settings
 
 TP = tuple[str, int]
@@ -133,11 +133,8 @@ def _checked(msgs: list[Any], topic: str, next_offset: dict[int, int], stop: dic
     """Values of the data messages of ``topic`` within each partition's range; advances ``next_offset``."""
     values: list[bytes | None] = []
     for m in msgs:
-        err = m.error()
-        if err is not None:
-            if err.code() == KafkaError._PARTITION_EOF:
-                continue
-            raise KafkaException(err)
+        if not is_data(m):
+            continue
         p, offset = m.partition(), m.offset()
         if m.topic() != topic or p not in stop or offset is None or not next_offset[p] <= offset < stop[p]:
             continue

@@ -130,6 +130,16 @@ def end_offsets(settings: Settings, topics: Iterable[str], timeout: float = 10.0
         consumer.close()
 
 
+def is_data(message: Any) -> bool:
+    """True for a message that carries data; False for a partition-EOF event; raises any other error."""
+    err = message.error()
+    if err is None:
+        return True
+    if err.code() == KafkaError._PARTITION_EOF:
+        return False
+    raise KafkaException(err)
+
+
 def read_range(
     settings: Settings,
     start: dict[tuple[str, int], int],
@@ -166,11 +176,8 @@ def read_range(
                 continue
             idle_deadline = None
             for m in msgs:
-                err = m.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        continue
-                    raise KafkaException(err)
+                if not is_data(m):
+                    continue
                 topic, partition, offset = str(m.topic()), int(m.partition() or 0), int(m.offset() or 0)
                 stop = remaining.get((topic, partition))
                 if stop is None or offset >= stop:
