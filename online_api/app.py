@@ -24,10 +24,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from online_api.cache import ModelCache, Refresher
 from online_api.collector import Collector
-from online_api.errors import install_error_handlers
+from online_api.errors import RETRY_AFTER_S, install_error_handlers
 from online_api.fastpath import RecommendationsFastPath
 from online_api.metrics import ApiMetrics
-from online_api.middleware import Guard
+from online_api.middleware import Guard, HeadAsGet
 from online_api.routes import read_router, route_named, write_router
 from online_api.schemas import Health, Ready
 from online_api.security import HEADER, require_key
@@ -88,7 +88,9 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
             await client.aclose()
 
     app = FastAPI(title="streamrec API", version="1", description=DESCRIPTION, lifespan=lifespan,
-                  openapi_url="/openapi.json", docs_url="/docs", redoc_url=None, **NO_OTEL)
+                  openapi_url="/openapi.json", docs_url="/docs", redoc_url=None,
+                  # No slash redirects: Starlette builds their Location from the client's Host header.
+                  redirect_slashes=False, **NO_OTEL)
     app.state.settings, app.state.cache, app.state.refresher = settings, cache, refresher
     app.state.collector, app.state.service, app.state.metrics = collector, svc, metrics
     install_error_handlers(app)
@@ -114,7 +116,9 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
         ready = redis_ok and model is not None
         body = Ready(status="ready" if ready else "not ready", redis=redis_ok,
                      model_version=model.version if model else None)
-        return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+        if ready:
+            return JSONResponse(body.model_dump())
+        return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
              response_class=Response, responses={200: {"content": {"text/plain": {}}}})
@@ -131,6 +135,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list, allow_credentials=False,
                            allow_methods=["GET", "POST", "PUT"], allow_headers=["Content-Type", HEADER],
                            expose_headers=["Retry-After", "Server-Timing"], max_age=600)
+    app.add_middleware(HeadAsGet)  # HEAD on every GET route, the fast lane's included
     app.add_middleware(Guard, metrics=metrics, max_body_bytes=settings.max_body_bytes)  # outermost
     return app
 

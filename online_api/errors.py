@@ -97,6 +97,25 @@ def validation_fields(errors: Sequence[Any]) -> list[dict[str, str]]:
     return out
 
 
+def body_parse_problem(exc: StarletteHTTPException) -> str | None:
+    """Why the request body could not be parsed as JSON, when ``exc`` is FastAPI's 400 for that, else None.
+
+    FastAPI answers a body that ``json.loads`` rejects with anything but ``JSONDecodeError`` (nesting
+    deeper than the interpreter's recursion limit, bytes that are not UTF-8) with a bare 400, raised from
+    the parser's exception.
+    """
+    cause = exc.__cause__
+    if exc.status_code != 400 or cause is None:
+        return None
+    if isinstance(cause, RecursionError):
+        return "nested too deeply"
+    if isinstance(cause, UnicodeError):
+        return "not valid UTF-8"
+    if isinstance(cause, ValueError):
+        return "not parsable"
+    return None
+
+
 def _answer(exc: ApiError) -> JSONResponse:
     return JSONResponse(error_body(exc.code, exc.message, exc.fields), status_code=exc.status,
                         headers=exc.headers)
@@ -109,19 +128,25 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, ApiError)
         return _answer(exc)
 
-    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
-        fields = validation_fields(exc.errors())
+    def invalid(request: Request, fields: list[dict[str, str]]) -> JSONResponse:
         metrics = getattr(request.app.state, "metrics", None)
         if metrics is not None and request.url.path.startswith("/v1/events"):
             metrics.events.labels("invalid").inc()
         first = fields[0] if fields else {"field": "request", "message": "invalid"}
         return _answer(InvalidInput(f"{first['field']}: {first['message']}", fields=fields))
 
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return invalid(request, validation_fields(exc.errors()))
+
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
-        # Starlette's own errors: unknown route (404), wrong method (405), malformed JSON (400).
+        # Starlette's own errors: unknown route (404), wrong method (405), and FastAPI's 400 for a body
+        # its JSON parser gave up on, which is invalid JSON like any other (422, as a truncated body).
         assert isinstance(exc, StarletteHTTPException)
-        codes = {404: "not_found", 405: "method_not_allowed"}
+        unparsable = body_parse_problem(exc)
+        if unparsable is not None:
+            return invalid(request, [{"field": "body", "message": f"invalid JSON: {unparsable}"}])
+        codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
         status = exc.status_code if 400 <= exc.status_code < 500 else 503
         message = str(exc.detail) if status < 500 else "temporarily unavailable"
         return JSONResponse(error_body(codes.get(status, "bad_request"), message), status_code=status,

@@ -149,3 +149,34 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+class HeadAsGet:
+    """``HEAD`` answered as ``GET`` without the body, on every route that answers GET.
+
+    FastAPI's routes accept only the methods they declare, so HEAD would be 405 everywhere. This layer
+    hands a HEAD request to the app as a GET (the fast lane and the FastAPI routes alike) and drops the
+    body chunks of the answer; the status and headers, ``Content-Length`` included, are the GET's. The
+    app gets a copy of the scope: the server's own scope keeps ``HEAD`` (uvicorn writes no body for it,
+    and the metrics label the method as sent), and receives the matched route for the metrics label.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headless_send(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        inner = {**scope, "method": "GET"}
+        try:
+            await self.app(inner, receive, headless_send)
+        finally:
+            if "route" in inner:
+                scope["route"] = inner["route"]
