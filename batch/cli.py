@@ -102,13 +102,30 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _redis_down(action: str, settings: Settings, exc: Exception) -> int:
+    """One line saying Redis did not answer (as ``streamrec rebuild`` says it), and the exit code."""
+    from streamrec.store import redacted_url
+
+    _err(f"batch {action}: redis at {redacted_url(settings.redis_url)} does not answer ({exc})")
+    return 1
+
+
 def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    import redis
+
     from batch.admin import NoPreviousVersion, rollback
+    from streamrec.kafka_io import KafkaUnavailable
 
     try:
         result = rollback(settings)
     except NoPreviousVersion as exc:
         _err(str(exc))
+        return 1
+    except redis.RedisError as exc:
+        return _redis_down("rollback", settings, exc)
+    except KafkaUnavailable as exc:  # while reading which users to re-fold, after the switch
+        _err(f"batch rollback: kafka does not answer ({exc}); the previous version may be current already "
+             "without its recent users re-folded: check `streamrec batch status`")
         return 1
     print(f"rolled back from {result['rolled_back_from']} to {result['current']}", file=sys.stderr)
     print(json.dumps(result))
@@ -116,9 +133,14 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    import redis
+
     from batch.admin import status
 
-    info = status(settings)
+    try:
+        info = status(settings)
+    except redis.RedisError as exc:
+        return _redis_down("status", settings, exc)
     if args.json:
         print(json.dumps(info))
         return 0

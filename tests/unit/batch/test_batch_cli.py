@@ -1,8 +1,11 @@
-"""The batch CLI: schedule intervals and the commands it registers."""
+"""The batch CLI: schedule intervals, the commands it registers, and what it says when Redis is down."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -29,3 +32,17 @@ def test_batch_and_bench_commands_parse() -> None:
     assert (args.repeat, args.new_days, args.no_cold) == (3, 1.0, False)
     args = parser.parse_args(["bench", "refit", "--repeat", "5", "--new-days", "0.5", "--no-cold"])
     assert (args.repeat, args.new_days, args.no_cold) == (5, 0.5, True)
+
+
+@pytest.mark.parametrize("action", [["status"], ["status", "--json"], ["rollback"]])
+def test_redis_down_is_one_line_and_a_failure(action: list[str]) -> None:
+    env = {**os.environ, "STREAMREC_REDIS_URL": "redis://:hunter2@127.0.0.1:1/0",  # nothing listens on port 1
+           "STREAMREC_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
+    done = subprocess.run([sys.executable, "-m", "streamrec.cli", "batch", *action], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode != 0
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"streamrec: batch {action[0]}: redis at redis://:***@127.0.0.1:1/0 does not answer")
+    assert "Traceback" not in done.stderr and "hunter2" not in done.stderr
