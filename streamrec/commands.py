@@ -1,4 +1,4 @@
-"""Subcommands of the later stages (demo, worker, api, batch, bench, eval, lag), registered on the CLI."""
+"""Subcommands of the later stages (demo, worker, api, batch, bench, eval, lag, dead-letters), registered on the CLI."""
 
 from __future__ import annotations
 
@@ -52,6 +52,17 @@ def _lag(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _dead_letters(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("dead-letters", help="list the dead-letter topic, or replay chosen letters to their source",
+                       description="`list` shows recent dead letters (reason, detail, source record, time, a "
+                       "terminal-safe value preview); `replay` re-produces chosen ones to their source topic "
+                       "after a fix (idempotent: the worker skips event ids it applied). See docs/operations.md.")
+    from streamrec.dead_letters_cli import add_arguments, run
+
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
 def _bench_foldin(sub: argparse._SubParsersAction) -> None:
     p = bench_subparsers(sub).add_parser(
         "foldin", help="batched exact fold-in (FoldInSolver) versus implicit's recalculate_user",
@@ -91,4 +102,4 @@ def _rebuild(sub: argparse._SubParsersAction) -> None:
     register(sub)
 
 
-REGISTRY: list[Register] = [_demo, _lag, *_stages(), _bench_foldin, _eval, _rebuild]
+REGISTRY: list[Register] = [_demo, _lag, _dead_letters, *_stages(), _bench_foldin, _eval, _rebuild]

@@ -110,12 +110,17 @@ class Record:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int
+    headers: tuple[tuple[str, bytes | None], ...] = ()  # as read from Kafka; empty for records built by hand
+
+
+def _probe(settings: Settings) -> Consumer:
+    return Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "streamrec-probe",
+                     "enable.auto.commit": False, "log_level": 0})
 
 
 def end_offsets(settings: Settings, topics: Iterable[str], timeout: float = 10.0) -> dict[tuple[str, int], int]:
     """The high watermark of every partition of ``topics``."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "streamrec-probe",
-                         "enable.auto.commit": False, "log_level": 0})
+    consumer = _probe(settings)
     try:
         out: dict[tuple[str, int], int] = {}
         md = consumer.list_topics(timeout=timeout)
@@ -130,6 +135,30 @@ def end_offsets(settings: Settings, topics: Iterable[str], timeout: float = 10.0
         consumer.close()
 
 
+def offsets_for_times(
+    settings: Settings, topics: Iterable[str], ts_ms: int, timeout: float = 10.0
+) -> dict[tuple[str, int], int]:
+    """Per partition of ``topics``: the first offset whose timestamp is at or after ``ts_ms``.
+
+    A partition with no such record gets its high watermark (nothing to read from there).
+    """
+    consumer = _probe(settings)
+    try:
+        md = consumer.list_topics(timeout=timeout)
+        wanted = [TopicPartition(t, p, ts_ms) for t in topics if t in md.topics for p in md.topics[t].partitions]
+        out: dict[tuple[str, int], int] = {}
+        for tp in consumer.offsets_for_times(wanted, timeout=timeout) if wanted else []:
+            if tp.error is not None:
+                raise KafkaException(tp.error)
+            offset = tp.offset
+            if offset < 0:  # no record that recent
+                offset = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=timeout)[1]
+            out[(tp.topic, tp.partition)] = offset
+        return out
+    finally:
+        consumer.close()
+
+
 def is_data(message: Any) -> bool:
     """True for a message that carries data; False for a partition-EOF event; raises any other error."""
     err = message.error()
@@ -138,6 +167,11 @@ def is_data(message: Any) -> bool:
     if err.code() == KafkaError._PARTITION_EOF:
         return False
     raise KafkaException(err)
+
+
+def headers_of(message: Any) -> tuple[tuple[str, bytes | None], ...]:
+    """A consumed message's headers, in order (empty when it has none)."""
+    return tuple(message.headers() or ())
 
 
 def read_range(
@@ -183,7 +217,7 @@ def read_range(
                 if stop is None or offset >= stop:
                     continue
                 left[(topic, partition)] = stop - offset - 1
-                yield Record(topic, partition, offset, m.key(), m.value(), m.timestamp()[1])
+                yield Record(topic, partition, offset, m.key(), m.value(), m.timestamp()[1], headers_of(m))
                 if offset + 1 >= stop:
                     del remaining[(topic, partition)]
     finally:
