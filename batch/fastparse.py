@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from streamrec.events import MAX_CONTEXT_KEYS, MAX_TS_MS, MIN_TS_MS, InvalidEvent, decode_event
+from streamrec.events import MAX_CONTEXT_KEYS, MAX_ID_LEN, MAX_TS_MS, MIN_TS_MS, InvalidEvent, decode_event
 
 _TEXT = rb"[\x20\x21\x23-\x5b\x5d-\x7e]"  # printable ASCII without " and \\
 _ID = _TEXT + rb"{1,128}+"
@@ -47,6 +47,8 @@ _BODY = (
 )
 _LINES = re.compile(rb"^" + _BODY + rb"$", re.M)  # one match per newline-separated message
 _ONE = re.compile(_BODY)
+# context.category follows the id rules (1-128 characters) or is null; keys hold no `"`, so this is the key.
+_CATEGORY = re.compile(rb'"category":(?:"[^"]{1,%d}+"|null)(?:,|$)' % MAX_ID_LEN)
 MAX_QUANTITY = 10_000
 MAX_PRICE = 1e9
 
@@ -143,7 +145,8 @@ def _accept_rows(
         has_extra = np.array([bool(a or b) for a, b in zip(qty, price, strict=True)])
         bad |= (q > MAX_QUANTITY) | (pr > MAX_PRICE) | (has_extra & ~purchase)
     if any(context):
-        bad |= np.array([c.count(b'":') > MAX_CONTEXT_KEYS for c in context])
+        bad |= np.array([c.count(b'":') > MAX_CONTEXT_KEYS or (b'"category":' in c and not _CATEGORY.search(c))
+                         for c in context])
     if not bad.any():
         out.ids.extend(event_ids)
         out.users.extend(users)

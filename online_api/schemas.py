@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
 
-from streamrec.events import MAX_ID_LEN, Event
+from streamrec.events import ID_PATTERN as ID_PATTERN  # re-exported: the routes' query ids follow it too
+from streamrec.events import ContextValue, Event, OpaqueId, utf8_text
 
-ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"  # the event contract's opaque ids: no control characters
 MAX_BATCH_EVENTS = 500
 MAX_EXCLUDE = 500
 MAX_ATTRIBUTES = 32
@@ -147,9 +147,10 @@ class ItemIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
         "category": "shoes", "available": True, "attributes": {"brand": "acme", "price": 49.0}}]})
 
-    category: str | None = Field(None, min_length=1, max_length=MAX_ID_LEN, pattern=ID_PATTERN)
-    available: bool = Field(True, description="unavailable items never appear in any answer")
-    attributes: dict[str, str | int | float | bool | None] = Field(
+    category: OpaqueId | None = None
+    available: StrictBool = Field(True, description="unavailable items never appear in any answer")
+    # Values as strict as the event context: UTF-8 text, finite numbers, booleans, null; nothing coerced.
+    attributes: dict[Annotated[str, Field(max_length=64), AfterValidator(utf8_text)], ContextValue] = Field(
         default_factory=dict, max_length=MAX_ATTRIBUTES,
         description="free-form flat attributes; keys other than item_id, category and available")
 

@@ -25,7 +25,8 @@ import numpy as np
 
 from stream_processors.dead_letters import DeadLetterProducer
 from stream_processors.faust_fast import QuietMonitor, RawSchema, WorkerApp
-from stream_processors.processor import BatchProcessor, BatchResult, tune_gc
+from stream_processors.processor import BatchProcessor, tune_gc
+from stream_processors.result import BatchResult
 from streamrec.kafka_io import Record
 from streamrec.settings import Settings
 
@@ -96,6 +97,7 @@ def build_app(settings: Settings, *, stats_file: Path | None = None) -> faust.Ap
         broker_heartbeat_interval=min(3.0, settings.worker_session_timeout_s / 3),
         Monitor=QuietMonitor,
     )
+    app.shutdown_grace_s = settings.worker_shutdown_grace_s
     processor = BatchProcessor(settings, dead_letters=DeadLetterProducer(settings).send)
     progress = Progress(stats_file)
     topics = app.topic(settings.topic_clicks, settings.topic_purchases, schema=RawSchema())
@@ -108,14 +110,11 @@ def build_app(settings: Settings, *, stats_file: Path | None = None) -> faust.Ap
             # (Faust's threads and the batch then fight over the GIL; the fold-in ran 2x slower). Faust's
             # Kafka client keeps fetching and heartbeating in its own thread meanwhile. Retries wait with
             # asyncio.sleep, so the loop stays responsive while Redis or Kafka is away.
-            attempts = processor.attempts(records)
-            while True:
-                try:
-                    wait = next(attempts)
-                except StopIteration as done:
-                    result = done.value
-                    break
-                await asyncio.sleep(wait)
+            result = await _apply(app, processor, records)
+            if result is None:
+                log.info("stopping: abandoned a batch of %d records that was being retried (nothing of it "
+                         "was written; it is redelivered)", len(records))
+                return
             progress.batch(result)
 
     @app.timer(interval=2.0)
@@ -127,6 +126,25 @@ def build_app(settings: Settings, *, stats_file: Path | None = None) -> faust.Ap
             log.warning("model check failed: %s", exc)
 
     return app
+
+
+async def _apply(app: WorkerApp, processor: BatchProcessor, records: list[Record]) -> BatchResult | None:
+    """Drive :meth:`BatchProcessor.attempts`, sleeping between retries; None if the worker stops meanwhile."""
+    attempts = processor.attempts(records)
+    while True:
+        try:
+            wait = next(attempts)
+        except StopIteration as done:
+            return done.value
+        deadline = time.monotonic() + wait
+        while True:  # sleep in short slices: a stop must not wait for a 5 s backoff
+            if app.stopping:
+                attempts.close()
+                return None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            await asyncio.sleep(min(left, 0.1))
 
 
 def _record(message: Any) -> Record:

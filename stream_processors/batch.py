@@ -24,6 +24,7 @@ from stream_processors.redis_io import (
     queue_dedup_add,
     queue_offsets_max,
 )
+from stream_processors.result import BatchResult
 from stream_processors.state import UserState
 from streamrec.events import now_ms
 from streamrec.store import from_bytes, to_bytes
@@ -31,7 +32,7 @@ from streamrec.store.trending import add_counts_many
 from streamrec.store.users import Interaction, append_histories, encode_interaction, write_user_vectors
 
 if TYPE_CHECKING:
-    from stream_processors.processor import BatchProcessor, BatchResult
+    from stream_processors.processor import BatchProcessor
 
 CATEGORY_CACHE_S = 300.0  # catalogue categories are re-read this often
 
@@ -300,8 +301,6 @@ class BatchPlan:
 
     # ------------------------------------------------------------------------------------------ commit
     def commit(self) -> BatchResult:
-        from stream_processors.processor import BatchResult
-
         self.tx.execute()  # raises WatchError when a watched key changed
         write_ms = now_ms()
         b, p = self.b, self.p

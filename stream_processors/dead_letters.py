@@ -5,13 +5,19 @@ be produced again), on ``settings.topic_dead_letter``, with these headers (UTF-8
 
 =============================  ==========================================================
 ``streamrec-reason``           reason code: ``empty``, ``oversized``, ``bad_json``, ``not_object``,
-                               ``invalid_field``, ``future_timestamp``, ``undecodable``
+                               ``invalid_field``, ``future_timestamp``, ``undecodable``,
+                               ``apply_failed``
 ``streamrec-detail``           human-readable detail (at most 500 characters)
 ``streamrec-source``           ``topic:partition:offset`` of the original record
 ``streamrec-source-ts``        the original record's Kafka timestamp (epoch ms)
 ``streamrec-dead-lettered-at`` when the worker rejected it (epoch ms)
 ``streamrec-truncated-from``   only on values over 900,000 bytes, cut to that: the original size
+``streamrec-exception``        only for ``apply_failed``: the exception's type (the detail has
+                               ``Type: message``)
 =============================  ==========================================================
+
+Reason ``apply_failed`` is an event that passed validation but could not be applied (see the failure
+policy in :mod:`.processor`); replay it with ``streamrec dead-letters replay`` once the cause is fixed.
 
 Delivery is at least once: the worker waits for the broker's acknowledgement before it records the
 batch's offsets, so a crash in between can repeat a dead letter but never lose one.
@@ -31,6 +37,7 @@ from streamrec.kafka_io import EventProducer, KafkaUnavailable
 from streamrec.settings import Settings
 
 # The header names are shared with `streamrec dead-letters`: see streamrec.dead_letter_format.
+EXCEPTION = "streamrec-exception"
 # Kafka's default message size limit is 1 MB; a record that big (>100x the event limit) is kept in part
 # rather than failing the batch for ever.
 MAX_LETTER_BYTES = 900_000
@@ -39,13 +46,16 @@ MAX_LETTER_BYTES = 900_000
 def headers_of(letter: DeadLetter, at_ms: int) -> list[tuple[str, str | bytes | None]]:
     """The headers a dead letter carries (see the module docstring)."""
     rec = letter.record
-    return [
+    headers: list[tuple[str, str | bytes | None]] = [
         (REASON, letter.reason.encode()),
         (DETAIL, letter.detail.encode("utf-8", "replace")),
         (SOURCE, f"{rec.topic}:{rec.partition}:{rec.offset}".encode()),
         (SOURCE_TS, str(rec.timestamp_ms).encode()),
         (REJECTED_AT, str(at_ms).encode()),
     ]
+    if letter.exception:
+        headers.append((EXCEPTION, letter.exception.encode("utf-8", "replace")))
+    return headers
 
 
 class DeadLetterProducer:

@@ -24,6 +24,7 @@ class DeadLetter:
     record: Record
     reason: str
     detail: str
+    exception: str | None = None  # the exception's type, for ``apply_failed``
 
 
 @dataclass(frozen=True)

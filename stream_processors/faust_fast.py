@@ -17,6 +17,9 @@ worker disables; the worker exports its own Prometheus metrics).
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import threading
 import types
 from collections.abc import AsyncIterator, Coroutine, Generator
 from typing import Any, cast
@@ -26,6 +29,8 @@ from faust.sensors.monitor import Monitor
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from mode import Service
+
+log = logging.getLogger("streamrec.worker")
 
 
 @types.coroutine
@@ -157,7 +162,35 @@ class RawSchema(faust.Schema):
 
 
 class WorkerApp(faust.App):
-    """``faust.App`` using :class:`FastTransport` for ``kafka://`` brokers."""
+    """``faust.App`` using :class:`FastTransport` for ``kafka://`` brokers, with a bounded shutdown.
+
+    Faust's stop waits until every event handed to an agent is acknowledged; a batch retrying while
+    Redis is away would hold the worker up for as long as Redis stays away. On stop, :attr:`stopping`
+    tells the agent to abandon such a batch (every attempt is one MULTI/EXEC, so nothing of it is
+    written; its events are redelivered to whoever owns the partition next), Faust's own stop gets half
+    the grace period, and a watchdog ends the process when the grace period is over.
+    """
+
+    stopping: bool = False
+    shutdown_grace_s: float = 10.0
 
     def _new_transport(self) -> Any:
         return FastTransport(self.conf.broker_consumer, self)
+
+    async def on_stop(self) -> None:
+        self.stopping = True
+        watchdog = threading.Timer(self.shutdown_grace_s, _force_exit, args=(self.shutdown_grace_s,))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            await asyncio.wait_for(super().on_stop(), self.shutdown_grace_s / 2)
+        except TimeoutError:
+            log.warning("streams did not finish within %.1fs of the stop: stopping without them",
+                        self.shutdown_grace_s / 2)
+
+
+def _force_exit(grace_s: float) -> None:
+    log.error("worker still stopping %.1fs after the stop signal: exiting now (no batch is half-written: "
+              "each one is a single MULTI/EXEC)", grace_s)
+    logging.shutdown()
+    os._exit(1)

@@ -15,8 +15,11 @@
    new-item state, the fences and the applied offset per partition. A WatchError (a model swap, or
    another worker applying events of the same partition during a rebalance) recomputes the batch.
 
-Failure policy, in this one place: a record's data problem makes a dead letter; everything else
-(Redis or Kafka unavailable, or a bug) retries the batch with backoff and never skips it.
+Failure policy, in this one place: a record's data problem makes a dead letter. Redis or Kafka
+unavailable, timeouts and WATCH conflicts retry the batch with backoff, for as long as it takes. Any
+other failure is retried once; then the batch is bisected until the record(s) that cannot be applied
+are found: each becomes a dead letter with reason ``apply_failed`` (exception type and message in its
+headers) and the rest is applied exactly once (:meth:`BatchProcessor._apply`).
 """
 
 from __future__ import annotations
@@ -25,10 +28,8 @@ import gc
 import logging
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field
 from typing import cast
 
-import numpy as np
 import redis
 from confluent_kafka import KafkaException
 
@@ -36,8 +37,9 @@ from models.ids import IdMap
 from models.weighting import WeightingConfig
 from stream_processors import metrics as m
 from stream_processors.batch import Batch, BatchPlan
-from stream_processors.decode import DeadLetter, decode_records
+from stream_processors.decode import MAX_DETAIL, DeadLetter, ValidEvent, decode_records
 from stream_processors.redis_io import WatchedBatch
+from stream_processors.result import BatchResult
 from stream_processors.state import ModelState, UserCache
 from streamrec.events import now_ms
 from streamrec.kafka_io import KafkaUnavailable, Record
@@ -52,39 +54,6 @@ INFRA_ERRORS: tuple[type[BaseException], ...] = (
     StoreUnavailable, KafkaUnavailable, KafkaException, OSError,
 )
 DeadLetterSink = Callable[[Sequence[DeadLetter]], None]
-
-
-@dataclass
-class BatchResult:
-    """What one call of :meth:`BatchProcessor.process` did."""
-
-    records: int = 0
-    applied: int = 0
-    redelivered: int = 0
-    duplicates: int = 0
-    dead_letters: dict[str, int] = field(default_factory=dict)
-    users: int = 0
-    vectors: int = 0
-    new_items: int = 0
-    version: str | None = None
-    attempts: int = 0
-    foldin_s: float = 0.0
-    batch_s: float = 0.0
-    write_ms: int = 0
-    phases: dict[str, float] = field(default_factory=dict)  # seconds per step of the successful attempt
-    freshness_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-
-    def as_dict(self) -> dict[str, object]:
-        """JSON-friendly summary (freshness as p50/p99/max)."""
-        f = self.freshness_ms
-        q = np.percentile(f, [50, 99]).tolist() if len(f) else [None, None]
-        return {"records": self.records, "applied": self.applied, "redelivered": self.redelivered,
-                "duplicates": self.duplicates, "dead_letters": self.dead_letters, "users": self.users,
-                "vectors": self.vectors, "new_items": self.new_items, "version": self.version,
-                "attempts": self.attempts, "foldin_s": round(self.foldin_s, 6), "batch_s": round(self.batch_s, 6),
-                "write_ms": self.write_ms, "phases": {k: round(v, 6) for k, v in self.phases.items()},
-                "freshness_p50_ms": q[0], "freshness_p99_ms": q[1],
-                "freshness_max_ms": int(f.max()) if len(f) else None}
 
 
 class BatchProcessor:
@@ -136,16 +105,63 @@ class BatchProcessor:
         if not records:
             return BatchResult()
         valid, dead = decode_records(records, self.clock(), self.max_future_ms)
-        batch = Batch(valid, dead, self.weighting)
         decoded = time.monotonic() - started
         sent: set[tuple[str, int, int]] = set()  # dead letters already delivered by an earlier attempt
+        result = yield from self._apply(list(records), valid, dead, sent)
+        result.records = len(records)
+        result.phases["decode"] = decoded
+        result.batch_s = time.monotonic() - started
+        self._observe(result)
+        return result
+
+    def _apply(self, records: list[Record], valid: list[ValidEvent], dead: list[DeadLetter],
+               sent: set[tuple[str, int, int]]) -> Generator[float, None, BatchResult]:
+        """Apply ``records`` (decoded as ``valid`` + ``dead``); isolate what cannot be applied.
+
+        A batch that fails twice for a reason other than the infrastructure is split in halves, each
+        applied on its own in order (so offsets still advance per partition in order), down to the one
+        record that fails: that one becomes an ``apply_failed`` dead letter and everything else is applied
+        exactly once. A poison event costs about 2·log2(batch) attempts, never the partition.
+        """
+        outcome = yield from self._retry(Batch(valid, dead, self.weighting), sent, bug_retries=1)
+        if isinstance(outcome, BatchResult):
+            return outcome
+        if len(records) == 1 and len(valid) == 1:
+            letter = DeadLetter(records[0], "apply_failed", f"{type(outcome).__name__}: {outcome}"[:MAX_DETAIL],
+                                exception=type(outcome).__name__)
+            log.error("event at %s:%d:%d cannot be applied (%s: %s): sent to the dead-letter topic",
+                      *_where(records[0]), type(outcome).__name__, outcome)
+            last = yield from self._retry(Batch([], [letter], self.weighting), sent, bug_retries=None)
+            assert isinstance(last, BatchResult)  # bug_retries=None retries until it succeeds
+            return last
+        if len(records) == 1:  # not an event's fault (a dead letter alone failed): keep retrying
+            last = yield from self._retry(Batch(valid, dead, self.weighting), sent, bug_retries=None)
+            assert isinstance(last, BatchResult)
+            return last
+        log.warning("batch of %d records failed twice (%s: %s): isolating the records that cannot be applied",
+                    len(records), type(outcome).__name__, outcome)
+        mid = len(records) // 2
+        total = BatchResult()
+        for half in (records[:mid], records[mid:]):
+            where = {_where(r) for r in half}
+            part = yield from self._apply(half, [v for v in valid if _where(v.record) in where],
+                                          [d for d in dead if _where(d.record) in where], sent)
+            total.merge(part)
+        return total
+
+    def _retry(self, batch: Batch, sent: set[tuple[str, int, int]],
+               bug_retries: int | None) -> Generator[float, None, BatchResult | Exception]:
+        """Attempt ``batch`` until it commits; returns the exception instead once more than ``bug_retries``
+        attempts failed for a reason other than a conflict, a model swap or the infrastructure (None: never)."""
         backoff = 0.1
-        attempts = 0
+        attempts = bugs = 0
         while True:
             attempts += 1
             try:
                 result = self._attempt(batch, sent)
-                break
+                result.attempts = attempts
+                self._observe_batch(batch)
+                return result
             except redis.WatchError:
                 m.RETRIES.labels("conflict").inc()
                 yield 0.0
@@ -154,21 +170,19 @@ class BatchProcessor:
                 yield 0.0
             except INFRA_ERRORS as exc:
                 m.RETRIES.labels("infrastructure").inc()
-                log.warning("batch of %d records: %s: %s; retrying in %.1fs", len(records),
+                log.warning("batch of %d events: %s: %s; retrying in %.1fs", batch.n + len(batch.dead),
                             type(exc).__name__, exc, backoff)
                 yield backoff
                 backoff = min(backoff * 2, 5.0)
-            except Exception:
+            except Exception as exc:
+                bugs += 1
+                if bug_retries is not None and bugs > bug_retries:
+                    return exc
                 m.RETRIES.labels("bug").inc()
-                log.exception("batch of %d records failed unexpectedly; retrying in %.1fs", len(records), backoff)
+                log.exception("batch of %d events failed unexpectedly; retrying in %.1fs",
+                              batch.n + len(batch.dead), backoff)
                 yield backoff
                 backoff = min(backoff * 2, 5.0)
-        result.records = len(records)
-        result.attempts = attempts
-        result.phases["decode"] = decoded
-        result.batch_s = time.monotonic() - started
-        self._observe(result, batch)
-        return result
 
     def refresh_model(self) -> str | None:
         """Load the current model version if it changed; returns the version folded against."""
@@ -224,7 +238,7 @@ class BatchProcessor:
         log.info("folding against model version %s (%d items, %d factors)", version, len(model.item_ids),
                  model.factors)
 
-    def _observe(self, result: BatchResult, batch: Batch) -> None:
+    def _observe(self, result: BatchResult) -> None:
         m.BATCH_SIZE.observe(result.records)
         m.BATCH_SECONDS.observe(result.batch_s)
         if result.vectors:
@@ -237,11 +251,15 @@ class BatchProcessor:
             m.SKIPPED.labels("duplicate").inc(result.duplicates)
         m.USERS_FOLDED.inc(result.vectors)
         m.NEW_ITEMS.inc(result.new_items)
+        m.FRESHNESS.observe_many(result.freshness_ms / 1000.0)
+
+    @staticmethod
+    def _observe_batch(batch: Batch) -> None:
+        """Metrics of one committed batch (a part of one, while isolating a poison event)."""
         for (topic, etype), n in batch.applied_by_type.items():
             m.EVENTS.labels(topic, etype).inc(n)
         for (topic, partition), offset in batch.max_offsets.items():
             m.APPLIED_OFFSET.labels(topic, str(partition)).set(offset)
-        m.FRESHNESS.observe_many(result.freshness_ms / 1000.0)
 
 
 def tune_gc() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 import uuid
 from datetime import UTC, datetime
@@ -16,9 +17,12 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    StrictInt,
     ValidationError,
     WithJsonSchema,
     field_validator,
@@ -33,9 +37,52 @@ MAX_CONTEXT_VALUE_LEN = 256
 MIN_TS_MS = 946_684_800_000
 MAX_TS_MS = 4_102_444_800_000
 
-# Opaque ids: 1-128 characters, no control characters (they break logs, keys and terminals).
-OpaqueId = Annotated[str, Field(min_length=1, max_length=MAX_ID_LEN, pattern=r"^[^\x00-\x1f\x7f]+$")]
-ContextValue = str | int | float | bool | None
+ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def utf8_text(value: str) -> str:
+    """``value`` if it can be written as UTF-8 (no lone UTF-16 surrogates), else ValueError.
+
+    JSON's ``\\ud83d`` escapes decode to such strings; Redis, Kafka headers and logs cannot hold them.
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (a lone UTF-16 surrogate is not)") from None
+    return value
+
+
+def check_id(value: str, what: str) -> str:
+    """``value`` if it follows the opaque-id rules (1-128 characters, no control characters, UTF-8)."""
+    if not 1 <= len(value) <= MAX_ID_LEN or _CONTROL.search(value):
+        raise ValueError(f"{what} must be 1-{MAX_ID_LEN} characters without control characters")
+    return utf8_text(value)
+
+
+# Opaque ids: 1-128 characters, no control characters (they break logs, keys and terminals), UTF-8.
+OpaqueId = Annotated[str, Field(min_length=1, max_length=MAX_ID_LEN, pattern=ID_PATTERN), AfterValidator(utf8_text)]
+
+
+def _context_value(value: Any) -> str | int | float | bool | None:
+    """A context value: UTF-8 text, a finite number, a boolean or null; nothing is coerced."""
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number (NaN and Infinity are not JSON)")
+        return value
+    if isinstance(value, str):
+        return utf8_text(value)
+    raise ValueError("must be a string, number, boolean or null (context is flat)")
+
+
+ContextValue = Annotated[
+    Any,
+    BeforeValidator(_context_value),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "number"}, {"type": "boolean"},
+                              {"type": "null"}]}),
+]
 
 
 class EventType(StrEnum):
@@ -100,8 +147,9 @@ class Event(BaseModel):
         ),
     ] = Field(description="event time: ISO 8601 string or epoch milliseconds; stored as epoch ms")
     session_id: OpaqueId | None = None
-    quantity: int | None = Field(None, ge=1, le=10_000, description="purchases only")
-    price: float | None = Field(None, ge=0, le=1e9, description="unit price, purchases only")
+    quantity: StrictInt | None = Field(None, ge=1, le=10_000, description="purchases only")
+    price: Annotated[float, Field(strict=True)] | None = Field(None, ge=0, le=1e9,
+                                                               description="unit price, purchases only")
     context: dict[Annotated[str, Field(max_length=64)], ContextValue] | None = Field(
         None, description=f"free-form flat context, at most {MAX_CONTEXT_KEYS} keys"
     )
@@ -141,6 +189,11 @@ class Event(BaseModel):
         for key, item in value.items():
             if isinstance(item, str) and len(item) > MAX_CONTEXT_VALUE_LEN:
                 raise ValueError(f"context[{key!r}] longer than {MAX_CONTEXT_VALUE_LEN} characters")
+        category = value.get("category")
+        if category is not None:  # it names Redis keys (per-category trending): an id, nothing else
+            if not isinstance(category, str):
+                raise ValueError("context.category must be a string")
+            check_id(category, "context.category")
         return value
 
     @model_validator(mode="after")

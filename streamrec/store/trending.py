@@ -4,6 +4,12 @@ The worker adds each event's weight to a bucket per minute (``trend:m:<epoch min
 hour (``trend:h:<epoch hour>``, kept 26 h), overall and per category, and to the all-time ``popular``
 sorted sets. A window's score sums its buckets with an exponential decay by bucket age, so the ranking
 slides smoothly instead of jumping when a bucket expires.
+
+Every key derived from a category expires: the buckets with their window, the per-category all-time
+set ``popular:c:<category>`` ``POPULAR_CATEGORY_TTL_S`` (30 days) after it was last written. Categories
+come from the catalogue or, for items it does not know, from the event's ``context.category``, which any
+holder of an ingest key can choose; so a category nobody sends any more disappears instead of staying in
+Redis for ever. Only the overall ``popular`` set never expires.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ class Window:
     half_life_buckets: float
     ttl_s: int
 
+
+POPULAR_CATEGORY_TTL_S = 30 * 86_400
 
 WINDOWS: dict[str, Window] = {
     "1h": Window("1h", "m", 60, 60, 30.0, 2 * 3600),
@@ -58,6 +66,7 @@ def add_counts(
         pipe.zincrby(k.popular(), weight, item)
         if category:
             pipe.zincrby(k.popular(category), weight, item)
+            pipe.expire(k.popular(category), POPULAR_CATEGORY_TTL_S)
 
 
 def top_trending(
@@ -96,13 +105,15 @@ def top_popular(store: RedisStore, category: str | None = None, k: int = 10,
 # ZINCRBY takes one member per call, and a batch touches thousands of (item, key) pairs; Redis's per-call
 # overhead would dominate. One EVAL per bucket instead: for each key, ZMSCORE the members, add the
 # increments, and ZADD them back in one call (atomic inside the script, so equal to ZINCRBY each).
-# KEYS = the bucket's keys (overall, then per category); ARGV = [ttl (0: none), rows_1, ..., rows_n] where
-# rows_i are key i's distinct members as "item \x1f weight" joined by \x1e (ids hold no control characters).
+# KEYS = the bucket's keys (overall, then per category); ARGV = [ttl_1, ..., ttl_n (0: none), rows_1, ...,
+# rows_n] where rows_i are key i's distinct members as "item \x1f weight" joined by \x1e (ids hold no control
+# characters).
 _ZINCR_LUA = """
-local ttl = tonumber(ARGV[1])
-for i = 1, #KEYS do
+local n = #KEYS
+for i = 1, n do
+  local ttl = tonumber(ARGV[i])
   local items, incs = {}, {}
-  for item, weight in string.gmatch(ARGV[i + 1], "([^\\31\\30]+)\\31([^\\31\\30]+)") do
+  for item, weight in string.gmatch(ARGV[n + i], "([^\\31\\30]+)\\31([^\\31\\30]+)") do
     items[#items + 1] = item
     incs[#incs + 1] = tonumber(weight)
   end
@@ -147,6 +158,7 @@ def add_counts_many(
                 members = by_cat.setdefault(cat, {})
                 members[item] = members.get(item, 0.0) + weight
     ttl = {w.granularity: w.ttl_s for w in WINDOWS.values()}
+    ttl["popular"] = POPULAR_CATEGORY_TTL_S  # for the per-category sets; the overall one (None) never expires
     encoded: dict[frozenset[tuple[str, float]], str] = {}  # buckets usually share members: encode once
     for (granularity, bucket), by_cat in groups.items():
         payloads = []
@@ -156,7 +168,8 @@ def add_counts_many(
                 encoded[sig] = "\x1e".join(f"{item}\x1f{weight!r}" for item, weight in members.items())
             payloads.append(encoded[sig])
         keys = [_bucket_key(store, granularity, bucket, cat) for cat in by_cat]
-        pipe.eval(_ZINCR_LUA, len(keys), *keys, ttl.get(granularity, 0), *payloads)
+        ttls = [0 if granularity == "popular" and cat is None else ttl[granularity] for cat in by_cat]
+        pipe.eval(_ZINCR_LUA, len(keys), *keys, *ttls, *payloads)
 
 
 def _bucket_key(store: RedisStore, granularity: str, bucket: int | None, category: str | None) -> str:

@@ -73,3 +73,40 @@ def test_schema_file_is_generated_from_the_model() -> None:
     schema = json.loads(schema_text())
     assert set(schema["required"]) == {"event_id", "user_id", "item_id", "type", "ts"}
     assert schema["properties"]["user_id"]["maxLength"] == 128
+
+
+def _escaped(**fields: object) -> bytes:
+    r"""An event whose JSON carries ``\ud83d`` escapes literally (``json.dumps`` would write them so too)."""
+    return json.dumps({**json.loads(_raw()), **fields}).encode()
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (_escaped(context={"category": "\ud83d"}), "context.category"),  # the record that stalled the worker
+        (_escaped(context={"page": "\ud800"}), "context.page"),
+        (_escaped(session_id="s\udfff"), "session_id"),
+        (_escaped(context={"category": "evil\u0000\u001b[2J"}), "context"),  # it names Redis keys
+        (_escaped(context={"category": "c" * 129}), "context"),
+        (_escaped(context={"category": 7}), "context"),
+        (_escaped(context={"x": [1]}), "context.x"),
+        (_escaped(type="purchase", quantity="2"), "quantity"),
+        (_escaped(type="purchase", quantity=2.0), "quantity"),
+        (_escaped(type="purchase", quantity=True), "quantity"),
+        (_escaped(type="purchase", price="9.5"), "price"),
+        (_raw(context={"x": float("nan")}), "context.x"),
+        (_raw(context={"x": float("inf")}), "context.x"),
+    ],
+)
+def test_strings_and_types_the_contract_refuses(raw: bytes, field: str) -> None:
+    with pytest.raises(InvalidEvent) as err:
+        decode_event(raw, now=NOW)
+    assert err.value.reason == "invalid_field"
+    assert err.value.detail.startswith(field), err.value.detail
+
+
+def test_strict_fields_still_take_what_json_means() -> None:
+    e = decode_event(_escaped(type="purchase", quantity=2, price=9, context={
+        "category": "shoes", "emoji": "\ud83d\ude00", "n": 1, "f": 1.5, "b": False, "none": None}), now=NOW)
+    assert e.quantity == 2 and e.price == 9.0
+    assert e.context == {"category": "shoes", "emoji": "😀", "n": 1, "f": 1.5, "b": False, "none": None}
