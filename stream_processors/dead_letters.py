@@ -31,13 +31,12 @@ from typing import Any
 from confluent_kafka import KafkaError, Message
 
 from stream_processors.decode import DeadLetter
-from streamrec.dead_letter_format import DETAIL, REASON, REJECTED_AT, SOURCE, SOURCE_TS, TRUNCATED
+from streamrec.dead_letter_format import DETAIL, EXCEPTION, REASON, REJECTED_AT, SOURCE, SOURCE_TS, TRUNCATED
 from streamrec.events import now_ms
 from streamrec.kafka_io import EventProducer, KafkaUnavailable
 from streamrec.settings import Settings
 
 # The header names are shared with `streamrec dead-letters`: see streamrec.dead_letter_format.
-EXCEPTION = "streamrec-exception"
 # Kafka's default message size limit is 1 MB; a record that big (>100x the event limit) is kept in part
 # rather than failing the batch for ever.
 MAX_LETTER_BYTES = 900_000
