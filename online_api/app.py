@@ -30,7 +30,7 @@ from online_api.metrics import ApiMetrics
 from online_api.middleware import Guard, HeadAsGet
 from online_api.routes import read_router, route_named, write_router
 from online_api.schemas import Health, Ready
-from online_api.security import HEADER, require_key
+from online_api.security import HEADER, WeakApiKey, check_key_strength, require_key
 from online_api.service import Recommender
 from online_api.storefront import storefront_router
 from streamrec.settings import Settings
@@ -52,8 +52,12 @@ need an API key in the `X-API-Key` header. Errors have one shape: `{"error": {"c
 
 
 def create_app(settings: Settings | None = None, *, background: bool = True) -> FastAPI:
-    """Build the API. ``background=False`` skips the refresher and Kafka poll threads (for unit tests)."""
+    """Build the API. ``background=False`` skips the refresher and Kafka poll threads (for unit tests).
+
+    Raises :class:`online_api.security.WeakApiKey` when a full-access key is guessable.
+    """
     settings = settings or Settings()
+    check_key_strength(settings)
     metrics = ApiMetrics()
     cache = ModelCache(settings)
     refresher = Refresher(settings, cache, metrics)
@@ -149,4 +153,7 @@ def app_from_env() -> FastAPI:
         logger.addHandler(handler)
         # uvicorn has configured its loggers from --log-level by now: follow it
         logger.setLevel(logging.getLogger("uvicorn.error").getEffectiveLevel())
-    return create_app(Settings())
+    try:
+        return create_app(Settings())
+    except WeakApiKey as exc:  # one line, not a traceback (``streamrec api`` checks before uvicorn starts)
+        raise SystemExit(f"streamrec: api: {exc}") from None

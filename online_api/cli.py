@@ -25,6 +25,13 @@ def serve(host: str, port: int, *, workers: int = 1, log_level: str = "info", ac
 
 
 def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    from online_api.security import WeakApiKey, check_key_strength
+
+    try:
+        check_key_strength(settings)
+    except WeakApiKey as exc:
+        print(f"streamrec: api: {exc}", file=sys.stderr, flush=True)
+        return 2
     host = args.host or settings.api_host
     port = args.port or settings.api_port
     if args.log_level in ("info", "debug"):

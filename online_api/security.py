@@ -10,11 +10,16 @@ Two key lists (``streamrec.settings``):
 
 Writes always need a key. With no keys configured, keyed endpoints refuse everything (401): the safe
 default for a service that may be exposed. A missing key is 401, a wrong one 403.
+
+The API refuses to start with a guessable full-access key (:func:`check_key_strength`): a well-known
+default or placeholder (``change-me``, ``secret``, ``admin``...), fewer than 16 characters, or fewer than
+5 distinct characters. Collector-only keys are public by design and are not checked.
 """
 
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Awaitable, Callable, Sequence
 
 from fastapi import Security
@@ -30,6 +35,44 @@ _scheme = APIKeyHeader(name=HEADER, auto_error=False, description=(
     f"an API key: one from {ADMIN_SETTING} (every keyed endpoint) or from {INGEST_SETTING} (the collector only)"))
 
 Dependency = Callable[[str | None], Awaitable[None]]
+
+MIN_KEY_LENGTH = 16
+MIN_DISTINCT_CHARACTERS = 5
+# Defaults and placeholders seen in configuration files, compared in lower case without punctuation; also
+# refused repeated or with digits around them ("changemechangeme", "password123"), and counting digits.
+WELL_KNOWN_KEYS = frozenset({
+    "changeme", "changeit", "replaceme", "secret", "secretkey", "mysecret", "password", "passw0rd", "admin",
+    "administrator", "root", "guest", "test", "testing", "demo", "dev", "devkey", "default", "example",
+    "sample", "key", "apikey", "yourapikey", "token", "letmein", "qwerty",
+})
+_WELL_KNOWN = re.compile(r"\d*(?:" + "|".join(sorted(WELL_KNOWN_KEYS, key=len, reverse=True)) + r")+\d*")
+_COUNTING = ("1234567890" * 10, "0123456789" * 10)
+
+
+class WeakApiKey(ValueError):
+    """A configured full-access key is guessable: the API refuses to start with it."""
+
+
+def key_weakness(key: str) -> str | None:
+    """Why ``key`` is too weak for full access (well-known, short, or repetitive), or None."""
+    plain = re.sub(r"[^a-z0-9]", "", key.lower())
+    if _WELL_KNOWN.fullmatch(plain) or (plain.isdigit() and any(c.startswith(plain) for c in _COUNTING)):
+        return "a well-known default or placeholder"
+    if len(key) < MIN_KEY_LENGTH:
+        return f"shorter than {MIN_KEY_LENGTH} characters"
+    if len(set(key)) < MIN_DISTINCT_CHARACTERS:
+        return f"made of fewer than {MIN_DISTINCT_CHARACTERS} distinct characters"
+    return None
+
+
+def check_key_strength(settings: Settings) -> None:
+    """Raise :class:`WeakApiKey` when a key of ``STREAMREC_API_KEYS`` is guessable; the message never shows it."""
+    keys = settings.api_key_list
+    problems = [f"key {i} of {len(keys)} is {why}" for i, key in enumerate(keys, 1)
+                if (why := key_weakness(key)) is not None]
+    if problems:
+        raise WeakApiKey(f"{ADMIN_SETTING}: {'; '.join(problems)}. The API does not start with a guessable "
+                         f"full-access key: use random ones, e.g. `openssl rand -hex 24`")
 
 
 def key_matches(given: str, keys: Sequence[bytes]) -> bool:

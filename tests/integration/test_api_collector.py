@@ -13,7 +13,7 @@ from streamrec.events import decode_event, now_ms
 from streamrec.kafka_io import end_offsets, read_all
 from streamrec.settings import Settings
 
-KEY = "collector-key"
+KEY = "collector-key-0123456789"
 
 
 def event(**fields: Any) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from streamrec.store.trending import top_trending
 from streamrec.store.users import read_histories
 from tests.integration.services import isolated_settings
 
-KEY = "it-key"
+KEY = "it-reads-key-0123456789"
 BLEND = 0.3
 
 

@@ -27,7 +27,7 @@ from streamrec.bench_api import BenchConfig, publish_synthetic
 from streamrec.store import RedisStore
 from tests.integration.services import isolated_settings
 
-KEY = "fuzz-key"
+KEY = "fuzz-key-0123456789abcdef"
 EXAMPLES = 20  # per operation and mode: bounded, the whole run takes well under a minute
 UVICORN_REJECTS = b"Invalid HTTP request received."
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]

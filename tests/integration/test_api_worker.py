@@ -16,7 +16,7 @@ from streamrec.settings import Settings
 from streamrec.store import RedisStore
 from tests.helpers.processes import Started
 
-KEY = "e2e-key"
+KEY = "e2e-key-0123456789abcdef"
 
 
 def click(user: str, item: str, kind: str = "click") -> dict[str, Any]:

@@ -32,7 +32,7 @@ from tests.helpers.processes import Worker, wait_applied
 from tests.reliability.procs import metric_sum
 from tests.reliability.record import record
 
-KEY = "hostile-key"
+KEY = "hostile-key-0123456789"
 ITEMS = 200
 FLOOD_BATCHES = 20  # x 500 events of one user
 

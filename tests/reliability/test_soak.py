@@ -39,7 +39,7 @@ EVENTS_PER_S = 5_000
 REQUESTS_PER_S = 500
 USERS = 5_000
 ITEMS = 2_000
-KEY = "soak-key"
+KEY = "soak-key-0123456789abcdef"
 FLAT = 1.10  # last-minute median RSS at most 10% above the second minute's
 MAX_LAG_S = 30.0
 

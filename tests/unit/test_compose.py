@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -134,3 +135,41 @@ def test_published_ports_bind_to_loopback() -> None:
             assert str(port).startswith("127.0.0.1:"), (name, port)
     for name in ("lag-exporter", "prometheus", "grafana"):
         assert "test" in _compose()["services"][name]["healthcheck"], name
+
+
+# ------------------------------------------------------------------------------------------ safe defaults
+_INTERPOLATION = re.compile(r"\$\{(\w+)(?::?([-?])([^}]*))?\}")
+_SECRET_NAME = re.compile(r"KEY|PASSWORD|SECRET|TOKEN", re.IGNORECASE)
+
+
+def _variables() -> dict[str, tuple[str, str]]:
+    """Every ``${NAME...}`` in docker-compose.yml: name -> (``-`` default / ``?`` required / ``""``, text)."""
+    text = (REPO_ROOT / "docker-compose.yml").read_text()
+    return {m.group(1): (m.group(2) or "", m.group(3) or "") for m in _INTERPOLATION.finditer(text)}
+
+
+def test_no_secret_has_a_default() -> None:
+    found = _variables()
+    for name in ("STREAMREC_API_KEYS", "GRAFANA_ADMIN_PASSWORD"):  # compose refuses to start without them
+        kind, message = found[name]
+        assert kind == "?" and name in message, (name, found[name])
+    for name, (kind, default) in found.items():
+        if _SECRET_NAME.search(name) and kind == "-":
+            assert default == "", f"{name} defaults to {default!r}"  # empty = none (collector-only keys: off)
+    services = _compose()["services"]
+    assert services["api"]["environment"]["STREAMREC_API_KEYS"].startswith("${STREAMREC_API_KEYS:?")
+    assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
+
+
+def test_required_variables_are_documented_where_compose_is() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    required = [name for name, (kind, _) in _variables().items() if kind == "?"]
+    assert required
+    for name in required:
+        assert name in readme, name
+
+
+def test_prometheus_cannot_be_shut_down_over_http() -> None:
+    command = _compose()["services"]["prometheus"]["command"]
+    assert not any(arg.startswith("--web.enable-lifecycle") or arg.startswith("--web.enable-admin-api")
+                   for arg in command), command

@@ -18,7 +18,7 @@ from online_api.fastpath import parse_query
 from online_api.schemas import Ranked, RecommendationList, Recommendations, RecommendedItem, Source
 from streamrec.settings import Settings
 
-KEY = "s3cret-key"
+KEY = "unit-fastpath-key-0123456789"
 PATH = "/v1/users/u1/recommendations"
 
 

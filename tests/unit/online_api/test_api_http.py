@@ -17,7 +17,7 @@ from online_api.errors import validation_fields
 from online_api.security import key_matches
 from streamrec.settings import Settings
 
-KEY = "s3cret-key"
+KEY = "unit-http-key-0123456789"
 EVENT = {"event_id": str(uuid.uuid4()), "user_id": "u1", "item_id": "i1", "type": "click",
          "ts": "2026-01-01T00:00:00Z"}
 

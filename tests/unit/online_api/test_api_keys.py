@@ -16,8 +16,8 @@ from online_api.app import create_app
 from online_api.storefront import public_ingest_key
 from streamrec.settings import Settings
 
-ADMIN = "admin-key"
-INGEST = "ingest-key"
+ADMIN = "admin-key-0123456789abcdef"
+INGEST = "ingest-key-0123456789abcdef"
 ITEM = {"category": "toys", "available": False}
 
 
