@@ -16,7 +16,8 @@ from tests.reliability.record import RESULTS
 
 DOC = REPO_ROOT / "docs" / "reliability.md"
 SCENARIOS = ["worker_crash", "kafka_restart", "redis_restart", "redis_flushall_rebuild", "batch_killed_mid_publish",
-             "hostile_input", "security_keys_and_binding", "security_secrets", "soak"]
+             "hostile_input", "poison_events", "shutdown_while_retrying", "security_keys_and_binding",
+             "security_secrets", "soak"]
 
 
 def codes(status: dict[str, int]) -> str:
@@ -100,6 +101,23 @@ def command(text: str) -> str:
 
 def load_section(title: str, f: dict[str, Any], lines: list[str]) -> list[str]:
     return [f"### {title}", "", *lines, "", f"Reproduce: `{command(f['command'])}`", ""]
+
+
+def poison_section(p: dict[str, Any], stop: dict[str, Any]) -> list[str]:
+    """Poison events: isolated and dead-lettered, the partition moving on; a bounded stop while retrying."""
+    return load_section("Poison events", p, [
+        f"{p['poison_records']} poison records written straight to Kafka ahead of {p['good_events']} good events "
+        "in the same partitions: the record that once stalled every partition for good (a lone UTF-16 surrogate "
+        "in `context.category`, now refused by the contract) and an event that passes validation but cannot be "
+        "applied (its user's stored history is corrupt). Dead letters: "
+        + ", ".join(f"{k} → `{v}`" for k, v in sorted(p["dead_letters"].items()))
+        + f"; `streamrec_worker_dead_letters_total{{reason=\"apply_failed\"}}` = {p['apply_failed_metric']:g}. "
+        f"From the poison records' arrival to all {p['good_events']} good events applied exactly once: "
+        f"**{p['seconds_from_poison_to_all_good_applied']} s**.",
+        "",
+        f"SIGTERM while the worker retried a batch (Redis unreachable): it exited after {stop['seconds_to_exit']} s "
+        f"(grace period `STREAMREC_WORKER_SHUTDOWN_GRACE_S` = {stop['grace_s']:g} s in the test), nothing written.",
+    ])
 
 
 def latency(req: dict[str, Any]) -> str:
@@ -254,6 +272,7 @@ def render(data: dict[str, Any]) -> str:
         "round-trips unchanged; schemathesis (`tests/integration/test_api_schemathesis.py`) fuzzes every "
         "operation of the OpenAPI with valid and invalid requests and finds no 5xx.",
     ])
+    out += poison_section(sc["poison_events"], sc["shutdown_while_retrying"])
     m = sk["write_endpoints"]
     out += load_section("Security", sk, [
         "API keys on the write endpoints (`streamrec api` started as an operator would, default host):",

@@ -72,7 +72,8 @@ def test_prometheus_config_and_rules_pass_promtool() -> None:
 def test_alerts_the_issue_asks_for_exist_with_a_runbook_entry() -> None:
     rules = {r["alert"]: r for r in _rules()}
     for name in ("StreamrecConsumerLagGrowing", "StreamrecFreshnessP99High", "StreamrecModelStale",
-                 "StreamrecRefitsFailing", "StreamrecDeadLetterRateHigh", "StreamrecApiErrorRateHigh"):
+                 "StreamrecRefitsFailing", "StreamrecDeadLetterRateHigh", "StreamrecApiErrorRateHigh",
+                 "StreamrecEventsNotApplicable"):
         assert name in rules, name
     assert rules["StreamrecConsumerLagGrowing"]["for"] == "5m"
     headings = {re.sub(r"[^a-z0-9 -]", "", h.strip().lower()).replace(" ", "-")
@@ -158,6 +159,18 @@ def test_dead_letter_and_api_error_alerts_fire_above_their_thresholds(tmp_path: 
     }, [
         ("25m", "StreamrecDeadLetterRateHigh", []),
         ("25m", "StreamrecApiErrorRateHigh", [{}]),
+    ])
+
+
+def test_one_unappliable_event_alerts_and_invalid_ones_do_not(tmp_path: Path) -> None:
+    _alert_test(tmp_path, "1m", {
+        'streamrec_worker_events_total{topic="clicks",type="click"}': "0+6000x40",
+        'streamrec_worker_dead_letters_total{reason="invalid_field"}': "0+6x40",
+        'streamrec_worker_dead_letters_total{reason="apply_failed"}': "0x20 1x20",  # one poison event at 21m
+    }, [
+        ("15m", "StreamrecEventsNotApplicable", []),
+        ("25m", "StreamrecEventsNotApplicable", [{}]),
+        ("35m", "StreamrecEventsNotApplicable", []),  # gone once 10 minutes passed without another
     ])
 
 
