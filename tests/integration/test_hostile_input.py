@@ -130,6 +130,11 @@ def test_hostile_requests_and_records_get_4xx_or_dead_letters_never_5xx(
         get("10,000 excluded ids", "/v1/users/u-1/recommendations?exclude=" + ",".join(f"i{i}" for i in range(10_000)))
         get("129-character user id", "/v1/users/" + "u" * 129 + "/recommendations")
         get("unknown window", "/v1/trending?window=1y")
+        statuses["trailing slash with a foreign Host"] = http.get(  # no redirect to the client's Host
+            "/v1/trending/", headers={"Host": "evil.example"}).status_code
+        statuses["PUT item with deeply nested JSON"] = http.put(
+            "/v1/items/i1", content=b"[" * 10_000 + b"]" * 10_000,
+            headers={**keyed, "Content-Type": "application/json"}).status_code
     statuses["100 KB URL"] = raw_http(api.port, b"GET /v1/users/" + b"u" * 100_000 + b"/recommendations HTTP/1.1\r\n"
                                       b"Host: x\r\n\r\n")
     statuses["control character in a header"] = raw_http(
@@ -181,6 +186,9 @@ def test_hostile_requests_and_records_get_4xx_or_dead_letters_never_5xx(
     served = [c for c in statuses.values() if c is not None]
     assert all(400 <= c < 500 for c in served), {k: v for k, v in statuses.items() if v is None or not 400 <= v < 500}
     assert statuses["oversized body (Content-Length)"] == 413 and statuses["oversized body (chunked)"] == 413
+    assert {statuses[name] for name in ("deeply nested JSON (arrays)", "deeply nested JSON (objects)",
+                                        "PUT item with deeply nested JSON", "malformed JSON")} == {422}
+    assert statuses["trailing slash with a foreign Host"] == 404
     assert flood_status == {202: FLOOD_BATCHES}
     assert counts["flooder"] == FLOOD_BATCHES * 500 and len(history) == s.history_cap
     assert counts["after-poison"] == 1
