@@ -206,9 +206,12 @@ def ingest_env(settings: Settings) -> dict[str, str]:
 def run(settings: Settings, *, rate: float = 100.0, seed: int = 42, keep_stack: bool = False,
         history: int = 40_000, batch_every: str | None = "10m") -> int:
     """Run the demo until Ctrl-C. Returns the exit code."""
-    try:  # checked before anything starts
+    from online_api.security import WeakApiKey, check_key_strength
+
+    try:  # checked before anything starts: the API would refuse a guessable full-access key only at the end
+        check_key_strength(settings)
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", **ingest_env(settings)}
-    except DemoError as exc:
+    except (DemoError, WeakApiKey) as exc:
         print(f"streamrec demo: {exc}", file=sys.stderr, flush=True)
         return 1
     stack = LocalStack(settings, progress=main_progress)

@@ -1,9 +1,11 @@
-"""`streamrec demo` gives the storefront page a collector-only key, never a full-access one."""
+"""`streamrec demo` gives the storefront page a collector-only key, never a full-access one, and refuses a
+guessable full-access key before it starts anything."""
 
 from __future__ import annotations
 
 import pytest
 
+from streamrec import demo
 from streamrec.demo import DemoError, ingest_env
 from streamrec.settings import Settings
 
@@ -26,3 +28,14 @@ def test_a_configured_storefront_key_is_added_once() -> None:
 def test_a_full_access_storefront_key_is_refused() -> None:
     with pytest.raises(DemoError, match="full-access key"):
         ingest_env(Settings(storefront_ingest_key="admin", api_keys="admin,other"))
+
+
+def test_a_guessable_full_access_key_stops_the_demo_before_anything_starts(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def no_stack(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the demo started the stack")
+
+    monkeypatch.setattr(demo, "LocalStack", no_stack)
+    assert demo.run(Settings(api_keys="change-me")) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("streamrec demo: STREAMREC_API_KEYS: key 1 of 1 is a well-known") and "change-me" not in err
