@@ -77,7 +77,8 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="API bind address")
     api_port: int = Field(8000, description="API port")
     api_keys: str = Field("", description="comma-separated keys with full access: catalogue writes, the collector, "
-                          "and reads when they need a key")
+                          "and reads when they need a key. The API refuses to start with a guessable one (a "
+                          "well-known default, under 16 characters); docs/api.md#security")
     api_ingest_keys: str = Field("", description="comma-separated keys accepted only by the collector (POST "
                                  "/v1/events and /v1/events:batch), e.g. a browser's public key; catalogue writes "
                                  "and keyed reads refuse them (403)")
