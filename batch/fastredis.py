@@ -117,4 +117,4 @@ class BulkStore(RedisStore):
     @classmethod
     def like(cls, store: RedisStore, settings: Settings) -> BulkStore:
         """A bulk store on the same server and prefix as ``store``."""
-        return cls(settings, url=store.url, prefix=store.keys.p)
+        return cls(settings, url=store.url, prefix=store.keys.prefix)

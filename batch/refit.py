@@ -276,7 +276,7 @@ def remove_abandoned_versions(store: RedisStore) -> list[str]:
     current = current_version(store)
     if current is not None:
         keep.add(current)
-    prefix = f"{store.keys.p}:model:"
+    prefix = f"{store.keys.prefix}:model:"
     pattern = "".join(f"\\{c}" if c in "*?[]\\" else c for c in prefix) + "*:*"  # glob-escape the prefix
     doomed: dict[str, list[bytes]] = {}
     for raw in store.client.scan_iter(match=pattern, count=10_000):

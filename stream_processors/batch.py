@@ -1,21 +1,23 @@
 """One attempt at applying a batch: the reads, the selection, the fold-in and the MULTI/EXEC.
 
-:class:`Batch` is what does not depend on Redis (decoded events as flat lists, built once per batch);
-:class:`BatchPlan` is one optimistic attempt (see :mod:`.processor` for the steps and retry policy).
+:class:`BatchPlan` is one optimistic attempt at applying a :class:`~.columns.Batch` (the decoded events
+as flat lists, built once per batch; see :mod:`.processor` for the steps and retry policy).
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 
+from models.ids import IdMap
 from models.weighting import WeightingConfig, decay_factors, weighted_matrix
 from stream_processors import new_items as ni
-from stream_processors.decode import DeadLetter, ValidEvent
+from stream_processors.columns import Batch
+from stream_processors.decode import DeadLetter
 from stream_processors.redis_io import (
     WatchedBatch,
     dedup_buckets,
@@ -25,117 +27,89 @@ from stream_processors.redis_io import (
     queue_offsets_max,
 )
 from stream_processors.result import BatchResult
-from stream_processors.state import UserState
+from stream_processors.state import ModelState, UserCache, UserState
 from streamrec.events import now_ms
-from streamrec.store import from_bytes, to_bytes
+from streamrec.settings import Settings
+from streamrec.store import RedisStore, from_bytes, to_bytes
 from streamrec.store.trending import add_counts_many
 from streamrec.store.users import Interaction, append_histories, encode_interaction, write_user_vectors
 
-if TYPE_CHECKING:
-    from stream_processors.processor import BatchProcessor
+
+class WorkerState(Protocol):
+    """What a batch reads and updates of the worker that applies it (:class:`~.processor.BatchProcessor`)."""
+
+    settings: Settings
+    store: RedisStore
+    clock: Callable[[], int]
+    items: IdMap
+    users: UserCache
+    model: ModelState | None
+    weighting: WeightingConfig
+    categories: dict[str, str | None]  # item -> catalogue category, cached
+    categories_at: float  # monotonic time the category cache was last cleared
+    new_item_refresh_s: float
 
 CATEGORY_CACHE_S = 300.0  # catalogue categories are re-read this often
-
-
-class Batch:
-    """The decoded events of one batch as flat per-event lists, plus per-partition facts."""
-
-    def __init__(self, valid: Sequence[ValidEvent], dead: Sequence[DeadLetter], weighting: WeightingConfig) -> None:
-        self.dead = list(dead)
-        self.n = n = len(valid)
-        self.topic: list[str] = [""] * n
-        self.partition: list[int] = [0] * n
-        self.offset: list[int] = [0] * n
-        self.user: list[str] = [""] * n
-        self.item: list[str] = [""] * n
-        self.type: list[str] = [""] * n
-        self.ts: list[int] = [0] * n
-        self.id: list[bytes] = [b""] * n
-        self.context_category: list[str | None] = [None] * n
-        self.weight: list[float] = [0.0] * n
-        # weights as the history stores them (6 significant digits), so cache and Redis agree exactly
-        stored = {"click": float(f"{weighting.click_weight:.6g}"),
-                  "purchase": float(f"{weighting.purchase_weight:.6g}")}
-        self.max_offsets: dict[tuple[str, int], int] = {}
-        top = self.max_offsets
-        for i, v in enumerate(valid):  # one pass: this runs for every event
-            rec, e = v.record, v.event
-            self.topic[i], self.partition[i], self.offset[i] = rec.topic, rec.partition, rec.offset
-            etype = e.type.value
-            self.user[i], self.item[i], self.type[i], self.ts[i] = e.user_id, e.item_id, etype, e.ts
-            self.id[i] = e.event_id.bytes
-            self.weight[i] = stored[etype]
-            if e.context:
-                self.context_category[i] = _context_category(e.context)
-            tp = (rec.topic, rec.partition)
-            if rec.offset > top.get(tp, -1):
-                top[tp] = rec.offset
-        for d in dead:
-            tp = (d.record.topic, d.record.partition)
-            if d.record.offset > top.get(tp, -1):
-                top[tp] = d.record.offset
-        self.users = list(dict.fromkeys(self.user))
-        self.applied_by_type: dict[tuple[str, str], int] = {}
-
-
-def _context_category(context: dict[str, Any] | None) -> str | None:
-    value = context.get("category") if context else None
-    return value if isinstance(value, str) and value else None
 
 
 class BatchPlan:
     """One attempt: ``read`` -> ``select`` -> ``compute`` -> ``write`` -> ``commit``."""
 
-    def __init__(self, proc: BatchProcessor, batch: Batch, tx: WatchedBatch) -> None:
-        self.p = proc
-        self.b = batch
+    def __init__(self, proc: WorkerState, batch: Batch, tx: WatchedBatch) -> None:
+        self.proc = proc
+        self.batch = batch
         self.tx = tx
-        self.k = proc.store.keys
-        self.s = proc.settings
+        self.keys = proc.store.keys
+        self.settings = proc.settings
         self.model = proc.model
         self.current: str | None = None
         self.dead_letters: list[DeadLetter] = []
 
     # ------------------------------------------------------------------------------------------ read
     def read(self) -> None:
-        b, k, p = self.b, self.k, self.p
+        batch, keys, proc = self.batch, self.keys, self.proc
         # A user's events all sit in one partition number (both topics are keyed by user and have the same
         # partition count), so a per-partition fence key, bumped by every batch, detects another worker
         # applying events of the same users concurrently (during a rebalance). WATCHing each user's
         # history key would do too, but Redis's WATCH is quadratic in the number of keys.
-        self.fences = [fence_key(k.offsets(self.s.consumer_group), x) for x in sorted({t[1] for t in b.max_offsets})]
-        self.tx.watch([k.current, *self.fences])
-        self.fields = [f"{t}:{part}" for t, part in b.max_offsets]
-        now_s = p.clock() // 1000
-        self.bucket, check, self.bucket_expire = dedup_buckets(now_s, self.s.dedup_window_s)
-        if time.monotonic() - p._categories_at > CATEGORY_CACHE_S:
-            p.categories.clear()
-            p._categories_at = time.monotonic()
-        self.uncat = [i for i in dict.fromkeys(b.item) if i not in p.categories]
-        self.nonbase = [i for i in dict.fromkeys(b.item) if self.model and not self.model.is_base_item(i)]
-        cmds: list[tuple[Any, ...]] = [("GET", k.current), ("HMGET", k.offsets(self.s.consumer_group), *self.fields)]
-        if b.n:
-            cmds.append(dedup_check_command([k.dedup(x) for x in check], b"".join(b.id)))
-            cmds.append(("HMGET", k.user_events, *b.users))
+        self.fences = [
+            fence_key(keys.offsets(self.settings.consumer_group), x) for x in sorted({t[1] for t in batch.max_offsets})
+        ]
+        self.tx.watch([keys.current, *self.fences])
+        self.fields = [f"{t}:{part}" for t, part in batch.max_offsets]
+        now_s = proc.clock() // 1000
+        self.bucket, check, self.bucket_expire = dedup_buckets(now_s, self.settings.dedup_window_s)
+        if time.monotonic() - proc.categories_at > CATEGORY_CACHE_S:
+            proc.categories.clear()
+            proc.categories_at = time.monotonic()
+        self.uncat = [i for i in dict.fromkeys(batch.item) if i not in proc.categories]
+        self.nonbase = [i for i in dict.fromkeys(batch.item) if self.model and not self.model.is_base_item(i)]
+        cmds: list[tuple[Any, ...]] = [
+            ("GET", keys.current),
+            ("HMGET", keys.offsets(self.settings.consumer_group), *self.fields),
+        ]
+        if batch.n:
+            cmds.append(dedup_check_command([keys.dedup(x) for x in check], b"".join(batch.id)))
+            cmds.append(("HMGET", keys.user_events, *batch.users))
         if self.uncat:
-            cmds.append(("HMGET", k.item_category, *self.uncat))
+            cmds.append(("HMGET", keys.item_category, *self.uncat))
         if self.model and self.nonbase:
             v = self.model.version
-            cmds.append(("HMGET", ni.pending_count_key(p.store, v), *self.nonbase))
-            cmds.append(("HMGET", k.model(v, "new_items"), *self.nonbase))
+            cmds.append(("HMGET", ni.pending_count_key(proc.store, v), *self.nonbase))
+            cmds.append(("HMGET", keys.model(v, "new_items"), *self.nonbase))
         if self.model:
-            cmds.append(("HLEN", k.model(self.model.version, "new_items")))
+            cmds.append(("HLEN", keys.model(self.model.version, "new_items")))
         r = iter(self.tx.read(cmds))
         raw = next(r)
         self.current = raw.decode() if raw else None
-        self.applied = {tp: int(x) if x is not None else -1 for tp, x in zip(b.max_offsets, next(r), strict=True)}
+        self.applied = {tp: int(x) if x is not None else -1 for tp, x in zip(batch.max_offsets, next(r), strict=True)}
         self.dups: set[int] = set()
         self.counts: dict[str, int] = {}
-        if b.n:
+        if batch.n:
             self.dups = {int(i) - 1 for i in next(r)}
-            self.counts = {u: int(c) if c is not None else 0 for u, c in zip(b.users, next(r), strict=True)}
+            self.counts = {u: int(c) if c is not None else 0 for u, c in zip(batch.users, next(r), strict=True)}
         if self.uncat:
-            p.categories.update((i, c.decode() if c else None) for i, c in zip(self.uncat, next(r), strict=True))
+            proc.categories.update((i, c.decode() if c else None) for i, c in zip(self.uncat, next(r), strict=True))
         self.pending_before: dict[str, int] = {}
         self.remote_new: dict[str, np.ndarray] = {}
         if self.model and self.nonbase:
@@ -146,47 +120,50 @@ class BatchPlan:
     # ------------------------------------------------------------------------------------------ select
     def select(self) -> None:
         """Decide what to apply: skip redelivered records and duplicate event ids."""
-        b = self.b
+        batch = self.batch
         applied_at = self.applied
         seen: set[bytes] = set()
         self.apply_idx: list[int] = []
         self.redelivered = self.duplicates = 0
-        for i in range(b.n):
-            if b.offset[i] <= applied_at[(b.topic[i], b.partition[i])]:
+        for i in range(batch.n):
+            if batch.offset[i] <= applied_at[(batch.topic[i], batch.partition[i])]:
                 self.redelivered += 1
-            elif i in self.dups or b.id[i] in seen:
+            elif i in self.dups or batch.id[i] in seen:
                 self.duplicates += 1
             else:
-                seen.add(b.id[i])
+                seen.add(batch.id[i])
                 self.apply_idx.append(i)
-        self.dead_letters = [d for d in b.dead if d.record.offset > applied_at[(d.record.topic, d.record.partition)]]
-        self.redelivered += len(b.dead) - len(self.dead_letters)
+        self.dead_letters = [
+            d for d in batch.dead if d.record.offset > applied_at[(d.record.topic, d.record.partition)]
+        ]
+        self.redelivered += len(batch.dead) - len(self.dead_letters)
 
     # ------------------------------------------------------------------------------------------ compute
     def compute(self) -> None:
-        b, p = self.b, self.p
+        batch, proc = self.batch, self.proc
         by_user: dict[str, list[int]] = defaultdict(list)
         for i in self.apply_idx:
-            by_user[b.user[i]].append(i)
+            by_user[batch.user[i]].append(i)
         self.by_user = by_user
-        cached = {u: p.users.get(u, self.counts[u]) for u in by_user}
+        cached = {u: proc.users.get(u, self.counts[u]) for u in by_user}
         # Histories not cached at the user's current count (first sight, evicted, or another worker applied
         # events meanwhile) are read in a second round trip on the watched connection; new users have none.
         need = [u for u, st in cached.items() if st is None and self.counts[u] > 0]
-        rows = self.tx.read([("LRANGE", self.k.history(u), 0, -1) for u in need])
+        rows = self.tx.read([("LRANGE", self.keys.history(u), 0, -1) for u in need])
         histories = {u: [Interaction.decode(x) for x in row] for u, row in zip(need, rows, strict=True)}
-        cap = self.s.history_cap
-        add = p.items.add
+        cap = self.settings.history_cap
+        add = proc.items.add
         # one row per applied event: interned item, weight, ts
-        weight = b.weight
-        new_rows = np.array([(add(b.item[i]), weight[i], b.ts[i]) for i in self.apply_idx],
-                            dtype=np.float64).reshape(-1, 3)
+        weight = batch.weight
+        new_rows = np.array(
+            [(add(batch.item[i]), weight[i], batch.ts[i]) for i in self.apply_idx], dtype=np.float64
+        ).reshape(-1, 3)
         pos = {i: n for n, i in enumerate(self.apply_idx)}
         self.states: dict[str, UserState] = {}
         for u, idx in by_user.items():
             old = cached[u]
             if old is None:
-                old = UserState.from_history(self.counts[u], histories.get(u, []), p.items)
+                old = UserState.from_history(self.counts[u], histories.get(u, []), proc.items)
             self.states[u] = old.extended(new_rows[[pos[i] for i in idx]], cap)
         self.vec_users: list[str] = []
         self.vectors = np.zeros((0, 1), dtype=np.float32)
@@ -197,30 +174,29 @@ class BatchPlan:
             self._fold_new_items()
 
     def _fold_users(self) -> None:
-        model, p = self.model, self.p
+        model, proc = self.model, self.proc
         assert model is not None
         model.add_new_items(self.remote_new)
         stale_s = time.monotonic() - model.solver_built_at
-        if self.new_items_len > len(model.new_items) and stale_s > p.new_item_refresh_s:
+        if self.new_items_len > len(model.new_items) and stale_s > proc.new_item_refresh_s:
             from streamrec.store.models import get_new_items
 
-            model.add_new_items(get_new_items(p.store, model.version))  # learnt by other workers
-        model.rebuild_solver_if_due(p.new_item_refresh_s)
+            model.add_new_items(get_new_items(proc.store, model.version))  # learnt by other workers
+        model.rebuild_solver_if_due(proc.new_item_refresh_s)
         if not self.states:
             return
         started = time.perf_counter()
         users = list(self.states)
         states = [self.states[u] for u in users]
-        lengths = np.fromiter((len(s.data) for s in states), dtype=np.int64, count=len(states))
-        data = np.concatenate([s.data for s in states])
+        lengths = np.fromiter((len(st.data) for st in states), dtype=np.int64, count=len(states))
+        data = np.concatenate([st.data for st in states])
         rows = model.rows_of(data[:, 0].astype(np.int32))
         weights = data[:, 1]
-        if p.weighting.half_life_s is not None:
-            weights = weights * decay_factors(data[:, 2], p.clock(), p.weighting.half_life_s)
+        if proc.weighting.half_life_s is not None:
+            weights = weights * decay_factors(data[:, 2], proc.clock(), proc.weighting.half_life_s)
         user_row = np.repeat(np.arange(len(users)), lengths)
         known = rows >= 0
-        matrix = weighted_matrix(user_row[known], rows[known], weights[known],
-                                 shape=(len(users), model.solver.n_items))
+        matrix = weighted_matrix(user_row[known], rows[known], weights[known], shape=(len(users), model.solver.n_items))
         has = np.diff(matrix.indptr) > 0
         vectors = model.solver.fold_in(matrix)
         self.vec_users = [u for u, h in zip(users, has.tolist(), strict=True) if h]
@@ -228,95 +204,123 @@ class BatchPlan:
         self.foldin_s = time.perf_counter() - started
 
     def _fold_new_items(self) -> None:
-        model, b, s = self.model, self.b, self.s
+        model, batch, settings = self.model, self.batch, self.settings
         assert model is not None
         self.pending_add: dict[str, list[str]] = defaultdict(list)
         fresh: dict[str, list[tuple[str, float]]] = defaultdict(list)
         for i in self.apply_idx:
-            item = b.item[i]
+            item = batch.item[i]
             if not model.is_base_item(item):
-                self.pending_add[item].append(ni.encode_pending(b.user[i], b.weight[i]))
-                fresh[item].append((b.user[i], b.weight[i]))
-        due = [it for it, rows in fresh.items()
-               if ni.due_for_fold(self.pending_before.get(it, 0), self.pending_before.get(it, 0) + len(rows),
-                                  it in self.remote_new or it in model.new_items, s.new_item_min_interactions,
-                                  s.history_cap)]
+                self.pending_add[item].append(ni.encode_pending(batch.user[i], batch.weight[i]))
+                fresh[item].append((batch.user[i], batch.weight[i]))
+        due = [
+            it
+            for it, rows in fresh.items()
+            if ni.due_for_fold(
+                self.pending_before.get(it, 0),
+                self.pending_before.get(it, 0) + len(rows),
+                it in self.remote_new or it in model.new_items,
+                settings.new_item_min_interactions,
+                settings.history_cap,
+            )
+        ]
         if not due:
             return
-        lists = self.tx.read([("LRANGE", ni.pending_list_key(self.p.store, model.version, it), 0, -1) for it in due])
-        interactions = {it: ([ni.decode_pending(x) for x in old] + fresh[it])[-s.history_cap:]
-                        for it, old in zip(due, lists, strict=True)}
+        lists = self.tx.read([("LRANGE", ni.pending_list_key(self.proc.store, model.version, it), 0, -1) for it in due])
+        interactions = {
+            it: ([ni.decode_pending(x) for x in old] + fresh[it])[-settings.history_cap :]
+            for it, old in zip(due, lists, strict=True)
+        }
         involved = {u for rows in interactions.values() for u, _ in rows}
         row_of = {u: n for n, u in enumerate(self.vec_users)}
         vecs: dict[str, np.ndarray] = {u: self.vectors[row_of[u]] for u in involved if u in row_of}
         missing = sorted(involved - vecs.keys())
         if missing:
-            raw = self.tx.read([("HMGET", self.k.model(model.version, "users"), *missing)])[0]
+            raw = self.tx.read([("HMGET", self.keys.model(model.version, "users"), *missing)])[0]
             vecs.update({u: from_bytes(v) for u, v in zip(missing, raw, strict=True) if v})
         if model.user_gram is None:
-            model.user_gram = ni.load_user_gram(self.p.store, model.version, model.factors)
-        self.folded_items = ni.fold_items(interactions, vecs, model.user_gram, s.als_regularization, s.als_alpha)
+            model.user_gram = ni.load_user_gram(self.proc.store, model.version, model.factors)
+        self.folded_items = ni.fold_items(
+            interactions, vecs, model.user_gram, settings.als_regularization, settings.als_alpha
+        )
 
     # ------------------------------------------------------------------------------------------ write
     def write(self) -> None:
-        b, k, p, s = self.b, self.k, self.p, self.s
+        batch, keys, proc, settings = self.batch, self.keys, self.proc, self.settings
         pipe = self.tx.writes()
-        histories = {u: [encode_interaction(b.item[i], b.weight[i], b.ts[i], b.type[i]) for i in idx]
-                     for u, idx in self.by_user.items()}
-        append_histories(pipe, p.store, histories, s.history_cap)
+        histories = {
+            u: [encode_interaction(batch.item[i], batch.weight[i], batch.ts[i], batch.type[i]) for i in idx]
+            for u, idx in self.by_user.items()
+        }
+        append_histories(pipe, proc.store, histories, settings.history_cap)
         self.stamp = now_ms()
         if self.model is not None and self.vec_users:
-            write_user_vectors(pipe, p.store, self.model.version, self.vec_users, self.vectors, self.stamp)
+            write_user_vectors(pipe, proc.store, self.model.version, self.vec_users, self.vectors, self.stamp)
         counts: dict[tuple[int, str, str | None], float] = defaultdict(float)
-        cats = p.categories
+        cats = proc.categories
         for i in self.apply_idx:
-            item = b.item[i]
-            counts[(b.ts[i] - b.ts[i] % 60_000, item, cats.get(item) or b.context_category[i])] += b.weight[i]
-        add_counts_many(pipe, p.store, counts)
+            item = batch.item[i]
+            counts[(batch.ts[i] - batch.ts[i] % 60_000, item, cats.get(item) or batch.context_category[i])] += (
+                batch.weight[i]
+            )
+        add_counts_many(pipe, proc.store, counts)
         if self.apply_idx:
-            queue_dedup_add(pipe, k.dedup(self.bucket), b"".join(b.id[i] for i in self.apply_idx), self.bucket_expire)
+            queue_dedup_add(
+                pipe, keys.dedup(self.bucket), b"".join(batch.id[i] for i in self.apply_idx), self.bucket_expire
+            )
         if self.model is not None and self.pending_add:
             self._write_new_items(pipe)
         for fence in self.fences:
             pipe.incr(fence)
-        queue_offsets_max(pipe, k.offsets(s.consumer_group),
-                          {f"{t}:{part}": off for (t, part), off in b.max_offsets.items()
-                           if off > self.applied[(t, part)]})
+        queue_offsets_max(
+            pipe,
+            keys.offsets(settings.consumer_group),
+            {f"{t}:{part}": off for (t, part), off in batch.max_offsets.items() if off > self.applied[(t, part)]},
+        )
 
     def _write_new_items(self, pipe: Any) -> None:
-        model, p = self.model, self.p
+        model, proc = self.model, self.proc
         assert model is not None
         v = model.version
-        count_key = ni.pending_count_key(p.store, v)
+        count_key = ni.pending_count_key(proc.store, v)
         for item, entries in self.pending_add.items():
-            key = ni.pending_list_key(p.store, v, item)
+            key = ni.pending_list_key(proc.store, v, item)
             pipe.rpush(key, *entries)
-            pipe.ltrim(key, -self.s.history_cap, -1)
+            pipe.ltrim(key, -self.settings.history_cap, -1)
             pipe.expire(key, ni.PENDING_TTL_S)
             pipe.hincrby(count_key, item, len(entries))
         pipe.expire(count_key, ni.PENDING_TTL_S)
         if self.folded_items:
-            pipe.hset(self.k.model(v, "new_items"),
-                      mapping={it: to_bytes(vec) for it, vec in self.folded_items.items()})
+            pipe.hset(
+                self.keys.model(v, "new_items"), mapping={it: to_bytes(vec) for it, vec in self.folded_items.items()}
+            )
 
     # ------------------------------------------------------------------------------------------ commit
     def commit(self) -> BatchResult:
         self.tx.execute()  # raises WatchError when a watched key changed
         write_ms = now_ms()
-        b, p = self.b, self.p
-        p.users.put_many(self.states.items())
+        batch, proc = self.batch, self.proc
+        proc.users.put_many(self.states.items())
         if self.model is not None and self.folded_items:
             self.model.add_new_items(self.folded_items)
         by_type: dict[tuple[str, str], int] = defaultdict(int)
         for i in self.apply_idx:
-            by_type[(b.topic[i], b.type[i])] += 1
-        b.applied_by_type = dict(by_type)
+            by_type[(batch.topic[i], batch.type[i])] += 1
+        batch.applied_by_type = dict(by_type)
         dead: dict[str, int] = defaultdict(int)
         for d in self.dead_letters:
             dead[d.reason] += 1
-        ts = np.fromiter((b.ts[i] for i in self.apply_idx), dtype=np.int64, count=len(self.apply_idx))
+        ts = np.fromiter((batch.ts[i] for i in self.apply_idx), dtype=np.int64, count=len(self.apply_idx))
         return BatchResult(
-            applied=len(self.apply_idx), redelivered=self.redelivered, duplicates=self.duplicates,
-            dead_letters=dict(dead), users=len(self.states), vectors=len(self.vec_users),
-            new_items=len(self.folded_items), version=self.model.version if self.model else None,
-            foldin_s=self.foldin_s, write_ms=write_ms, freshness_ms=write_ms - ts)
+            applied=len(self.apply_idx),
+            redelivered=self.redelivered,
+            duplicates=self.duplicates,
+            dead_letters=dict(dead),
+            users=len(self.states),
+            vectors=len(self.vec_users),
+            new_items=len(self.folded_items),
+            version=self.model.version if self.model else None,
+            foldin_s=self.foldin_s,
+            write_ms=write_ms,
+            freshness_ms=write_ms - ts,
+        )

@@ -36,7 +36,8 @@ from confluent_kafka import KafkaException
 from models.ids import IdMap
 from models.weighting import WeightingConfig
 from stream_processors import metrics as m
-from stream_processors.batch import Batch, BatchPlan
+from stream_processors.batch import BatchPlan
+from stream_processors.columns import Batch
 from stream_processors.decode import MAX_DETAIL, DeadLetter, ValidEvent, decode_records
 from stream_processors.redis_io import WatchedBatch
 from stream_processors.result import BatchResult
@@ -77,7 +78,7 @@ class BatchProcessor:
         self.users = UserCache(settings.worker_cache_users)
         self.model: ModelState | None = None
         self.categories: dict[str, str | None] = {}
-        self._categories_at = time.monotonic()
+        self.categories_at = time.monotonic()
         half_life = settings.half_life_days * 86_400 if settings.half_life_days else None
         self.weighting = WeightingConfig(settings.click_weight, settings.purchase_weight, half_life)
         self.max_future_ms = int(settings.max_future_skew_s * 1000)

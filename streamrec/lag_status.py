@@ -135,7 +135,7 @@ class RedisHistory:
 
     def __init__(self, store: RedisStore) -> None:
         self.store = store
-        self.where = f"redis {store.keys.p}:lag:*"
+        self.where = f"redis {store.keys.prefix}:lag:*"
 
     def key(self, group: str) -> str:
         return self.store.keys.lag_window(group)

@@ -53,65 +53,65 @@ class Keys:
     """Key names. Everything sits under ``prefix`` so deployments and tests can share one server."""
 
     def __init__(self, prefix: str) -> None:
-        self.p = prefix
+        self.prefix = prefix
 
     # model versions (written by batch, read by worker and API)
     @property
     def current(self) -> str:
-        return f"{self.p}:model:current"
+        return f"{self.prefix}:model:current"
 
     @property
     def versions(self) -> str:
-        return f"{self.p}:model:versions"
+        return f"{self.prefix}:model:versions"
 
     def model(self, version: str, part: str) -> str:
         """``part`` is one of meta, items, item_factors, gram, users, user_ts, new_items."""
-        return f"{self.p}:model:{version}:{part}"
+        return f"{self.prefix}:model:{version}:{part}"
 
     # per-user state (written by the worker, version independent)
     def history(self, user: str) -> str:
-        return f"{self.p}:hist:{{{user}}}"
+        return f"{self.prefix}:hist:{{{user}}}"
 
     @property
     def user_events(self) -> str:
-        return f"{self.p}:user_events"
+        return f"{self.prefix}:user_events"
 
     def offsets(self, group: str) -> str:
-        return f"{self.p}:offsets:{group}"
+        return f"{self.prefix}:offsets:{group}"
 
     def dedup(self, bucket: int) -> str:
-        return f"{self.p}:dedup:{bucket}"
+        return f"{self.prefix}:dedup:{bucket}"
 
     # batch runs and consumer-lag history (operability)
     @property
     def batch_last_run(self) -> str:
-        return f"{self.p}:batch:last_run"
+        return f"{self.prefix}:batch:last_run"
 
     @property
     def batch_last_failure(self) -> str:
-        return f"{self.p}:batch:last_failure"
+        return f"{self.prefix}:batch:last_failure"
 
     def lag_window(self, group: str) -> str:
-        return f"{self.p}:lag:{group}"
+        return f"{self.prefix}:lag:{group}"
 
     # catalogue and popularity
     def item(self, item: str) -> str:
-        return f"{self.p}:item:{{{item}}}"
+        return f"{self.prefix}:item:{{{item}}}"
 
     @property
     def unavailable(self) -> str:
-        return f"{self.p}:unavailable"
+        return f"{self.prefix}:unavailable"
 
     @property
     def item_category(self) -> str:
-        return f"{self.p}:item_category"
+        return f"{self.prefix}:item_category"
 
     def trend(self, granularity: str, bucket: int, category: str | None = None) -> str:
-        base = f"{self.p}:trend:{granularity}:{bucket}"
+        base = f"{self.prefix}:trend:{granularity}:{bucket}"
         return f"{base}:c:{category}" if category else base
 
     def popular(self, category: str | None = None) -> str:
-        return f"{self.p}:popular:c:{category}" if category else f"{self.p}:popular"
+        return f"{self.prefix}:popular:c:{category}" if category else f"{self.prefix}:popular"
 
 
 class RedisStore:

@@ -266,7 +266,7 @@ def test_store_batch_helpers_match_single_ones(wsettings: Settings, store: Redis
 
         def dump(s: RedisStore) -> dict[str, object]:
             out: dict[str, object] = {}
-            for key in s.client.scan_iter(f"{s.keys.p}:*"):
+            for key in s.client.scan_iter(f"{s.keys.prefix}:*"):
                 name = key.decode().split(":", 1)[1]
                 kind = s.client.type(key).decode()
                 if kind == "zset":
@@ -279,7 +279,7 @@ def test_store_batch_helpers_match_single_ones(wsettings: Settings, store: Redis
 
         assert dump(store) == dump(other)
     finally:
-        keys = list(other.client.scan_iter(f"{other.keys.p}:*"))
+        keys = list(other.client.scan_iter(f"{other.keys.prefix}:*"))
         if keys:
             other.client.delete(*keys)
         other.close()

@@ -44,7 +44,7 @@ def batch_run(s: Settings) -> dict[str, Any]:
 
 def partial_versions(store: RedisStore) -> dict[str, dict[str, Any]]:
     """Versions with keys in Redis that are neither current nor listed (what a killed publish leaves)."""
-    p = store.keys.p
+    p = store.keys.prefix
     listed = {v for v, _ in list_versions(store)} | {current_version(store)}
     found: dict[str, dict[str, Any]] = {}
     for raw in store.client.scan_iter(match=f"{p}:model:*:*", count=10_000):
