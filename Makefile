@@ -26,6 +26,9 @@ test-unit: setup ## unit tests only (no services)
 RELIABILITY_TESTS := tests/reliability tests/unit/streamrec/test_events_properties.py \
 	tests/unit/streamrec/test_events.py tests/unit/online_api/test_api_contract_strings.py \
 	tests/integration/test_poison_events.py tests/integration/test_worker_isolation.py \
+	tests/unit/online_api/test_api_http_details.py tests/integration/test_api_http_details.py \
+	tests/unit/online_api/test_api_key_strength.py tests/unit/batch/test_batch_cli.py tests/unit/test_compose.py \
+	tests/integration/test_dead_letters_cli.py \
 	tests/integration/test_hostile_input.py tests/integration/test_api_schemathesis.py tests/integration/test_rebuild.py
 
 reliability: setup ## faults, load, hostile input, 10-min soak (~15 min; STREAMREC_SOAK_S shortens); writes docs/reliability.md
