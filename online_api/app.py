@@ -132,9 +132,9 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
 
     # Innermost middleware (inside CORS and the metrics layer): plainly valid recommendation requests skip
     # FastAPI's routing and parameter machinery; everything else passes through.
+    # Its parameter set comes from the route itself (fastpath.plan_for): it cannot drift from it.
     app.add_middleware(RecommendationsFastPath, svc=svc, route=route_named(reads, "recommendations"),
-                       max_k=settings.max_k, handlers=app.exception_handlers,
-                       auth=write_auth if settings.api_read_keys_required else None)
+                       handlers=app.exception_handlers, auth=write_auth if settings.api_read_keys_required else None)
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list, allow_credentials=False,
                            allow_methods=["GET", "POST", "PUT"], allow_headers=["Content-Type", HEADER],

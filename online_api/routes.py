@@ -73,6 +73,8 @@ def read_router(settings: Settings, svc: Recommender, auth: list[Any]) -> APIRou
         gets trending, then all-time popular items. Each item names its source."""
         # Plainly valid requests are answered by online_api.fastpath (same service call, same bytes) before
         # they reach this route, which documents the endpoint and answers the rest, invalid ones included.
+        # The lane reads this signature: a parameter added here needs a parser in fastpath.BUILDERS (named as
+        # the service call's keyword), else the lane switches itself off and its unit test fails.
         ids = split_exclude(exclude)
         if len(ids) > MAX_EXCLUDE:
             raise InvalidInput(f"query.exclude: at most {MAX_EXCLUDE} ids",
