@@ -10,6 +10,7 @@ COPY models ./models
 COPY batch ./batch
 COPY stream_processors ./stream_processors
 COPY online_api ./online_api
+COPY ops ./ops
 RUN pip install --no-cache-dir .
 RUN useradd --create-home streamrec && mkdir -p /data && chown streamrec /data
 USER streamrec

@@ -39,10 +39,10 @@ reliability: setup ## faults, load, hostile input, 10-min soak (~15 min; STREAMR
 		--junitxml=test-results/junit-reliability.xml
 	$(BIN)/python -m tests.reliability.report
 
-lint: setup ## ruff and mypy
+lint: setup ## ruff, mypy and import-linter (the layers of docs/architecture.md)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check . || true
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 stack-up: setup ## start the local Kafka and Redis
 	$(BIN)/streamrec stack up

@@ -160,22 +160,6 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_bench_refit(args: argparse.Namespace, settings: Settings) -> int:
-    from streamrec.bench_refit import BenchError, run
-
-    try:
-        result = run(settings, dataset=args.dataset, progress=_progress, repeat=args.repeat,
-                     new_days=args.new_days, cold=not args.no_cold)
-    except BenchError as exc:
-        _err(str(exc))
-        return 1
-    if not args.json:
-        print(json.dumps(result, indent=2))
-    keys = ("events", "refit_s", "implicit_fit_s", "ratio", "new_events", "cold_ratio")
-    print(json.dumps({k: result[k] for k in keys if k in result}))
-    return 0
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this stage's subcommands to the CLI."""
     p = sub.add_parser("batch", help="refit the model from the event topics and publish it (run, rollback, status)",
@@ -194,22 +178,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
 
-    from streamrec.commands import bench_subparsers  # here: streamrec.commands imports this module
-
-    b = bench_subparsers(sub).add_parser(
-        "refit", help="refit end to end on the 1.5 M-click dataset versus the bare implicit fit",
-        description="Produces the Globo clicks to isolated topics and times, in one run, the refit end to end "
-        "(read the new events, merge, fit, publish) and the bare implicit fit on the same matrix: in steady state "
-        "(the previous run's snapshot holds all but the last --new-days of events) and cold (empty snapshot, "
-        "every event read). Last line: events, refit_s, implicit_fit_s, ratio (steady state), new_events, "
-        "cold_ratio.")
-    b.add_argument("--json", action="store_true", help="print only the final JSON line")
-    b.add_argument("--repeat", type=int, default=3, metavar="N",
-                   help="time N refit/bare-fit pairs of each kind and print medians (default 3: one fit can "
-                   "swing by 30%% on a shared machine)")
-    b.add_argument("--new-days", type=float, default=1.0, metavar="D",
-                   help="steady state: the timed run reads the events of the last D days (default 1)")
-    b.add_argument("--no-cold", action="store_true", help="skip the cold runs (empty snapshot, every event read)")
-    b.add_argument("--dataset", help="clicks CSV(.gz) with ts_ms,user_id,session_id,item_id "
-                   "(default ../shared/datasets/globo-g1-clicks/clicks_2017-10-01_to_08.csv.gz from the repo root)")
-    b.set_defaults(func=cmd_bench_refit)

@@ -1,4 +1,4 @@
-"""`streamrec api` (serve the API with uvicorn) and `streamrec bench api`."""
+"""`streamrec api`: serve the API with uvicorn."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ import argparse
 import os
 import sys
 
-from streamrec.commands import bench_subparsers  # the shared `bench` group (also re-exported from here)
 from streamrec.settings import Settings
 
-__all__ = ["bench_subparsers", "register"]
+__all__ = ["register", "serve"]
 
 
 def serve(host: str, port: int, *, workers: int = 1, log_level: str = "info", access_log: bool = False) -> None:
@@ -42,14 +41,6 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_bench_api(args: argparse.Namespace, settings: Settings) -> int:
-    from streamrec.bench_api import BenchConfig, run
-
-    cfg = BenchConfig(items=args.items, users=args.users, factors=args.factors, duration_s=args.duration,
-                      connections=args.connections, inprocess_requests=args.inprocess)
-    return run(settings, cfg, json_out=args.json)
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this stage's subcommands to the CLI."""
     p = sub.add_parser("api", help="serve the recommendation API and event collector (uvicorn)",
@@ -63,17 +54,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--access-log", action="store_true", help="log every request (off: metrics count them)")
     p.set_defaults(func=cmd_api)
 
-    b = bench_subparsers(sub).add_parser(
-        "api", help="load-test the recommendations endpoint through HTTP and in-process",
-        description="Publishes a synthetic model under a private Redis prefix, starts the API as a uvicorn "
-        "subprocess on a free loopback port, drives it with an asyncio keep-alive load generator, and "
-        "measures the same work in-process without HTTP.")
-    b.add_argument("--json", action="store_true", help="print the figures as one JSON object on the last line")
-    b.add_argument("--items", type=int, default=50_000)
-    b.add_argument("--users", type=int, default=5_000)
-    b.add_argument("--factors", type=int, default=64)
-    b.add_argument("--duration", type=float, default=10.0, help="seconds of measured load")
-    b.add_argument("--connections", type=int, default=2,
-                   help="concurrent keep-alive connections (2 keep one worker busy; more only add queueing)")
-    b.add_argument("--inprocess", type=int, default=3_000, help="requests for the in-process floor")
-    b.set_defaults(func=cmd_bench_api)

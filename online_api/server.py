@@ -51,7 +51,7 @@ class ApiProcess:
         """Start, then wait until ``wait`` answers 200 (``/readyz`` also needs a model; None: no wait)."""
         env = {**os.environ, **settings_env(self.settings), "OPENBLAS_NUM_THREADS": "1"}
         # ``streamrec api`` itself (online_api.cli.serve): the same uvicorn setup as in production.
-        cmd = [sys.executable, "-m", "streamrec.cli", "api", "--host", "127.0.0.1", "--port", str(self.port),
+        cmd = [sys.executable, "-m", "ops.cli", "api", "--host", "127.0.0.1", "--port", str(self.port),
                "--workers", "1", "--log-level", self.log_level]
         out = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,

@@ -45,14 +45,6 @@ def warn_if_not_copartitioned(settings: Settings) -> None:
             "the event topics have different partition counts %s: give them the same count", counts)
 
 
-def cmd_bench_stream(args: argparse.Namespace, settings: Settings) -> int:
-    from streamrec.bench_stream import BenchConfig, run
-
-    cfg = BenchConfig(events=args.events, rate=args.rate, users=args.users, items=args.items,
-                      factors=args.factors, seed=args.seed, core=not args.no_core, keep_files=args.keep_files)
-    return run(settings, cfg, json_only=args.json)
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this stage's subcommands to the CLI."""
     p = sub.add_parser(
@@ -71,22 +63,3 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="append one JSON line per batch (sizes, timings, per-event freshness) to this file")
     p.set_defaults(func=cmd_worker)
 
-    from streamrec.commands import bench_subparsers
-
-    b = bench_subparsers(sub).add_parser(
-        "stream", help="throughput and freshness of a real worker process at a given event rate",
-        description="Publishes a synthetic model (64 factors, 50,000 items) under an isolated Redis prefix "
-        "and topics, produces simulated events at --rate, runs a real `streamrec worker` process and "
-        "measures its events/s and freshness p50/p99 (event time to the user's vector in Redis), plus the "
-        "bare batched solver's events/s from the same run. Cleans up its keys and topics afterwards.")
-    b.add_argument("--json", action="store_true", help="print only progress and the final JSON line")
-    b.add_argument("--events", type=int, default=150_000, help="events in the measured phase")
-    b.add_argument("--rate", type=float, default=10_000.0, help="events per second produced (0: as fast as possible)")
-    b.add_argument("--users", type=int, default=20_000, help="simulated users at the start")
-    b.add_argument("--items", type=int, default=50_000, help="items in the model")
-    b.add_argument("--factors", type=int, default=64)
-    b.add_argument("--seed", type=int, default=7)
-    b.add_argument("--no-core", action="store_true",
-                   help="skip re-running the processing core on the same events without Kafka")
-    b.add_argument("--keep-files", action="store_true", help="keep the worker's log and per-batch stats file")
-    b.set_defaults(func=cmd_bench_stream)

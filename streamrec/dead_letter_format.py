@@ -2,7 +2,7 @@
 
 A dead letter is the rejected record's original key and value, unchanged, with ``streamrec-*`` headers
 (UTF-8) saying why and where from; the worker writes them (``stream_processors.dead_letters``), the
-CLI reads them (:mod:`streamrec.dead_letters_cli`). This module holds the header names and reads a
+CLI reads them (:mod:`ops.dead_letters_cli`). This module holds the header names and reads a
 dead letter back from a :class:`~streamrec.kafka_io.Record`; it does no I/O.
 """
 

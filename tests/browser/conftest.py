@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from online_api.server import ApiProcess, settings_env
+from ops.lag import measure
 from streamrec.events import now_ms
 from streamrec.kafka_io import EventProducer
-from streamrec.lag import measure
 from streamrec.settings import REPO_ROOT, Settings
 from streamrec.simulate import SimConfig, Storefront, run, sim_clock
 from streamrec.store import RedisStore
@@ -61,7 +61,7 @@ class WorkerProcess:
         env = {**os.environ, **settings_env(settings), "OPENBLAS_NUM_THREADS": "1"}
         self.log = log
         self._out = log.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "streamrec.cli", "worker", "--metrics-port", "0"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "ops.cli", "worker", "--metrics-port", "0"],
                                      env=env, stdin=subprocess.DEVNULL, stdout=self._out, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 

@@ -25,7 +25,7 @@ from online_api.server import settings_env
 from streamrec.settings import REPO_ROOT, Settings
 from streamrec.store import RedisStore
 
-CLI = "streamrec.cli"
+CLI = "ops.cli"
 
 
 def child_env(settings: Settings, **extra: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from online_api.server import ApiProcess
-from streamrec.bench_api import BenchConfig, publish_synthetic
+from ops.bench_api import BenchConfig, publish_synthetic
 from streamrec.store import RedisStore
 from tests.integration.services import isolated_settings
 

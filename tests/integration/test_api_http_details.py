@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from online_api.server import ApiProcess
-from streamrec.bench_stream import publish_model
+from ops.bench_stream import publish_model
 from streamrec.settings import Settings
 
 KEY = "http-details-key-0123456789"

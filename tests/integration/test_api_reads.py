@@ -13,7 +13,7 @@ import scipy.sparse as sp
 
 from models.foldin import fold_in_users
 from online_api.server import ApiProcess
-from streamrec.bench_api import BenchConfig, publish_synthetic
+from ops.bench_api import BenchConfig, publish_synthetic
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
 from streamrec.store.catalog import categories_of

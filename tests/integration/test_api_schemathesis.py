@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from online_api.server import ApiProcess
-from streamrec.bench_api import BenchConfig, publish_synthetic
+from ops.bench_api import BenchConfig, publish_synthetic
 from streamrec.store import RedisStore
 from tests.integration.services import isolated_settings
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from models.foldin import gram
 from online_api.server import ApiProcess
-from streamrec.bench_api import BenchConfig, publish_synthetic
+from ops.bench_api import BenchConfig, publish_synthetic
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
 from streamrec.store.models import activate, current_version, new_version_name, write_version

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from online_api.server import ApiProcess, free_port
-from streamrec.bench_api import BenchConfig, publish_synthetic
+from ops.bench_api import BenchConfig, publish_synthetic
 from streamrec.events import now_ms
 from streamrec.settings import Settings
 from streamrec.store import RedisStore

@@ -16,7 +16,8 @@ from batch.foldback import refold_users
 from batch.refit import RefitError, last_failure_key, run_refit
 from models.foldin import fold_in_users
 from models.training import ALSModelFactors, ALSParams, train_als
-from streamrec import cli, simulate
+from ops import cli
+from streamrec import simulate
 from streamrec.events import Event, EventType, now_ms
 from streamrec.kafka_io import EventProducer
 from streamrec.settings import Settings

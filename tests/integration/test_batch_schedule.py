@@ -55,7 +55,7 @@ def test_scheduled_runs_survive_a_failure_and_export_metrics(
                              batch_metrics_port=port)
     values = settings.model_dump(exclude_none=True)
     env = {**os.environ, **{f"STREAMREC_{k.upper()}": str(v) for k, v in values.items()}}
-    proc = subprocess.Popen([sys.executable, "-m", "streamrec.cli", "batch", "run", "--every", "2s"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "ops.cli", "batch", "run", "--every", "2s"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         # nothing to fit yet: the run fails, says why, and the loop keeps going

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from streamrec.bench_refit import run
+from ops.bench_refit import run
 from streamrec.kafka_io import admin_client
 from streamrec.settings import Settings
 from streamrec.store import RedisStore

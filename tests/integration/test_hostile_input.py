@@ -21,8 +21,8 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from online_api.server import ApiProcess
+from ops.bench_stream import publish_model
 from stream_processors import dead_letters as dl
-from streamrec.bench_stream import publish_model
 from streamrec.events import now_ms
 from streamrec.kafka_io import EventProducer
 from streamrec.settings import Settings

@@ -21,7 +21,7 @@ def _free_port() -> int:
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "streamrec.cli", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ops.cli", *args], env=env, capture_output=True,
                           text=True, timeout=240, check=False)
 
 

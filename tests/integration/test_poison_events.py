@@ -22,8 +22,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
+from ops.bench_stream import publish_model
 from stream_processors import dead_letters as dl
-from streamrec.bench_stream import publish_model
 from streamrec.events import now_ms
 from streamrec.kafka_io import EventProducer
 from streamrec.settings import Settings

@@ -40,7 +40,7 @@ def produce(s: Settings, world: simulate.Storefront, n: int) -> Counter[str]:
 
 
 def rebuild(s: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "streamrec.cli", "rebuild", *args], env=child_env(s),
+    return subprocess.run([sys.executable, "-m", "ops.cli", "rebuild", *args], env=child_env(s),
                           capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
 
 
@@ -106,6 +106,6 @@ def test_rebuild_restores_model_and_user_state_and_the_worker_continues_exactly_
 
 
 def _members(s: Settings) -> int:
-    from streamrec.rebuild import group_members
+    from ops.rebuild import group_members
 
     return group_members(s)

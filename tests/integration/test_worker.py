@@ -25,9 +25,9 @@ import pytest
 
 from models.foldin import fold_in_users, gram
 from models.weighting import weighted_matrix
+from ops.bench_stream import wait_applied, worker_env
 from stream_processors import dead_letters as dl
 from streamrec import simulate
-from streamrec.bench_stream import wait_applied, worker_env
 from streamrec.events import Event, now_ms
 from streamrec.kafka_io import EventProducer, read_all
 from streamrec.settings import Settings
@@ -47,7 +47,7 @@ class WorkerProcess:
         self.stats_path = directory / f"{name}.jsonl"
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streamrec.cli", "worker", "--stats-file", str(self.stats_path)],
+                [sys.executable, "-m", "ops.cli", "worker", "--stats-file", str(self.stats_path)],
                 env=worker_env(settings), stdout=log, stderr=subprocess.STDOUT)
 
     def stats(self) -> list[dict[str, object]]:

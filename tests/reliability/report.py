@@ -335,7 +335,7 @@ DESIGN = """
 Redis holds nothing that cannot be recomputed from the event log except the catalogue: model versions
 come from refits of the event topics, and every user's state (history, counts, vector, trending
 contributions, de-duplication marks, applied offsets) is a fold of the events. `streamrec rebuild`
-(`streamrec/rebuild.py`) recomputes it after Redis lost its data:
+(`ops/rebuild.py`) recomputes it after Redis lost its data:
 
 1. **Preconditions.** Kafka and Redis answer; the worker group has no members (stop every `streamrec
    worker`: a worker writing during the replay would interleave with it). If Redis still holds applied

@@ -62,7 +62,7 @@ def partial_versions(store: RedisStore) -> dict[str, dict[str, Any]]:
 def kill_mid_publish(s: Settings, delay_s: float, log: Path) -> float:
     """Start a run, SIGKILL it ``delay_s`` after it says it is publishing; returns when it was killed."""
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "streamrec.cli", "batch", "run"], env=child_env(s),
+        proc = subprocess.Popen([sys.executable, "-m", "ops.cli", "batch", "run"], env=child_env(s),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
                                 start_new_session=True)
         killed = threading.Event()

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from online_api.server import ApiProcess
-from streamrec.bench_stream import publish_model
+from ops.bench_stream import publish_model
 from streamrec.events import now_ms
 from streamrec.settings import Settings
 from streamrec.store import RedisStore

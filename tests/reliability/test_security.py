@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from online_api.server import ApiProcess, free_port
-from streamrec.bench_stream import publish_model
+from ops.bench_stream import publish_model
 from streamrec.events import now_ms
 from streamrec.localstack import _read_pid
 from streamrec.settings import Settings

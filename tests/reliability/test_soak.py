@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from online_api.server import ApiProcess
-from streamrec.bench_stream import cpu_seconds, publish_model
+from ops.bench_stream import cpu_seconds, publish_model
+from ops.lag import measure
 from streamrec.kafka_io import end_offsets
-from streamrec.lag import measure
 from streamrec.localstack import _read_pid
 from streamrec.settings import Settings
 from streamrec.store import RedisStore

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from online_api.server import ApiProcess
-from streamrec.bench_stream import publish_model
+from ops.bench_stream import publish_model
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
 from streamrec.store.users import read_histories

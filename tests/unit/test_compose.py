@@ -47,7 +47,7 @@ def test_processes_run_the_cli_and_wait_for_healthy_servers() -> None:
 def test_dockerfile_installs_the_project_with_the_cli_entrypoint() -> None:
     text = (REPO_ROOT / "Dockerfile").read_text()
     assert "pip install" in text and 'ENTRYPOINT ["streamrec"]' in text
-    for pkg in ("streamrec", "models", "batch", "stream_processors", "online_api"):
+    for pkg in ("streamrec", "models", "batch", "stream_processors", "online_api", "ops"):
         assert f"COPY {pkg} ./{pkg}" in text
 
 

@@ -23,7 +23,7 @@ DASHBOARD = DEPLOY / "grafana" / "dashboards" / "streamrec.json"
 DATASOURCES = DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml"
 PROVIDERS = DEPLOY / "grafana" / "provisioning" / "dashboards" / "streamrec.yml"
 RUNBOOK = REPO_ROOT / "docs" / "operations.md"
-CODE_DIRS = ("streamrec", "stream_processors", "online_api", "batch")
+CODE_DIRS = ("streamrec", "stream_processors", "online_api", "batch", "ops")
 # Grafana's variables, as Grafana substitutes them before sending a query.
 GRAFANA_VARS = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h", "$group": ".*"}
 

@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from batch.cli import parse_interval
-from streamrec.cli import _load_plugins, build_parser
+from ops import bench_cli
+from ops.cli import build_parser
 
 
 def test_interval_units() -> None:
@@ -21,14 +22,13 @@ def test_interval_units() -> None:
 
 
 def test_batch_and_bench_commands_parse() -> None:
-    _load_plugins()
     parser = build_parser()
     assert parser.parse_args(["batch", "run", "--every", "30m"]).every == 1800
     assert parser.parse_args(["batch", "run", "--rebuild"]).rebuild
     assert parser.parse_args(["batch", "rollback"]).func.__name__ == "cmd_rollback"
     assert parser.parse_args(["batch", "status", "--json"]).json
     args = parser.parse_args(["bench", "refit", "--json", "--dataset", "x.csv.gz"])
-    assert args.json and args.dataset == "x.csv.gz" and args.func.__name__ == "cmd_bench_refit"
+    assert args.json and args.dataset == "x.csv.gz" and args.func is bench_cli.cmd_refit
     assert (args.repeat, args.new_days, args.no_cold) == (3, 1.0, False)
     args = parser.parse_args(["bench", "refit", "--repeat", "5", "--new-days", "0.5", "--no-cold"])
     assert (args.repeat, args.new_days, args.no_cold) == (5, 0.5, True)
@@ -38,7 +38,7 @@ def test_batch_and_bench_commands_parse() -> None:
 def test_redis_down_is_one_line_and_a_failure(action: list[str]) -> None:
     env = {**os.environ, "STREAMREC_REDIS_URL": "redis://:hunter2@127.0.0.1:1/0",  # nothing listens on port 1
            "STREAMREC_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
-    done = subprocess.run([sys.executable, "-m", "streamrec.cli", "batch", *action], env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "ops.cli", "batch", *action], env=env, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode != 0
     assert done.stdout == ""

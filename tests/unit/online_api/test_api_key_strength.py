@@ -59,7 +59,7 @@ def test_collector_only_keys_are_public_by_design_and_not_checked() -> None:
 def test_streamrec_api_exits_with_one_line_before_serving() -> None:
     env = {**os.environ, **{f"STREAMREC_{k.upper()}": v for k, v in CLOSED.items()},
            "STREAMREC_API_KEYS": "change-me"}
-    done = subprocess.run([sys.executable, "-m", "streamrec.cli", "api", "--port", str(free_port())], env=env,
+    done = subprocess.run([sys.executable, "-m", "ops.cli", "api", "--port", str(free_port())], env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     lines = done.stderr.splitlines()

@@ -22,7 +22,7 @@ def test_effective_config_hides_every_key_and_the_redis_password(capsys: pytest.
     import argparse
     import json
 
-    from streamrec.cli import cmd_config
+    from ops.cli import cmd_config
     from streamrec.settings import Settings
 
     s = Settings(api_keys="adm1n-k3y", api_ingest_keys="ing3st-k3y", storefront_ingest_key="ing3st-k3y",

@@ -1,4 +1,5 @@
-"""Subcommands of the later stages (demo, worker, api, batch, bench, eval, lag, dead-letters), registered on the CLI."""
+"""The subcommands that run the stages (worker, api, batch) and compose them (demo, bench, eval, lag,
+dead-letters, rebuild), registered on the CLI by :mod:`ops.cli`."""
 
 from __future__ import annotations
 
@@ -10,19 +11,6 @@ from streamrec.settings import Settings
 Register = Callable[[argparse._SubParsersAction], None]
 
 
-def bench_subparsers(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
-    """The shared ``streamrec bench`` group (created on first use): add ``bench <name>`` parsers to it."""
-    parser = sub.choices.get("bench")
-    if parser is None:
-        parser = sub.add_parser("bench", help="benchmarks that print figures (foldin, refit, stream, api)",
-                                description="Each benchmark prints progress, then its figures; with --json "
-                                "the last line is one JSON object.")
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return parser.add_subparsers(dest="bench", required=True, metavar="BENCH")
-
-
 def _demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the whole system locally and print where to look (Ctrl-C stops)",
                        description="Starts the local stack and every streamrec process with simulated "
@@ -32,7 +20,7 @@ def _demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-stack", action="store_true", help="leave Kafka and Redis running on exit")
 
     def handler(args: argparse.Namespace, settings: Settings) -> int:
-        from streamrec.demo import run
+        from ops.demo import run
 
         return run(settings, rate=args.rate, seed=args.seed, keep_stack=args.keep_stack)
 
@@ -46,7 +34,7 @@ def _lag(sub: argparse._SubParsersAction) -> None:
                        "(OK, LAGGING, STALLED) evaluated over a window of observations as Burrow does. "
                        "--serve runs the Prometheus exporter (kafka_consumergroup_lag, ...). "
                        "See docs/operations.md.")
-    from streamrec.lag_cli import add_arguments, run
+    from ops.lag_cli import add_arguments, run
 
     add_arguments(p)
     p.set_defaults(func=run)
@@ -57,29 +45,10 @@ def _dead_letters(sub: argparse._SubParsersAction) -> None:
                        description="`list` shows recent dead letters (reason, detail, source record, time, a "
                        "terminal-safe value preview); `replay` re-produces chosen ones to their source topic "
                        "after a fix (idempotent: the worker skips event ids it applied). See docs/operations.md.")
-    from streamrec.dead_letters_cli import add_arguments, run
+    from ops.dead_letters_cli import add_arguments, run
 
     add_arguments(p)
     p.set_defaults(func=run)
-
-
-def _bench_foldin(sub: argparse._SubParsersAction) -> None:
-    p = bench_subparsers(sub).add_parser(
-        "foldin", help="batched exact fold-in (FoldInSolver) versus implicit's recalculate_user",
-        description="Fits a small implicit model on synthetic Zipf data, then times FoldInSolver.fold_in on "
-        "a batch of new users against recalculate_user one user per call, and checks they agree.")
-    p.add_argument("--json", action="store_true", help="print the figures as one JSON object on the last line")
-    p.add_argument("--users", type=int, default=1000, help="users folded in per batch")
-    p.add_argument("--items", type=int, default=50_000)
-    p.add_argument("--factors", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-
-    def handler(args: argparse.Namespace, settings: Settings) -> int:
-        from streamrec.bench_foldin import main
-
-        return main(json_out=args.json, users=args.users, items=args.items, factors=args.factors, seed=args.seed)
-
-    p.set_defaults(func=handler)
 
 
 def _stages() -> list[Register]:
@@ -90,16 +59,22 @@ def _stages() -> list[Register]:
     return [worker, api, batch]
 
 
+def _bench(sub: argparse._SubParsersAction) -> None:
+    from ops.bench_cli import register
+
+    register(sub)
+
+
 def _eval(sub: argparse._SubParsersAction) -> None:
-    from streamrec.eval_cli import register
+    from ops.eval_cli import register
 
     register(sub)
 
 
 def _rebuild(sub: argparse._SubParsersAction) -> None:
-    from streamrec.rebuild import register
+    from ops.rebuild import register
 
     register(sub)
 
 
-REGISTRY: list[Register] = [_demo, _lag, _dead_letters, *_stages(), _bench_foldin, _eval, _rebuild]
+REGISTRY: list[Register] = [_demo, _lag, _dead_letters, *_stages(), _bench, _eval, _rebuild]

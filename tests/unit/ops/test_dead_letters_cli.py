@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from ops.dead_letter_replay import refusal
+from ops.dead_letters_cli import UsageError, parse_offsets, parse_since, render_table
 from streamrec.dead_letter_format import (
     DETAIL,
     REASON,
@@ -18,8 +20,6 @@ from streamrec.dead_letter_format import (
     preview,
     printable,
 )
-from streamrec.dead_letter_replay import refusal
-from streamrec.dead_letters_cli import UsageError, parse_offsets, parse_since, render_table
 from streamrec.kafka_io import Record
 
 NOW = 1_800_000_000_000

@@ -17,7 +17,7 @@ builds it (``num_threads=0``: OpenMP on every core; ``speedup_vs_implicit``, the
 issue quotes), and tuned to one thread, its fastest setting for one user per call
 (``speedup_vs_implicit_1thread``). The batched solver runs single-threaded.
 
-Run: ``streamrec bench foldin [--json]`` or ``python -m streamrec.bench_foldin``.
+Run: ``streamrec bench foldin [--json]`` or ``python -m ops.bench_foldin``.
 """
 
 from __future__ import annotations

@@ -73,8 +73,8 @@ def wipe_user_state(settings: Settings, store: Any) -> int:
 
 def group_members(settings: Settings) -> int:
     """Members of the worker's consumer group (0 when the group is empty or unknown)."""
+    from ops.lag import LagError, describe_group
     from streamrec.kafka_io import admin_client
-    from streamrec.lag import LagError, describe_group
 
     try:
         _, members = describe_group(admin_client(settings), settings.consumer_group, 10.0)

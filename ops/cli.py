@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
+from ops import commands
 from streamrec.settings import Settings
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -114,7 +115,7 @@ def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
 
 # ------------------------------------------------------------------------------------------ config
 def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
-    from streamrec import config_doc
+    from ops import config_doc
 
     if args.write:
         config_doc.write()
@@ -173,25 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--effective", action="store_true", help="print the values this environment gives, as JSON")
     p.set_defaults(func=cmd_config)
 
-    for register in _PLUGINS:
+    for register in commands.REGISTRY:
         register(sub)
     return parser
 
 
-# Later stages register their subcommands here (worker, api, batch, bench, eval, lag, demo).
-_PLUGINS: list[Callable[[argparse._SubParsersAction], None]] = []
-
-
-def _load_plugins() -> None:
-    from streamrec import commands
-
-    if not _PLUGINS:
-        _PLUGINS.extend(commands.REGISTRY)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``streamrec`` console script."""
-    _load_plugins()
     args = build_parser().parse_args(argv)
     settings = Settings()
     try:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from streamrec import demo
-from streamrec.demo import DemoError, ingest_env
+from ops import demo
+from ops.demo import DemoError, ingest_env
 from streamrec.settings import Settings
 
 

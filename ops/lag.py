@@ -11,7 +11,7 @@ compared with now; 0 when lag is 0. A partition the group has never committed co
 as the worker (``auto.offset.reset=earliest``) would read it.
 
 The status of each group (OK, LAGGING, STALLED) is evaluated over a window of observations by
-:mod:`streamrec.lag_status`; this module only measures.
+:mod:`ops.lag_status`; this module only measures.
 """
 
 from __future__ import annotations
@@ -193,7 +193,7 @@ def measure(
 ) -> list[GroupLag]:
     """Lag of each group on ``topics`` (default: the topics it committed to, plus the event topics for the
     worker's group, so a worker that never committed still shows its backlog). Status is left "OK";
-    :func:`streamrec.lag_status.evaluate_groups` fills it in. Pass ``admin`` to reuse one client."""
+    :func:`ops.lag_status.evaluate_groups` fills it in. Pass ``admin`` to reuse one client."""
     admin = admin or admin_client(settings)
     wanted: dict[str, dict[TP, int | None]] = {}
     for group in groups:

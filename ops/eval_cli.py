@@ -11,7 +11,7 @@ For each dataset a :class:`Protocol` fixes the windows and the small grids. The 
    and the classic next-window evaluation of the test window.
 
 Everything is in :mod:`models.evaluation`; this module only orchestrates, prints progress on stderr
-and hands the result to :mod:`streamrec.eval_report`.
+and hands the result to :mod:`ops.eval_report`.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def _half_life_s(p: dict[str, Any]) -> float | None:
 
 def run_eval(dataset: str, settings: Settings, *, k: int, sample: int, val_sample: int, seed: int,
              data_path: str | None) -> dict[str, Any]:
-    """The whole evaluation of one dataset, as a JSON-able dict (see :mod:`streamrec.eval_report`)."""
+    """The whole evaluation of one dataset, as a JSON-able dict (see :mod:`ops.eval_report`)."""
     import numpy as np
 
     from models import evaluation as ev
@@ -213,8 +213,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _handler(args: argparse.Namespace, settings: Settings) -> int:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from ops.eval_report import render_text, write_report
     from streamrec.datasets import DatasetUnavailable
-    from streamrec.eval_report import render_text, write_report
 
     if args.k < 1 or args.sample < 1 or args.val_sample < 1:
         print("streamrec: --k, --sample and --val-sample must be positive", file=sys.stderr)

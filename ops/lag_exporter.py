@@ -30,9 +30,9 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ops.lag import GroupLag, LagError, measure
+from ops.lag_status import SEVERITY, Rules, evaluate, open_history
 from streamrec.kafka_io import KafkaUnavailable, admin_client
-from streamrec.lag import GroupLag, LagError, measure
-from streamrec.lag_status import SEVERITY, Rules, evaluate, open_history
 from streamrec.settings import Settings
 
 PART = ["consumergroup", "topic", "partition"]

@@ -5,7 +5,7 @@
 and prints the most recent letters: where each is (``partition:offset``, what ``replay --offsets``
 takes), when it was dead-lettered, its reason, its source record and a terminal-safe value preview.
 ``replay`` re-produces the chosen letters' original key and value to their source topic and partition
-(:mod:`streamrec.dead_letter_replay`). See docs/operations.md.
+(:mod:`ops.dead_letter_replay`). See docs/operations.md.
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_replay(args: argparse.Namespace, settings: Settings) -> int:
     """``streamrec dead-letters replay``."""
-    from streamrec.dead_letter_replay import replay
+    from ops.dead_letter_replay import replay
 
     if args.offsets is not None and args.since is not None:
         raise UsageError("--since goes with --reason (--offsets names the letters exactly)")

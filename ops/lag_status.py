@@ -37,7 +37,7 @@ from typing import Protocol
 
 import redis
 
-from streamrec.lag import TP, GroupLag
+from ops.lag import TP, GroupLag
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
 

@@ -43,7 +43,7 @@ class Child:
 def _start(name: str, args: list[str], logs: Path, env: dict[str, str]) -> Child:
     log = logs / f"{name}.log"
     out = open(log, "ab")  # noqa: SIM115 - the child owns the file for its lifetime
-    proc = subprocess.Popen([sys.executable, "-m", "streamrec.cli", *args], stdout=out, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen([sys.executable, "-m", "ops.cli", *args], stdout=out, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, env=env, start_new_session=True)
     return Child(name, proc, log)
 
@@ -145,7 +145,7 @@ def _first_model(settings: Settings, logs: Path, env: dict[str, str], children: 
 
 def _wait_caught_up(settings: Settings, children: list[Child], timeout_s: float = 600) -> None:
     """Wait until the worker's consumer group has no lag (it folded in the history)."""
-    from streamrec.lag import measure
+    from ops.lag import measure
 
     deadline = time.monotonic() + timeout_s
     last_report = 0.0

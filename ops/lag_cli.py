@@ -12,9 +12,9 @@ from typing import Any, TextIO
 
 from confluent_kafka import KafkaException
 
+from ops.lag import GroupLag, LagError, measure
+from ops.lag_status import Rules, evaluate, open_history
 from streamrec.kafka_io import KafkaUnavailable
-from streamrec.lag import GroupLag, LagError, measure
-from streamrec.lag_status import Rules, evaluate, open_history
 from streamrec.settings import Settings
 
 COLUMNS = ("GROUP", "TOPIC", "PARTITION", "CURRENT-OFFSET", "LOG-END-OFFSET", "LAG", "LAG-SECONDS", "STATUS")
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     groups: list[str] = list(dict.fromkeys(args.group or [settings.consumer_group]))
     topics: list[str] | None = list(dict.fromkeys(args.topics)) if args.topics else None
     if args.serve:
-        from streamrec.lag_exporter import serve
+        from ops.lag_exporter import serve
 
         return serve(settings, groups, topics, port=args.port or settings.lag_exporter_port,
                      interval=args.interval)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from streamrec.cli import _load_plugins, build_parser, main
+from ops.cli import build_parser, main
 
-_load_plugins()
 SUBCOMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
 
 
@@ -24,7 +23,7 @@ def test_foundation_commands_exist() -> None:
 
 
 def test_configuration_doc_lists_every_setting() -> None:
-    from streamrec import config_doc
+    from ops import config_doc
     from streamrec.settings import REPO_ROOT, Settings
 
     text = (REPO_ROOT / "docs" / "configuration.md").read_text()

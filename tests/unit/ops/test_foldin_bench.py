@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from streamrec.cli import main
+from ops.cli import main
 
 
 def test_bench_foldin_json_last_line(capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from streamrec.lag import GroupLag, PartitionLag
-from streamrec.lag_status import (
+from ops.lag import GroupLag, PartitionLag
+from ops.lag_status import (
     LAGGING,
     OK,
     STALLED,

@@ -229,7 +229,7 @@ def run(settings: Settings, cfg: BenchConfig, json_only: bool = False) -> int:
         _say(f"generating {WARMUP_EVENTS} + {cfg.events} simulated events ({cfg.users} users)")
         events = make_events(cfg, WARMUP_EVENTS + cfg.events)
         with log_file.open("wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "streamrec.cli", "worker", "--stats-file", str(stats_file),
+            proc = subprocess.Popen([sys.executable, "-m", "ops.cli", "worker", "--stats-file", str(stats_file),
                                      "--log-level", "info"], env=worker_env(s), stdout=log, stderr=subprocess.STDOUT)
         _say(f"worker pid {proc.pid} started; warming up with {WARMUP_EVENTS} events")
         produce(s, events[:WARMUP_EVENTS], 2_000)

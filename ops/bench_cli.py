@@ -1,0 +1,135 @@
+"""``streamrec bench foldin|refit|stream|api``: the benchmarks' command line (they print figures)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from streamrec.settings import Settings
+
+
+def _err(msg: str) -> None:
+    print(f"streamrec: {msg}", file=sys.stderr, flush=True)
+
+
+def _progress(msg: str) -> None:
+    print(f"[batch] {msg}", file=sys.stderr, flush=True)  # the refit's own progress lines
+
+
+def cmd_foldin(args: argparse.Namespace, settings: Settings) -> int:
+    from ops.bench_foldin import main
+
+    return main(json_out=args.json, users=args.users, items=args.items, factors=args.factors, seed=args.seed)
+
+
+def cmd_refit(args: argparse.Namespace, settings: Settings) -> int:
+    from ops.bench_refit import BenchError, run
+
+    try:
+        result = run(settings, dataset=args.dataset, progress=_progress, repeat=args.repeat,
+                     new_days=args.new_days, cold=not args.no_cold)
+    except BenchError as exc:
+        _err(str(exc))
+        return 1
+    if not args.json:
+        print(json.dumps(result, indent=2))
+    keys = ("events", "refit_s", "implicit_fit_s", "ratio", "new_events", "cold_ratio")
+    print(json.dumps({k: result[k] for k in keys if k in result}))
+    return 0
+
+
+def cmd_stream(args: argparse.Namespace, settings: Settings) -> int:
+    from ops.bench_stream import BenchConfig, run
+
+    cfg = BenchConfig(events=args.events, rate=args.rate, users=args.users, items=args.items,
+                      factors=args.factors, seed=args.seed, core=not args.no_core, keep_files=args.keep_files)
+    return run(settings, cfg, json_only=args.json)
+
+
+def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    from ops.bench_api import BenchConfig, run
+
+    cfg = BenchConfig(items=args.items, users=args.users, factors=args.factors, duration_s=args.duration,
+                      connections=args.connections, inprocess_requests=args.inprocess)
+    return run(settings, cfg, json_out=args.json)
+
+
+def _foldin(bench: argparse._SubParsersAction) -> None:
+    p = bench.add_parser(
+        "foldin", help="batched exact fold-in (FoldInSolver) versus implicit's recalculate_user",
+        description="Fits a small implicit model on synthetic Zipf data, then times FoldInSolver.fold_in on "
+        "a batch of new users against recalculate_user one user per call, and checks they agree.")
+    p.add_argument("--json", action="store_true", help="print the figures as one JSON object on the last line")
+    p.add_argument("--users", type=int, default=1000, help="users folded in per batch")
+    p.add_argument("--items", type=int, default=50_000)
+    p.add_argument("--factors", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_foldin)
+
+
+def _refit(bench: argparse._SubParsersAction) -> None:
+    p = bench.add_parser(
+        "refit", help="refit end to end on the 1.5 M-click dataset versus the bare implicit fit",
+        description="Produces the Globo clicks to isolated topics and times, in one run, the refit end to end "
+        "(read the new events, merge, fit, publish) and the bare implicit fit on the same matrix: in steady state "
+        "(the previous run's snapshot holds all but the last --new-days of events) and cold (empty snapshot, "
+        "every event read). Last line: events, refit_s, implicit_fit_s, ratio (steady state), new_events, "
+        "cold_ratio.")
+    p.add_argument("--json", action="store_true", help="print only the final JSON line")
+    p.add_argument("--repeat", type=int, default=3, metavar="N",
+                   help="time N refit/bare-fit pairs of each kind and print medians (default 3: one fit can "
+                   "swing by 30%% on a shared machine)")
+    p.add_argument("--new-days", type=float, default=1.0, metavar="D",
+                   help="steady state: the timed run reads the events of the last D days (default 1)")
+    p.add_argument("--no-cold", action="store_true", help="skip the cold runs (empty snapshot, every event read)")
+    p.add_argument("--dataset", help="clicks CSV(.gz) with ts_ms,user_id,session_id,item_id "
+                   "(default ../shared/datasets/globo-g1-clicks/clicks_2017-10-01_to_08.csv.gz from the repo root)")
+    p.set_defaults(func=cmd_refit)
+
+
+def _stream(bench: argparse._SubParsersAction) -> None:
+    p = bench.add_parser(
+        "stream", help="throughput and freshness of a real worker process at a given event rate",
+        description="Publishes a synthetic model (64 factors, 50,000 items) under an isolated Redis prefix "
+        "and topics, produces simulated events at --rate, runs a real `streamrec worker` process and "
+        "measures its events/s and freshness p50/p99 (event time to the user's vector in Redis), plus the "
+        "bare batched solver's events/s from the same run. Cleans up its keys and topics afterwards.")
+    p.add_argument("--json", action="store_true", help="print only progress and the final JSON line")
+    p.add_argument("--events", type=int, default=150_000, help="events in the measured phase")
+    p.add_argument("--rate", type=float, default=10_000.0, help="events per second produced (0: as fast as possible)")
+    p.add_argument("--users", type=int, default=20_000, help="simulated users at the start")
+    p.add_argument("--items", type=int, default=50_000, help="items in the model")
+    p.add_argument("--factors", type=int, default=64)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--no-core", action="store_true",
+                   help="skip re-running the processing core on the same events without Kafka")
+    p.add_argument("--keep-files", action="store_true", help="keep the worker's log and per-batch stats file")
+    p.set_defaults(func=cmd_stream)
+
+
+def _api(bench: argparse._SubParsersAction) -> None:
+    p = bench.add_parser(
+        "api", help="load-test the recommendations endpoint through HTTP and in-process",
+        description="Publishes a synthetic model under a private Redis prefix, starts the API as a uvicorn "
+        "subprocess on a free loopback port, drives it with an asyncio keep-alive load generator, and "
+        "measures the same work in-process without HTTP.")
+    p.add_argument("--json", action="store_true", help="print the figures as one JSON object on the last line")
+    p.add_argument("--items", type=int, default=50_000)
+    p.add_argument("--users", type=int, default=5_000)
+    p.add_argument("--factors", type=int, default=64)
+    p.add_argument("--duration", type=float, default=10.0, help="seconds of measured load")
+    p.add_argument("--connections", type=int, default=2,
+                   help="concurrent keep-alive connections (2 keep one worker busy; more only add queueing)")
+    p.add_argument("--inprocess", type=int, default=3_000, help="requests for the in-process floor")
+    p.set_defaults(func=cmd_api)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``streamrec bench`` and its benchmarks to the CLI."""
+    parser = sub.add_parser("bench", help="benchmarks that print figures (foldin, refit, stream, api)",
+                            description="Each benchmark prints progress, then its figures; with --json "
+                            "the last line is one JSON object.")
+    bench = parser.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    for add in (_foldin, _refit, _stream, _api):
+        add(bench)
