@@ -25,7 +25,7 @@ import scipy.sparse as sp
 from batch import snapshot as snapshots
 from batch.fastredis import BulkStore
 from batch.foldback import refold_users, users_since
-from batch.reader import Progress, read_events
+from batch.reader import TP, Progress, ReadStats, read_events
 from batch.snapshot import Snapshot, SnapshotError
 from models.training import ALSModelFactors, ALSParams, train_als
 from models.weighting import weighted_matrix
@@ -156,21 +156,65 @@ def _stage(stage: str) -> contextlib.AbstractContextManager[None]:
 
 
 def _run(settings: Settings, store: RedisStore, fit: FitFn, rebuild: bool, progress: Progress) -> dict[str, Any]:
-    topics = settings.event_topics
+    t0 = time.perf_counter()
+    snap = _load_snapshot(settings, rebuild)
+    load_s = time.perf_counter() - t0
+    progress(f"snapshot: {snap.events:,} events, {len(snap):,} user-item pairs")
+    merged, end, stats, merge_s = _read_and_merge(settings, snap, progress)
+    duplicates = merged.duplicates - snap.duplicates
+    train = training_set(merged, settings, now_ms())
+    progress(f"read {stats.read:,} new events in {stats.seconds:.1f}s; fitting {train.matrix.shape[0]:,} users x "
+             f"{train.matrix.shape[1]:,} items, {train.matrix.nnz:,} interactions")
+    if train.matrix.nnz == 0:
+        raise RefitError("no_data", "no interactions to fit: the event topics hold no valid events yet")
+    t_fit = time.perf_counter()
+    model, saved = _fit_while_saving(settings, fit, train, merged)
+    fit_wall_s = time.perf_counter() - t_fit
+    progress(f"fitted in {model.fit_seconds:.1f}s; publishing")
+
+    version = new_version_name()
+    meta = _metadata(settings, train, model, merged, end)
+    t_pub = time.perf_counter()
+    abandoned = _publish(settings, store, version, meta, train, model)
+    publish_s = time.perf_counter() - t_pub
+    progress(f"published {version} in {publish_s:.1f}s; re-folding users with newer events")
+
+    t_fold = time.perf_counter()
+    with _stage("refold"):  # the new version is live now; a failure here is reported, not rolled back
+        item_index = {item: k for k, item in enumerate(train.item_ids)}
+        recent = users_since(settings, end)
+        fold = refold_users(settings, store, version, model.item_factors, model.gram, item_index, recent)
+    removed = cleanup_versions(store, settings.model_grace_s)
+    return {
+        "version": version, **stats.as_dict(), "duplicates": duplicates,
+        "n_users": len(train.user_ids), "n_items": len(train.item_ids), "n_interactions": int(train.matrix.nnz),
+        "snapshot_load_s": round(load_s, 3), "merge_s": round(merge_s, 3), "fit_s": round(model.fit_seconds, 3),
+        "fit_wall_s": round(fit_wall_s, 3),
+        "publish_s": round(publish_s, 3),
+        "refold_s": round(time.perf_counter() - t_fold, 3), **fold, "removed_versions": removed,
+        "snapshot_saved": saved, "abandoned_versions_removed": abandoned,
+        "source_offsets": meta["source_offsets"],
+    }
+
+
+def _load_snapshot(settings: Settings, rebuild: bool) -> Snapshot:
+    """The local snapshot of every event read so far (empty with ``rebuild``)."""
     half_life_s = settings.half_life_days * 86_400 if settings.half_life_days else None
-    t_load = time.perf_counter()
     with _stage("snapshot"):
         if rebuild:
             snapshots.discard(settings.snapshot_dir)
         try:
-            snap = snapshots.load(settings.snapshot_dir, topics, half_life_s)
+            return snapshots.load(settings.snapshot_dir, settings.event_topics, half_life_s)
         except SnapshotError as exc:
             raise RefitError("snapshot", str(exc)) from None
-    load_s = time.perf_counter() - t_load
-    progress(f"snapshot: {snap.events:,} events, {len(snap):,} user-item pairs")
+
+
+def _read_and_merge(settings: Settings, snap: Snapshot,
+                    progress: Progress) -> tuple[Snapshot, dict[TP, int], ReadStats, float]:
+    """Read the events after the snapshot's offsets and merge them in: (merged, end offsets, stats, merge s)."""
     with _stage("read"):
-        events, end, stats = read_events(settings, snap.offsets, topics, processes=settings.batch_read_processes,
-                                         progress=progress)
+        events, end, stats = read_events(settings, snap.offsets, settings.event_topics,
+                                         processes=settings.batch_read_processes, progress=progress)
         if stats.invalid:
             log.warning("skipped %d invalid events %s (the worker dead-letters them)",
                         sum(stats.invalid.values()), dict(stats.invalid))
@@ -180,40 +224,39 @@ def _run(settings: Settings, store: RedisStore, fit: FitFn, rebuild: bool, progr
         t_merge = time.perf_counter()
         merged = snapshots.merge(snap, events, end, invalid=sum(stats.invalid.values()),
                                  dedup_window_ms=settings.dedup_window_s * 1000)
-        duplicates = merged.duplicates - snap.duplicates
-        if duplicates:
-            log.info("dropped %d events whose event_id was already counted", duplicates)
-        train = training_set(merged, settings, now_ms())
-        merge_s = time.perf_counter() - t_merge
-    progress(f"read {stats.read:,} new events in {stats.seconds:.1f}s; fitting {train.matrix.shape[0]:,} users x "
-             f"{train.matrix.shape[1]:,} items, {train.matrix.nnz:,} interactions")
-    if train.matrix.nnz == 0:
-        raise RefitError("no_data", "no interactions to fit: the event topics hold no valid events yet")
+        if merged.duplicates > snap.duplicates:
+            log.info("dropped %d events whose event_id was already counted", merged.duplicates - snap.duplicates)
+        return merged, end, stats, time.perf_counter() - t_merge
 
+
+def _fit_while_saving(settings: Settings, fit: FitFn, train: TrainingSet, merged: Snapshot
+                      ) -> tuple[ALSModelFactors, bool]:
+    """Fit the model while a thread saves the merged snapshot (it only needs the disk); (model, saved)."""
     saver_error: list[BaseException] = []
 
-    def save() -> None:  # the snapshot is written while the fit runs (it only needs the disk)
+    def save() -> None:
         try:
-            snapshots.save(merged, settings.snapshot_dir, topics)
+            snapshots.save(merged, settings.snapshot_dir, settings.event_topics)
         except BaseException as exc:
             saver_error.append(exc)
 
     saver = threading.Thread(target=save, name="snapshot-save")
     saver.start()
-    t_fit = time.perf_counter()
     try:
         with _stage("fit"):
             model = fit(train.matrix, als_params(settings))
             _check_model(model, train)
     finally:
         saver.join()
-    fit_wall_s = time.perf_counter() - t_fit
     if saver_error:  # the model is still good; the next run re-reads these events
         log.warning("could not save the snapshot: %s", saver_error[0])
-    progress(f"fitted in {model.fit_seconds:.1f}s; publishing")
+    return model, not saver_error
 
-    version = new_version_name()
-    meta = {
+
+def _metadata(settings: Settings, train: TrainingSet, model: ALSModelFactors, merged: Snapshot,
+              end: dict[TP, int]) -> dict[str, Any]:
+    """The version's metadata: when and from which offsets it was trained, its parameters, its sizes."""
+    return {
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "trained_at_ms": now_ms(),
         "source_offsets": {f"{t}:{p}": o for (t, p), o in sorted(end.items())},
         "params": {"factors": settings.als_factors, "regularization": settings.als_regularization,
@@ -224,7 +267,12 @@ def _run(settings: Settings, store: RedisStore, fit: FitFn, rebuild: bool, progr
         "n_interactions": int(train.matrix.nnz), "events": merged.events, "invalid_events": merged.invalid,
         "duplicate_events": merged.duplicates,
     }
-    t_pub = time.perf_counter()
+
+
+def _publish(settings: Settings, store: RedisStore, version: str, meta: dict[str, Any], train: TrainingSet,
+             model: ALSModelFactors) -> list[str]:
+    """Write the version and make it current; never leaves a half-written version. Returns the abandoned
+    versions removed first."""
     with _stage("publish"):
         abandoned = remove_abandoned_versions(store)
         bulk = BulkStore.like(store, settings)
@@ -242,25 +290,7 @@ def _run(settings: Settings, store: RedisStore, fit: FitFn, rebuild: bool, progr
             raise
         finally:
             bulk.close()
-    publish_s = time.perf_counter() - t_pub
-    progress(f"published {version} in {publish_s:.1f}s; re-folding users with newer events")
-
-    t_fold = time.perf_counter()
-    with _stage("refold"):  # the new version is live now; a failure here is reported, not rolled back
-        item_index = {item: k for k, item in enumerate(train.item_ids)}
-        recent = users_since(settings, end)
-        fold = refold_users(settings, store, version, model.item_factors, model.gram, item_index, recent)
-    removed = cleanup_versions(store, settings.model_grace_s)
-    return {
-        "version": version, **stats.as_dict(), "duplicates": duplicates,
-        "n_users": len(train.user_ids), "n_items": len(train.item_ids), "n_interactions": int(train.matrix.nnz),
-        "snapshot_load_s": round(load_s, 3), "merge_s": round(merge_s, 3), "fit_s": round(model.fit_seconds, 3),
-        "fit_wall_s": round(fit_wall_s, 3),
-        "publish_s": round(publish_s, 3),
-        "refold_s": round(time.perf_counter() - t_fold, 3), **fold, "removed_versions": removed,
-        "snapshot_saved": not saver_error, "abandoned_versions_removed": abandoned,
-        "source_offsets": meta["source_offsets"],
-    }
+    return abandoned
 
 
 def remove_abandoned_versions(store: RedisStore) -> list[str]:
