@@ -32,9 +32,12 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamrec.settings import Settings
+
+if TYPE_CHECKING:
+    from streamrec.store import RedisStore
 
 Progress = Callable[[str], None]
 SCAN_COUNT = 1_000
@@ -121,80 +124,16 @@ def _chunks(records: Iterator[Any], size: int) -> Iterator[list[Any]]:
 def rebuild(settings: Settings, *, force: bool = False, refit: bool = False, catalog: Path | None = None,
             progress: Progress = _say) -> dict[str, Any]:
     """Restore the model and every user's state (see the module docstring); returns a summary."""
-    from batch.refit import RefitError, run_refit
-    from stream_processors.processor import BatchProcessor
-    from streamrec.kafka_io import KafkaUnavailable, end_offsets, read_range
     from streamrec.store import RedisStore
-    from streamrec.store.models import current_version, load_model
 
     started = time.monotonic()
     store = RedisStore(settings)
     summary: dict[str, Any] = {}
     try:
-        if not store.ping():
-            raise RebuildError(f"redis at {settings.redis_url.split('@')[-1]} does not answer")
-        try:
-            end = end_offsets(settings, settings.event_topics)
-            members = group_members(settings)
-        except KafkaUnavailable as exc:
-            raise RebuildError(f"kafka does not answer: {exc}") from None
-        if members:
-            raise RebuildError(f"the worker group {settings.consumer_group!r} has {members} member(s): stop every "
-                               "`streamrec worker` first (they would write while the state is replayed)")
-        applied_key = store.keys.offsets(settings.consumer_group)
-        if store.client.hlen(applied_key):
-            if not force:
-                raise RebuildError(f"redis still holds applied offsets ({applied_key}): the user state is there. "
-                                   "Use --force to wipe it and recompute it from the topics")
-            summary["wiped_keys"] = wipe_user_state(settings, store)
-            progress(f"wiped {summary['wiped_keys']} keys of user state")
-
-        # 1. the model
-        version = current_version(store)
-        if refit or version is None or load_model(store, version) is None:
-            progress(f"{'refit requested' if refit else 'no complete model version in redis'}: running the batch "
-                     f"refit from the snapshot in {settings.snapshot_dir} and the topics")
-            try:
-                fit = run_refit(settings, store, progress=progress)
-            except RefitError as exc:
-                raise RebuildError(f"{exc}") from None
-            summary["refit"] = {k: fit.get(k) for k in ("version", "read", "n_users", "n_items", "n_interactions",
-                                                        "total_s")}
-            version = str(fit["version"])
-        summary["model_version"] = version
-
-        # 2. the user state, through the worker's own core
-        tps = sorted(tp for tp, hi in end.items() if hi > 0)
-        starts = log_start_offsets(settings, tps)
-        missing = {f"{t}:{p}": off for (t, p), off in starts.items() if off > 0}
-        if missing:
-            progress(f"warning: retention removed the first events of {missing}: histories miss them")
-        total = sum(end[tp] - starts[tp] for tp in tps)
-        progress(f"replaying {total:,} records of {settings.event_topics} (up to the end offsets taken now)")
-        processor = BatchProcessor(settings, store, dead_letters=None)  # dead letters were sent the first time
-        counts = {"records": 0, "applied": 0, "duplicates": 0, "redelivered": 0, "dead_letters": 0}
-        last = time.monotonic()
-        replay_started = last
-        size = max(settings.worker_batch_size, 1_000)
-        for chunk in _chunks(read_range(settings, {}, {tp: end[tp] for tp in tps}, timeout=60.0), size):
-            result = processor.process(chunk)
-            counts["records"] += result.records
-            counts["applied"] += result.applied
-            counts["duplicates"] += result.duplicates
-            counts["redelivered"] += result.redelivered
-            counts["dead_letters"] += sum(result.dead_letters.values())
-            if time.monotonic() - last >= 10.0:
-                last = time.monotonic()
-                rate = counts["records"] / (last - replay_started)
-                progress(f"replayed {counts['records']:,}/{total:,} records ({rate:,.0f}/s)")
-        summary["replay"] = {**counts, "seconds": round(time.monotonic() - replay_started, 2),
-                             "users": int(store.client.hlen(store.keys.user_events))}
-        summary["applied_offsets"] = {f"{t}:{p}": end[(t, p)] - 1 for t, p in tps}
-        if missing:
-            summary["log_start_offsets"] = missing
-
-        # 3. the catalogue, when given
-        if catalog is not None:
+        end = _check_preconditions(settings, store, force, summary, progress)
+        version = _restore_model(settings, store, refit, summary, progress)  # 1. the model
+        counts = _replay_user_state(settings, store, end, summary, progress)  # 2. the user state
+        if catalog is not None:  # 3. the catalogue, when given
             from streamrec.store.catalog import put_items
 
             rows = read_catalog(catalog)
@@ -206,6 +145,87 @@ def rebuild(settings: Settings, *, force: bool = False, refit: bool = False, cat
         return summary
     finally:
         store.close()
+
+
+def _check_preconditions(settings: Settings, store: RedisStore, force: bool, summary: dict[str, Any],
+                         progress: Progress) -> dict[tuple[str, int], int]:
+    """Redis and Kafka answer, no worker runs, and the user state is gone (or ``force`` wipes it); returns
+    the topics' end offsets, up to which the state is replayed."""
+    from streamrec.kafka_io import KafkaUnavailable, end_offsets
+
+    if not store.ping():
+        raise RebuildError(f"redis at {settings.redis_url.split('@')[-1]} does not answer")
+    try:
+        end = end_offsets(settings, settings.event_topics)
+        members = group_members(settings)
+    except KafkaUnavailable as exc:
+        raise RebuildError(f"kafka does not answer: {exc}") from None
+    if members:
+        raise RebuildError(f"the worker group {settings.consumer_group!r} has {members} member(s): stop every "
+                           "`streamrec worker` first (they would write while the state is replayed)")
+    applied_key = store.keys.offsets(settings.consumer_group)
+    if store.client.hlen(applied_key):
+        if not force:
+            raise RebuildError(f"redis still holds applied offsets ({applied_key}): the user state is there. "
+                               "Use --force to wipe it and recompute it from the topics")
+        summary["wiped_keys"] = wipe_user_state(settings, store)
+        progress(f"wiped {summary['wiped_keys']} keys of user state")
+    return end
+
+
+def _restore_model(settings: Settings, store: RedisStore, refit: bool, summary: dict[str, Any],
+                   progress: Progress) -> str:
+    """The current model version, refitted from the snapshot and the topics when missing (or ``refit``)."""
+    from batch.refit import RefitError, run_refit
+    from streamrec.store.models import current_version, load_model
+
+    version = current_version(store)
+    if refit or version is None or load_model(store, version) is None:
+        progress(f"{'refit requested' if refit else 'no complete model version in redis'}: running the batch "
+                 f"refit from the snapshot in {settings.snapshot_dir} and the topics")
+        try:
+            fit = run_refit(settings, store, progress=progress)
+        except RefitError as exc:
+            raise RebuildError(f"{exc}") from None
+        summary["refit"] = {k: fit.get(k) for k in ("version", "read", "n_users", "n_items", "n_interactions",
+                                                    "total_s")}
+        version = str(fit["version"])
+    summary["model_version"] = version
+    return version
+
+
+def _replay_user_state(settings: Settings, store: RedisStore, end: dict[tuple[str, int], int],
+                       summary: dict[str, Any], progress: Progress) -> dict[str, int]:
+    """Every record up to ``end`` through the worker's own core (exactly once, as the worker applies it)."""
+    from stream_processors.processor import BatchProcessor
+    from streamrec.kafka_io import read_range
+
+    tps = sorted(tp for tp, hi in end.items() if hi > 0)
+    starts = log_start_offsets(settings, tps)
+    missing = {f"{t}:{p}": off for (t, p), off in starts.items() if off > 0}
+    if missing:
+        progress(f"warning: retention removed the first events of {missing}: histories miss them")
+    total = sum(end[tp] - starts[tp] for tp in tps)
+    progress(f"replaying {total:,} records of {settings.event_topics} (up to the end offsets taken now)")
+    processor = BatchProcessor(settings, store, dead_letters=None)  # dead letters were sent the first time
+    counts = {"records": 0, "applied": 0, "duplicates": 0, "redelivered": 0, "dead_letters": 0}
+    last = replay_started = time.monotonic()
+    size = max(settings.worker_batch_size, 1_000)
+    for chunk in _chunks(read_range(settings, {}, {tp: end[tp] for tp in tps}, timeout=60.0), size):
+        result = processor.process(chunk)
+        for name in ("records", "applied", "duplicates", "redelivered"):
+            counts[name] += getattr(result, name)
+        counts["dead_letters"] += sum(result.dead_letters.values())
+        if time.monotonic() - last >= 10.0:
+            last = time.monotonic()
+            progress(f"replayed {counts['records']:,}/{total:,} records "
+                     f"({counts['records'] / (last - replay_started):,.0f}/s)")
+    summary["replay"] = {**counts, "seconds": round(time.monotonic() - replay_started, 2),
+                         "users": int(store.client.hlen(store.keys.user_events))}
+    summary["applied_offsets"] = {f"{t}:{p}": end[(t, p)] - 1 for t, p in tps}
+    if missing:
+        summary["log_start_offsets"] = missing
+    return counts
 
 
 def cmd_rebuild(args: argparse.Namespace, settings: Settings) -> int:
