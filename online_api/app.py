@@ -21,11 +21,14 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from online_api.cache import ModelCache, Refresher
 from online_api.collector import Collector
 from online_api.errors import RETRY_AFTER_S, install_error_handlers
 from online_api.fastpath import RecommendationsFastPath
+from online_api.ingest import install_event_schemas
 from online_api.metrics import ApiMetrics
 from online_api.middleware import Guard, HeadAsGet
 from online_api.routes import read_router, route_named, write_router
@@ -62,10 +65,13 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
     cache = ModelCache(settings)
     refresher = Refresher(settings, cache, metrics)
     collector = Collector(settings)
-    # No socket_timeout: redis-py implements it with asyncio.wait_for (a task per command, measurably slow);
-    # the service bounds every call with asyncio.timeout instead (service.REDIS_TIMEOUT_S).
+    # The API's one Redis client and pool (the service's Lua script runs on it too). No socket_timeout:
+    # redis-py implements it with asyncio.wait_for (a task per command, measurably slow); the service bounds
+    # every call with asyncio.timeout instead (service.REDIS_TIMEOUT_S). One retry on a connection error: an
+    # idle connection whose socket Redis closed (a restart) can be handed out before the loop saw the close,
+    # and every command of this client is a read, safe to send again on a fresh socket.
     client = aredis.Redis.from_url(settings.redis_url, socket_timeout=None, socket_connect_timeout=1.0,
-                                   health_check_interval=30, max_connections=64)
+                                   health_check_interval=30, max_connections=64, retry=Retry(NoBackoff(), 1))
     svc = Recommender(settings, cache, metrics, client)
 
     @asynccontextmanager
@@ -104,6 +110,7 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
     reads = read_router(settings, svc, read_auth)
     app.include_router(reads)
     app.include_router(write_router(settings, svc, collector, write_auth))
+    install_event_schemas(app)  # the collector's bodies: the contract's msgspec schemas
     app.include_router(storefront_router(settings, svc, read_auth))  # the demo page, docs/storefront.md
 
     @app.get("/healthz", response_model=Health, tags=["operations"], summary="Liveness")

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import redis.asyncio as aredis
+from redis.commands.core import AsyncScript
 
 from models.explain import explain as explain_scores
 from models.scoring import top_k
@@ -31,7 +32,6 @@ from models.weighting import weighted_matrix
 from online_api.cache import ModelCache, View
 from online_api.errors import NotFound, Unavailable
 from online_api.metrics import ApiMetrics
-from online_api.redis_script import ScriptRunner
 from online_api.schemas import (
     Contribution,
     Explanation,
@@ -118,7 +118,9 @@ class Recommender:
         self.settings, self.cache, self.metrics, self.client = settings, cache, metrics, client
         self.store = RedisStore(settings)  # sync client, used off the event loop for rare reads
         self.keys = self.store.keys
-        self._user_state = ScriptRunner(client, USER_STATE_LUA)
+        # redis-py's script object on the API's one client and pool: EVALSHA, and on NOSCRIPT (Redis restarted
+        # or flushed its scripts) SCRIPT LOAD and once more; its errors are redis-py's, which the app answers 503.
+        self._user_state: AsyncScript = client.register_script(USER_STATE_LUA)
         self._lists: dict[tuple[str, str, str], tuple[float, list[tuple[str, float]]]] = {}
         # labels() costs a few µs per call: resolve the two children once
         self._n_personal = metrics.recommendations.labels("personal")
@@ -126,7 +128,6 @@ class Recommender:
 
     async def aclose(self) -> None:
         """Close the connections this service opened (the shared ``client`` is the caller's)."""
-        await self._user_state.aclose()
         self.store.close()
 
     # ------------------------------------------------------------------------------ recommendations
