@@ -10,6 +10,9 @@ answer never waits behind other requests' work. Everything else (parsing, flow c
 timeouts) is uvicorn's, on the real transport.
 
 Selected with ``uvicorn.run(..., http="online_api.http:CoalescingHttpToolsProtocol")`` (online_api.cli).
+The uvicorn code this relies on is pinned by a hash of its source (tests/unit/online_api/
+test_api_http_upstream.py) and uvicorn by an upper bound (pyproject.toml): an upgrade that changes it
+fails that test, naming what to re-check here.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ Faust's cost at thousands of messages per second. :class:`FastConsumer` keeps th
 first runs the callback coroutine one step by hand: when it finishes without blocking (the common case:
 the buffer has room) nothing else is needed; only when it blocks is it wrapped in a task and raced
 against the suspend flag exactly as before. The loop is otherwise Faust 0.11-0.15's, line for line.
+The upstream functions copied or overridden here are pinned by a hash of their source
+(tests/unit/stream_processors/test_faust_fast_upstream.py) and faust-streaming by an upper bound
+(pyproject.toml): an upgrade that changes one fails that test, naming what to re-check here.
 
 :class:`RawSchema` hands the raw bytes over without Faust's codec registry, and
 :class:`QuietMonitor` drops Faust's per-message statistics (they feed its web stats page, which the
