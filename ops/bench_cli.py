@@ -1,4 +1,4 @@
-"""``streamrec bench foldin|refit|stream|api``: the benchmarks' command line (they print figures)."""
+"""``streamrec bench foldin|refit|publish|stream|api``: the benchmarks' command line (they print figures)."""
 
 from __future__ import annotations
 
@@ -53,6 +53,13 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     cfg = BenchConfig(items=args.items, users=args.users, factors=args.factors, duration_s=args.duration,
                       connections=args.connections, inprocess_requests=args.inprocess)
     return run(settings, cfg, json_out=args.json)
+
+
+def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
+    from ops.bench_publish import BenchConfig, main
+
+    return main(settings, BenchConfig(users=args.users, factors=args.factors, repeat=args.repeat, seed=args.seed),
+                json_out=args.json)
 
 
 def _foldin(bench: argparse._SubParsersAction) -> None:
@@ -125,11 +132,25 @@ def _api(bench: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_api)
 
 
+def _publish(bench: argparse._SubParsersAction) -> None:
+    p = bench.add_parser(
+        "publish", help="the refit's vector publish: redis-py (hiredis) versus hand-built RESP",
+        description="Writes the same user vectors as one Redis hash both ways (redis-py pipelined HSET chunks, "
+        "and RESP buffers built straight from the float32 block), alternating, under a private key prefix, and "
+        "prints the median times and their ratio. Last line: users, factors, redis_py_s, resp_s, ratio.")
+    p.add_argument("--json", action="store_true", help="print the figures as one JSON object on the last line")
+    p.add_argument("--users", type=int, default=235_000, help="vectors published (default: the Globo refit's)")
+    p.add_argument("--factors", type=int, default=64)
+    p.add_argument("--repeat", type=int, default=5, metavar="N", help="timed rounds per path (medians)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_publish)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``streamrec bench`` and its benchmarks to the CLI."""
-    parser = sub.add_parser("bench", help="benchmarks that print figures (foldin, refit, stream, api)",
+    parser = sub.add_parser("bench", help="benchmarks that print figures (foldin, refit, publish, stream, api)",
                             description="Each benchmark prints progress, then its figures; with --json "
                             "the last line is one JSON object.")
     bench = parser.add_subparsers(dest="bench", required=True, metavar="BENCH")
-    for add in (_foldin, _refit, _stream, _api):
+    for add in (_foldin, _refit, _publish, _stream, _api):
         add(bench)
