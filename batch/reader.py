@@ -40,23 +40,21 @@ class ReadStats:
     read: int = 0
     valid: int = 0
     invalid: Counter[str] = field(default_factory=Counter)
-    slow_path: int = 0
     lost_to_retention: int = 0
     seconds: float = 0.0
     processes: int = 1
 
     def as_dict(self) -> dict[str, Any]:
-        return {"read": self.read, "valid": self.valid, "invalid": dict(self.invalid), "slow_path": self.slow_path,
+        return {"read": self.read, "valid": self.valid, "invalid": dict(self.invalid),
                 "lost_to_retention": self.lost_to_retention, "read_s": round(self.seconds, 3),
                 "read_processes": self.processes}
 
 
 def _send(conn: Connection, part: Part) -> None:
-    header = {"users": len(part.users), "items": len(part.items), "invalid": dict(part.invalid),
-              "read": part.read, "slow": part.slow}
+    header = {"users": len(part.users), "items": len(part.items), "invalid": dict(part.invalid), "read": part.read}
     conn.send_bytes(json.dumps(header).encode())
-    conn.send_bytes(b"\n".join(part.users))
-    conn.send_bytes(b"\n".join(part.items))
+    conn.send_bytes("\n".join(part.users).encode())  # ids hold no control characters: newlines separate them
+    conn.send_bytes("\n".join(part.items).encode())
     for name, _ in _ARRAYS:
         conn.send_bytes(np.ascontiguousarray(part.arrays[name]).tobytes())
 
@@ -66,10 +64,10 @@ def _recv(conn: Connection) -> Part:
     if "error" in header:
         raise KafkaUnavailable(f"reader process failed: {header['error']}")
     users_blob, items_blob = conn.recv_bytes(), conn.recv_bytes()
-    users = users_blob.split(b"\n") if header["users"] else []
-    items = items_blob.split(b"\n") if header["items"] else []
+    users = users_blob.decode().split("\n") if header["users"] else []
+    items = items_blob.decode().split("\n") if header["items"] else []
     arrays = {name: np.frombuffer(conn.recv_bytes(), dtype=dtype) for name, dtype in _ARRAYS}
-    return Part(users, items, arrays, Counter(header["invalid"]), header["read"], header["slow"])
+    return Part(users, items, arrays, Counter(header["invalid"]), header["read"])
 
 
 def _child(conn: Connection, settings: Settings, work: Work) -> None:
@@ -92,16 +90,16 @@ def _split(work: Work, n: int) -> list[Work]:
     return [g for g in groups if g]
 
 
-def _combine(ids: list[list[bytes]], codes: list[npt.NDArray[np.int32]]) -> tuple[list[str], npt.NDArray[np.int32]]:
+def _combine(ids: list[list[str]], codes: list[npt.NDArray[np.int32]]) -> tuple[list[str], npt.NDArray[np.int32]]:
     """Merge per-reader id dictionaries into one and remap each reader's codes."""
     if len(ids) == 1:
-        return [i.decode() for i in ids[0]], codes[0]
+        return ids[0], codes[0]
     merged_codes, merged = pd.factorize(np.array([i for part in ids for i in part], dtype=object))
     out, start = [], 0
     for part, code in zip(ids, codes, strict=True):
         out.append(merged_codes[start : start + len(part)][code])
         start += len(part)
-    return [i.decode() for i in merged], np.concatenate(out).astype(np.int32)
+    return list(merged), np.concatenate(out).astype(np.int32)
 
 
 def read_events(
@@ -162,7 +160,6 @@ def read_events(
     for p in parts:
         stats.read += p.read
         stats.invalid.update(p.invalid)
-        stats.slow_path += p.slow
     events = NewEvents(users, items, user_code, item_code, np.concatenate([p.arrays["ts"] for p in parts]),
                        np.concatenate([p.arrays["purchase"] for p in parts]),
                        np.concatenate([p.arrays["event_id"] for p in parts]).reshape(-1, 2))

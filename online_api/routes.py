@@ -1,4 +1,5 @@
-"""The /v1 endpoints. Handlers are thin: FastAPI validates, the service layer answers.
+"""The /v1 endpoints. Handlers are thin: FastAPI validates (the event contract's decoder reads the
+collector's bodies, :mod:`online_api.ingest`), the service layer answers.
 
 (No ``from __future__ import annotations`` here: FastAPI reads the parameter annotations at runtime.)
 """
@@ -8,17 +9,17 @@ import re
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
 from online_api.collector import Collector
 from online_api.errors import InvalidInput, NotFound, Unavailable
+from online_api.ingest import read_events, request_body
 from online_api.schemas import (
     ID_PATTERN,
     MAX_EXCLUDE,
     Accepted,
-    EventBatch,
     Explanation,
     Item,
     ItemIn,
@@ -29,7 +30,7 @@ from online_api.schemas import (
 )
 from online_api.security import refuse_ingest_keys, require_collector_key
 from online_api.service import Recommender
-from streamrec.events import MAX_EVENT_BYTES, MAX_ID_LEN, Event, InvalidEvent, validate_event
+from streamrec.events import MAX_ID_LEN, Event
 from streamrec.settings import Settings
 from streamrec.store.catalog import get_item, put_items
 from streamrec.store.trending import WINDOWS
@@ -132,26 +133,13 @@ def write_router(settings: Settings, svc: Recommender, collector: Collector, aut
     writes = error_responses(400, 401, 403, 413, 422, 503)
     max_future_ms = int(settings.max_future_skew_s * 1000)
 
-    def check(events: list[Event], prefix: str) -> list[Event]:
-        # The contract's own entry point: it adds the checks beyond the schema (no future timestamps).
-        out, problems = [], []
-        for i, event in enumerate(events):
-            try:
-                checked = validate_event(event.model_dump(mode="json"), max_future_ms=max_future_ms)
-            except InvalidEvent as exc:
-                problems.append({"field": f"{prefix.format(i)}.ts" if exc.reason == "future_timestamp"
-                                 else prefix.format(i), "message": exc.detail})
-                continue
-            size = len(checked.to_json_bytes())
-            if size > MAX_EVENT_BYTES:  # the worker would dead-letter it: refuse it here instead
-                problems.append({"field": prefix.format(i), "message": f"encoded event is {size} bytes, "
-                                 f"more than {MAX_EVENT_BYTES}"})
-                continue
-            out.append(checked)
-        if problems:
+    async def decoded(request: Request, *, batch: bool) -> list[Event]:
+        try:
+            return read_events(await request.body(), request.headers.get("content-type"), batch=batch,
+                               max_future_ms=max_future_ms)
+        except InvalidInput:
             svc.metrics.events.labels("invalid").inc()
-            raise InvalidInput(f"{problems[0]['field']}: {problems[0]['message']}", fields=problems)
-        return out
+            raise
 
     async def send(events: list[Event]) -> None:
         try:
@@ -162,20 +150,20 @@ def write_router(settings: Settings, svc: Recommender, collector: Collector, aut
         svc.metrics.events.labels("accepted").inc(len(events))
 
     @r.post("/events", status_code=202, response_model=Accepted, responses=writes, tags=["collector"],
-            dependencies=collect, summary="Post one event")
-    async def post_event(event: Event) -> Accepted:
+            dependencies=collect, summary="Post one event", openapi_extra=request_body("Event"))
+    async def post_event(request: Request) -> Accepted:
         """Validates the event, writes it to Kafka (idempotent producer, acks=all) and answers 202 once Kafka
         acknowledged it: an accepted event is never lost. 503 with Retry-After while Kafka is unreachable."""
-        events = check([event], "body")
+        events = await decoded(request, batch=False)
         await send(events)
-        return Accepted(accepted=1, event_ids=[str(event.event_id)])
+        return Accepted(accepted=1, event_ids=[str(events[0].event_id)])
 
     @r.post("/events:batch", status_code=202, response_model=Accepted, responses=writes, tags=["collector"],
-            dependencies=collect, summary="Post up to 500 events")
-    async def post_events(batch: EventBatch) -> Accepted:
+            dependencies=collect, summary="Post up to 500 events", openapi_extra=request_body("EventBatch"))
+    async def post_events(request: Request) -> Accepted:
         """All events are validated first; one invalid event rejects the batch (422, nothing written).
         Retrying a batch after a 503 is safe: events are de-duplicated by event_id downstream."""
-        events = check(batch.events, "body.events[{}]")
+        events = await decoded(request, batch=True)
         await send(events)
         return Accepted(accepted=len(events), event_ids=[str(e.event_id) for e in events])
 

@@ -3,18 +3,55 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, NamedTuple
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, WithJsonSchema
 
 from streamrec.events import ID_PATTERN as ID_PATTERN  # re-exported: the routes' query ids follow it too
-from streamrec.events import ContextValue, Event, OpaqueId, utf8_text
+from streamrec.events import MAX_ID_LEN
 
-MAX_BATCH_EVENTS = 500
+# The collector's bodies (Event, EventBatch) are msgspec Structs read by the contract's decoder: see
+# online_api.ingest, which also puts their schemas into the OpenAPI document.
 MAX_EXCLUDE = 500
 MAX_ATTRIBUTES = 32
+
+
+def utf8_text(value: str) -> str:
+    """``value`` if it can be written as UTF-8 (no lone UTF-16 surrogates), else ValueError.
+
+    JSON's ``\\ud83d`` escapes decode to such strings; Redis, Kafka headers and logs cannot hold them.
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (a lone UTF-16 surrogate is not)") from None
+    return value
+
+
+def _attribute_value(value: Any) -> str | int | float | bool | None:
+    """A catalogue attribute: UTF-8 text, a finite number, a boolean or null; nothing is coerced."""
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number (NaN and Infinity are not JSON)")
+        return value
+    if isinstance(value, str):
+        return utf8_text(value)
+    raise ValueError("must be a string, number, boolean or null (attributes are flat)")
+
+
+# A catalogue category follows the event contract's id rules (it names the same Redis keys).
+CategoryId = Annotated[str, Field(min_length=1, max_length=MAX_ID_LEN, pattern=ID_PATTERN), AfterValidator(utf8_text)]
+AttributeValue = Annotated[
+    Any,
+    BeforeValidator(_attribute_value),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "number"}, {"type": "boolean"},
+                              {"type": "null"}]}),
+]
 
 
 class Source(StrEnum):
@@ -125,14 +162,6 @@ class Trending(BaseModel):
     items: list[TrendingItem]
 
 
-class EventBatch(BaseModel):
-    """Up to 500 events; all are validated before any is produced (one bad event rejects the batch)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    events: list[Event] = Field(min_length=1, max_length=MAX_BATCH_EVENTS)
-
-
 class Accepted(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "accepted": 1, "event_ids": ["0b7e4f0c-3c57-4c43-9d0e-2f1f5a2b9c11"]}]})
@@ -147,10 +176,10 @@ class ItemIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
         "category": "shoes", "available": True, "attributes": {"brand": "acme", "price": 49.0}}]})
 
-    category: OpaqueId | None = None
+    category: CategoryId | None = None
     available: StrictBool = Field(True, description="unavailable items never appear in any answer")
     # Values as strict as the event context: UTF-8 text, finite numbers, booleans, null; nothing coerced.
-    attributes: dict[Annotated[str, Field(max_length=64), AfterValidator(utf8_text)], ContextValue] = Field(
+    attributes: dict[Annotated[str, Field(max_length=64), AfterValidator(utf8_text)], AttributeValue] = Field(
         default_factory=dict, max_length=MAX_ATTRIBUTES,
         description="free-form flat attributes; keys other than item_id, category and available")
 

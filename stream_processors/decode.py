@@ -1,7 +1,8 @@
 """Step one of a batch: decode and validate every record; what fails becomes a dead letter.
 
-This is the one place where input is judged. Anything a record can make go wrong while it is decoded
-is a data error: the record becomes a :class:`DeadLetter` with a reason code (those of
+This is the one place where input is judged, by the contract's own bulk decoder
+(:func:`streamrec.events.decode_many`, msgspec in C). Anything a record can make go wrong while it is
+decoded is a data error: the record becomes a :class:`DeadLetter` with a reason code (those of
 :func:`streamrec.events.decode_event`, plus ``undecodable`` for anything unexpected) and the batch goes
 on. Dead letters carry the original key and value bytes unchanged; see :mod:`.dead_letters`.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from streamrec.events import Event, InvalidEvent, decode_event
+from streamrec.events import Event, InvalidEvent, decode_event, decode_many
 from streamrec.kafka_io import Record
 
 MAX_DETAIL = 500
@@ -39,6 +40,19 @@ def decode_records(
     records: Sequence[Record], now_ms: int, max_future_ms: int
 ) -> tuple[list[ValidEvent], list[DeadLetter]]:
     """Split ``records`` into valid events and dead letters, keeping their order."""
+    try:
+        events, where, invalid = decode_many([rec.value for rec in records], now=now_ms, max_future_ms=max_future_ms)
+    except Exception:  # a bug in the bulk path must not stall the batch: judge the records one by one
+        return _one_by_one(records, now_ms, max_future_ms)
+    positions = range(len(events)) if where is None else where
+    valid = [ValidEvent(records[k], event) for k, event in zip(positions, events, strict=True)]
+    dead = [DeadLetter(records[k], exc.reason, exc.detail[:MAX_DETAIL]) for k, exc in invalid]
+    return valid, dead
+
+
+def _one_by_one(
+    records: Sequence[Record], now_ms: int, max_future_ms: int
+) -> tuple[list[ValidEvent], list[DeadLetter]]:
     valid: list[ValidEvent] = []
     dead: list[DeadLetter] = []
     for rec in records:
