@@ -23,7 +23,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from streamrec.events import EventType, decode_many, now_ms
 from streamrec.kafka_io import KafkaUnavailable, is_data
@@ -64,6 +64,7 @@ def watermarks(settings: Settings, topics: list[str], timeout: float = 10.0) -> 
         consumer.close()
 
 
+_PARTITION, _VALUE = Message.partition, Message.value  # C methods: map() calls them without a Python frame
 _USER, _ITEM, _TS, _TYPE, _ID = (operator.attrgetter(a) for a in ("user_id", "item_id", "ts", "type", "event_id"))
 # msgpack writes a UUID as bin 8 of 16 bytes (0xc4 0x10 + the bytes): n ids are the last 18 n bytes.
 _UUID_BYTES = msgspec.msgpack.Encoder(uuid_format="bytes").encode
@@ -143,7 +144,7 @@ def read_topic(
                 raise KafkaUnavailable(f"timed out reading {topic} at {next_offset} of {stop}")
             continue
         idle_since = None
-        parts = np.array([m.partition() for m in msgs])
+        parts = np.array(list(map(_PARTITION, msgs)))
         if parts.dtype != np.int64:  # an error event without a partition
             runs = [(0, len(msgs))]
         else:
@@ -158,7 +159,7 @@ def read_topic(
                     and first.offset() == next_offset[p] and (last.offset() or 0) - next_offset[p] + 1 == b - a):
                 # events produced after the end offsets belong to the next run
                 b = min(b, a + stop[p] - next_offset[p])
-                values += [m.value() for m in msgs[a:b]]
+                values += map(_VALUE, msgs[a:b])
                 next_offset[p] += b - a
             else:
                 values += _checked(msgs[a:b], topic, next_offset, stop)
