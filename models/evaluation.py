@@ -47,6 +47,7 @@ __all__ = [
     "interaction_matrix",
     "next_window",
     "prequential",
+    "prequential_queries",
     "replay",
     "time_split",
 ]
@@ -189,19 +190,19 @@ def _sample(n: int, sample: int | None, seed: int) -> IntArray:
     return np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False))
 
 
-def _catalogue(log: EventLog, stop: int) -> int:
+def catalogue(log: EventLog, stop: int) -> int:
+    """Items with at least one event before ``stop`` (the coverage denominator)."""
     return int(np.count_nonzero(np.bincount(log.item[:stop], minlength=log.n_items)))
 
 
-def prequential(log: EventLog, start: int, stop: int, model: BatchModel | None, cfg: ReplayConfig,
-                sample: int | None = None, seed: int = 0, progress: Progress | None = None) -> ReplayResult:
-    """Prequential replay of events ``[start, stop)``: before each event, ask for its user's top k.
+def prequential_queries(log: EventLog, start: int, stop: int, exclude_seen: bool, sample: int | None = None,
+                        seed: int = 0, progress: Progress | None = None) -> tuple[IntArray, IntArray, list[IntArray]]:
+    """The queries of a prequential replay of ``[start, stop)``: (event index, user, relevant items) each.
 
     A query is a (user, timestamp) group -- a basket's lines arrive together, so none of them is
     known before the others are asked for. Its relevant items are the group's items; with
     ``exclude_seen`` only those the user never had before (the others could not be recommended).
-    Groups without relevant items are dropped; ``sample`` picks a fixed, seeded subset of the
-    rest, but every event is applied to the state.
+    Groups without relevant items are dropped; ``sample`` picks a fixed, seeded subset of the rest.
     """
     idx = np.arange(start, stop)
     ev = idx[np.lexsort((idx, log.ts_ms[start:stop], log.user[start:stop]))]
@@ -211,7 +212,7 @@ def prequential(log: EventLog, start: int, stop: int, model: BatchModel | None, 
     gid = np.cumsum(new_group) - 1
     firsts = ev[new_group]
     keep = np.ones(len(ev), dtype=bool)
-    if cfg.exclude_seen:
+    if exclude_seen:
         pairs = log.user[:stop] * log.n_items + log.item[:stop]
         uniq, first_at = np.unique(pairs, return_index=True)
         keep = first_at[np.searchsorted(uniq, u * log.n_items + items)] >= firsts[gid]
@@ -223,8 +224,17 @@ def prequential(log: EventLog, start: int, stop: int, model: BatchModel | None, 
     if progress is not None:
         progress(f"prequential: {len(firsts):,} queries in the window, {len(eligible):,} with new items, "
                  f"{len(chosen):,} evaluated; {stop - start:,} events applied")
-    return replay(log, start, firsts[chosen], log.user[firsts[chosen]], relevant, model, cfg, _catalogue(log, stop),
-                  progress)
+    return firsts[chosen], log.user[firsts[chosen]], relevant
+
+
+def prequential(log: EventLog, start: int, stop: int, model: BatchModel | None, cfg: ReplayConfig,
+                sample: int | None = None, seed: int = 0, progress: Progress | None = None) -> ReplayResult:
+    """Prequential replay of events ``[start, stop)``: before each event, ask for its user's top k.
+
+    The queries are :func:`prequential_queries`'; every event is applied to the state.
+    """
+    queries, users, relevant = prequential_queries(log, start, stop, cfg.exclude_seen, sample, seed, progress)
+    return replay(log, start, queries, users, relevant, model, cfg, catalogue(log, stop), progress)
 
 
 def next_window(log: EventLog, start: int, stop: int, model: BatchModel | None, cfg: ReplayConfig,
@@ -247,4 +257,4 @@ def next_window(log: EventLog, start: int, stop: int, model: BatchModel | None, 
             users.append(u)
     queries = np.full(len(users), start, dtype=np.int64)
     return replay(log, start, queries, np.array(users, dtype=np.int64), relevant, model, cfg,
-                  _catalogue(log, stop), progress)
+                  catalogue(log, stop), progress)

@@ -31,11 +31,15 @@ class EventLog:
     weight: npt.NDArray[np.float32]
     n_users: int
     n_items: int
+    purchase: npt.NDArray[np.bool_] | None = None  # event type (True: purchase); None: not known
+    session: IntArray | None = None  # session ids, when the log has them
 
     def __post_init__(self) -> None:
         n = len(self.ts_ms)
         if not len(self.user) == len(self.item) == len(self.weight) == n:
             raise ValueError("ts_ms, user, item and weight must have the same length")
+        if any(extra is not None and len(extra) != n for extra in (self.purchase, self.session)):
+            raise ValueError("purchase and session must have one entry per event")
         if n and np.any(np.diff(self.ts_ms) < 0):
             raise ValueError("events must be sorted by ts_ms")
         for name, idx, size in (("user", self.user, self.n_users), ("item", self.item, self.n_items)):

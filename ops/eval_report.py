@@ -1,8 +1,8 @@
-"""Render a `streamrec eval` result: plain tables for the terminal, a markdown section and a plot.
+"""Render a `streamrec eval` result: a plain table for the terminal and a markdown section for the docs.
 
-The markdown section of a dataset sits between ``<!-- eval:<dataset>:begin -->`` and
-``<!-- eval:<dataset>:end -->`` in the report; a run replaces only that section, so the hand-written
-text around it (definitions, discussion) stays.
+A run's markdown section sits between ``<!-- eval:<key>:begin -->`` and ``<!-- eval:<key>:end -->``
+(key: the dataset, plus ``-exclude-seen`` or ``-repeats``), so a run replaces only its own section and
+the hand-written text around it stays.
 """
 
 from __future__ import annotations
@@ -11,152 +11,90 @@ import re
 from pathlib import Path
 from typing import Any
 
-METRICS = ("hit_rate", "precision", "recall", "map", "ndcg", "coverage")
-HEADERS = ("HR", "P", "R", "MAP", "NDCG", "coverage")
+METRICS = ("hit_rate", "recall", "map", "ndcg", "coverage")
+HEADERS = ("HR", "R", "MAP", "NDCG", "coverage")
 TITLES = {"globo": "Globo G1 news clicks", "completejourney": "The Complete Journey purchases"}
 
 
-def _table(rows: dict[str, dict[str, float]], k: int, first: str = "method") -> list[str]:
-    head = f"| {first} | " + " | ".join(f"{h}@{k}" for h in HEADERS) + " | queries |"
-    out = [head, "|" + "---|" * (len(HEADERS) + 2)]
+def _table(rows: dict[str, dict[str, float]], k: int) -> list[str]:
+    best_other = max((m[f"ndcg@{k}"] for n, m in rows.items() if n != "hybrid"), default=0.0)
+    out = ["| method | " + " | ".join(f"{h}@{k}" for h in HEADERS) + " | NDCG vs best other |",
+           "|" + "---|" * (len(HEADERS) + 2)]
     for name, m in rows.items():
         cells = " | ".join(f"{m[f'{key}@{k}']:.4f}" for key in METRICS)
-        out.append(f"| {name} | {cells} | {int(m['users']):,} |")
+        ratio = m[f"ndcg@{k}"] / best_other if best_other > 0 else float("nan")
+        out.append(f"| {name} | {cells} | {ratio:.3f} |")
     return out
 
 
-def _fmt_params(p: dict[str, Any]) -> str:
-    half = "none" if p["half_life_days"] is None else f"{p['half_life_days']:g} d"
-    return (f"factors {p['factors']}, regularization {p['regularization']:g}, alpha {p['alpha']:g}, "
-            f"iterations {p['iterations']}, weight half-life {half}")
+def _span(seconds: float | None) -> str:
+    if seconds is None:
+        return "none"
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"
 
 
-def _paired_and_segments(test: dict[str, Any], k: int) -> list[str]:
-    paired = "; ".join(f"{m} {d:+.4f} ± {ci:.4f}" for m, (d, ci) in test["paired_hr_vs_trending"].items())
-    segs = test["segments"]
-    names = list(segs)
-    counts = ", ".join(f"{n}: {int(next(iter(segs[n].values()))['users']):,} queries" for n in names)
-    out = [f"Paired difference in HR@{k} against trending (mean over the same queries ± 95% interval): {paired}.",
-           "", f"By user ({counts}; known = has events before the refit):", "",
-           "| method | " + " | ".join(f"{n} HR@{k} | {n} NDCG@{k}" for n in names) + " |",
-           "|---|" + "---|---|" * len(names)]
-    for m in segs[names[0]]:
-        cells = " | ".join(f"{segs[n][m][f'hit_rate@{k}']:.4f} | {segs[n][m][f'ndcg@{k}']:.4f}" for n in names)
-        out.append(f"| {m} | {cells} |")
-    return [*out, ""]
+def chosen_lines(c: dict[str, Any]) -> list[str]:
+    """The parameters chosen on validation, one bullet per method."""
+    cv, h, als = c["covisitation"], c["hybrid"], c["als"]
+    weights = ", ".join(f"{s} {h[s]:g}" for s in ("personal", "covisitation", "repeat", "trending", "popular"))
+    return [f"- trending: {c['trending_label']}; popular: half-life {_span(c['popular_half_life_s'])}",
+            f"- personal_frequency: half-life {_span(c['frequency_half_life_s'])}",
+            f"- covisitation: window {_span(cv['window_s'])}, {cv['max_prev']} previous items, half-life "
+            f"{_span(cv['half_life_s'])}, reverse weight {cv['backward_weight']:g}; session: newest "
+            f"{c['session_items']} items, decay {c['session_decay']:g}",
+            f"- ALS: factors {als['factors']}, regularization {als['regularization']:g}, alpha {als['alpha']:g}, "
+            f"iterations {als['iterations']}, weight half-life {als['half_life_days'] or 'none'} d",
+            f"- hybrid weights: {weights} (candidates {h['candidates']} per source)"]
+
+
+def section_key(r: dict[str, Any]) -> str:
+    """The marker key of a run's section: dataset and exclusion."""
+    return f"{r['dataset']}-{'exclude-seen' if r['exclude_seen'] else 'repeats'}"
 
 
 def markdown_section(r: dict[str, Any]) -> str:
-    """The generated part of docs/evaluation.md for one dataset."""
-    k, ds, test = r["k"], r["dataset"], r["test"]
-    ndcg = f"ndcg@{k}"
-    chosen = r["chosen"]
-    ev = r["events_per_window"]
-    lines = [
-        f"<!-- eval:{ds}:begin -->",
-        f"### {TITLES.get(ds, ds)}",
+    """The generated part of docs/evaluation.md for one run."""
+    key, ev = section_key(r), r["events_per_window"]
+    blend = r["validation"]["blend"]
+    return "\n".join([
+        f"<!-- eval:{key}:begin -->",
+        f"### {TITLES.get(r['dataset'], r['dataset'])}, exclude seen items: {str(r['exclude_seen']).lower()}",
         "",
-        f"Generated by `{r['command']}` in {r['seconds']:.0f} s. Data: {r['events']:,} {r['event_type']} events, "
-        f"{r['users']:,} users, {r['items']:,} items ({r['source']}). Windows: {r['windows']} "
-        f"({ev['train']:,} training / {ev['validation']:,} validation events; {ev['refit']:,} refit / "
-        f"{ev['test']:,} test events). Exclude already-seen items: **{r['exclude_seen']}**.",
+        f"Generated by `{r['command']}` in {r['seconds']:.0f} s. {r['events']:,} events, {r['users']:,} users, "
+        f"{r['items']:,} items ({r['source']}); {ev['train']:,} training / {ev['validation']:,} validation "
+        f"events, {ev['refit']:,} refit / {ev['test']:,} test events. Test: {r['queries']:,} prequential queries "
+        f"(seeded sample {r['seed']}; every event applied).",
         "",
-        f"**Test, prequential replay** ({test['queries']:,} queries: a fixed sample, seed {r['seed']}, of the "
-        f"test window's (user, timestamp) groups; every test event is applied to the state):",
+        *_table(r["test"], r["k"]),
         "",
-        *_table(test["prequential"], k),
+        "Chosen on validation:",
         "",
-        *_paired_and_segments(test, k),
-    ]
-    if "prequential_other_exclusion" in test:
-        lines += [f"**Test, prequential replay, exclude already-seen items = {not r['exclude_seen']}:**", "",
-                  *_table(test["prequential_other_exclusion"], k), ""]
-    lines += [
-        "**Test, classic time split** (one list per user active in the test window, asked at its start; "
-        "relevant: the user's items in the window; streaming equals batch here):",
+        *chosen_lines(r["chosen"]),
         "",
-        *_table({m: v for m, v in test["next_window"].items() if m != "streaming"}, k),
+        f"Hybrid weights learned by {blend['how']} on {r['val_sample']:,} validation queries "
+        f"(validation NDCG@{r['k']} {blend['start_ndcg']:.4f} with the default weights, "
+        f"{blend['learned_ndcg']:.4f} learned).",
         "",
-        f"![{ds} results](img/evaluation_{ds}.png)",
-        "",
-        f"**Chosen on validation:** {_fmt_params(chosen)}; trending {chosen['trending']}; "
-        f"blend weight {chosen['blend_weight']:g}.",
-        "",
-        "Validation, trending windows:",
-        "",
-        *_table(r["validation"]["trending"], k, "trending window"),
-        "",
-        f"Validation, ALS coordinate search (scored by streaming {ndcg.upper()}):",
-        "",
-        f"| parameters | fit s | streaming NDCG@{k} | batch NDCG@{k} | streaming HR@{k} | batch HR@{k} |",
-        "|---|---|---|---|---|---|",
-    ]
-    for row in r["validation"]["als"]:
-        m = row["metrics"]
-        lines.append(f"| {_fmt_params(row['params'])} | {row['fit_s']:.1f} | {m['streaming'][ndcg]:.4f} | "
-                     f"{m['batch'][ndcg]:.4f} | {m['streaming'][f'hit_rate@{k}']:.4f} | "
-                     f"{m['batch'][f'hit_rate@{k}']:.4f} |")
-    lines += ["", "Validation, blend weight (chosen ALS parameters):", "",
-              *_table({f"w = {w}": m for w, m in r["validation"]["blend"].items()}, k, "blend weight"),
-              "", f"<!-- eval:{ds}:end -->"]
-    return "\n".join(lines)
+        f"<!-- eval:{key}:end -->"])
 
 
 def render_text(r: dict[str, Any]) -> str:
-    """A compact terminal summary: the test tables and the chosen parameters."""
-    k, test = r["k"], r["test"]
-    out = [f"{r['dataset']}: {r['windows']}", f"chosen: {_fmt_params(r['chosen'])}; trending "
-           f"{r['chosen']['trending']}; blend weight {r['chosen']['blend_weight']:g}", "",
-           "test, prequential:", *_table(test["prequential"], k), "", *_paired_and_segments(test, k)]
-    if "prequential_other_exclusion" in test:
-        out += ["", f"test, prequential, exclude_seen={not r['exclude_seen']}:",
-                *_table(test["prequential_other_exclusion"], k)]
-    out += ["", "test, next window:", *_table(test["next_window"], k), "", f"({r['seconds']:.0f} s)"]
-    return "\n".join(out)
+    """A compact terminal summary: the test table and the chosen parameters."""
+    return "\n".join([f"{r['dataset']} (exclude_seen={r['exclude_seen']}), test, prequential, "
+                      f"{r['queries']:,} queries:", *_table(r["test"], r["k"]), "", *chosen_lines(r["chosen"]),
+                      f"({r['seconds']:.0f} s)"])
 
 
-def plot(r: dict[str, Any], path: Path) -> None:
-    """Bars of HR@k and NDCG@k per method, and HR@k per time bin through the test window."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    k, pre = r["k"], r["test"]["prequential"]
-    methods = list(pre)
-    fig, (bars, line) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1, 1.6]})
-    x = np.arange(len(methods))
-    for off, key in ((-0.2, "hit_rate"), (0.2, "ndcg")):
-        vals = [pre[m][f"{key}@{k}"] for m in methods]
-        bars.bar(x + off, vals, width=0.4, label=f"{'HR' if key == 'hit_rate' else 'NDCG'}@{k}")
-    bars.set_xticks(x, methods)
-    bars.set_title(f"{TITLES.get(r['dataset'], r['dataset'])}: test, prequential")
-    bars.legend()
-    hours = r["timeline"]["bin_ms"] / 3_600_000
-    unit = "hour" if hours < 24 else "day"
-    for m, series in r["timeline"]["hit_rate"].items():
-        vals = [np.nan if v is None else v for v in series]
-        line.plot(np.arange(len(vals)), vals, marker=".", label=m)
-    line.set_xlabel(f"{unit}s into the test window")
-    line.set_ylabel(f"HR@{k}")
-    line.set_title(f"HR@{k} through the test window")
-    line.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def write_report(r: dict[str, Any], out: Path) -> list[Path]:
-    """Replace (or append) the dataset's section in ``out`` and write its plot; returns the files written."""
+def write_report(r: dict[str, Any], out: Path) -> Path:
+    """Replace (or append) the run's section in ``out``; returns the file written."""
     section = markdown_section(r)
     text = out.read_text() if out.exists() else "# Offline evaluation\n"
-    ds = r["dataset"]
-    pattern = re.compile(rf"<!-- eval:{ds}:begin -->.*?<!-- eval:{ds}:end -->", re.S)
+    key = section_key(r)
+    pattern = re.compile(rf"<!-- eval:{key}:begin -->.*?<!-- eval:{key}:end -->", re.S)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text if text.endswith("\n") else text + "\n")
-    image = out.parent / "img" / f"evaluation_{ds}.png"
-    plot(r, image)
-    return [out, image]
+    return out

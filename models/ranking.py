@@ -1,0 +1,185 @@
+"""The one ranking core: candidate sources → per-candidate features → a weighted blend → top k.
+
+Sources (:data:`SOURCES`), each a :class:`Signal` of candidate items and raw scores:
+
+* ``personal``: ALS scores of the user's vector against the item factors (:func:`personal_signal`);
+* ``covisitation``: neighbours of the session's last items (:func:`covisitation_signal`);
+* ``repeat``: the user's decayed frequency per item (:func:`models.profile.repeat_profile`);
+* ``trending`` and ``popular``: the shop-wide lists.
+
+:func:`candidate_features` drops blocked items (and, with ``exclude_seen``, the user's seen ones),
+keeps each source's best ``candidates`` with a positive score and divides them by that source's
+best score, so every feature lies in (0, 1] and the best recommendable item of a source scores 1
+(as the API has always normalised). :func:`rank` scores ``Σ_s weight_s · feature_s``, orders by
+score (ties to the lower item index) and names each item's ``source``: the signal with the largest
+weighted term. The API and the offline evaluation both call :func:`rank`; the weights come from
+:class:`RankingConfig` (settings ``STREAMREC_RANK_*``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from models.profile import Session, session
+
+IntArray = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+SOURCES = ("personal", "covisitation", "repeat", "trending", "popular")
+DAY_S = 86_400.0
+
+
+@dataclass(frozen=True)
+class RankingConfig:
+    """Blend weights per source and the read-time parameters of the signals (settings ``STREAMREC_RANK_*``)."""
+
+    personal: float = 1.0
+    covisitation: float = 1.0
+    repeat: float = 1.0
+    trending: float = 0.3
+    popular: float = 0.05
+    candidates: int = 100
+    exclude_seen: bool = True
+    session_items: int = 3
+    session_decay: float = 0.5
+    repeat_half_life_s: float | None = 7 * DAY_S
+
+    def weights(self) -> F64:
+        """The blend weights in :data:`SOURCES` order."""
+        return np.array([self.personal, self.covisitation, self.repeat, self.trending, self.popular],
+                        dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Signal:
+    """Candidate items of one source and their raw scores (any scale; only positive scores count)."""
+
+    idx: IntArray
+    score: F64
+
+    @staticmethod
+    def empty() -> Signal:
+        return Signal(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
+
+
+@dataclass(frozen=True)
+class RankingInputs:
+    """Everything :func:`rank` needs about one request: the signals, the seen and the blocked items."""
+
+    signals: Mapping[str, Signal]
+    seen: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    blocked: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Ranked items (best first), their blended scores and the dominant source of each."""
+
+    items: IntArray
+    scores: F64
+    sources: list[str]
+
+
+def top_signal(scores: npt.ArrayLike, n: int, drop: IntArray | None = None) -> Signal:
+    """The ``n`` best positive, finite entries of a dense score array (``drop``ped positions skipped)."""
+    s = np.array(scores, dtype=np.float64)
+    if drop is not None and len(drop):
+        s[drop] = -np.inf
+    s[~np.isfinite(s)] = -np.inf
+    n = min(n, len(s))
+    if n <= 0:
+        return Signal.empty()
+    part = np.argpartition(-s, n - 1)[:n] if n < len(s) else np.arange(len(s))
+    part = part[s[part] > 0]
+    order = np.lexsort((part, -s[part]))
+    return Signal(part[order].astype(np.int64), s[part[order]])
+
+
+def personal_signal(user_vec: npt.ArrayLike, item_factors: npt.NDArray[np.floating], n: int,
+                    usable: npt.NDArray[np.bool_] | None = None, drop: IntArray | None = None) -> Signal:
+    """ALS scores ``item_factors · user_vec``: the best ``n`` usable items (items with a vector)."""
+    scores = (item_factors @ np.asarray(user_vec, dtype=item_factors.dtype)).astype(np.float64)
+    if usable is not None:
+        scores[~usable] = -np.inf
+    return top_signal(scores, n, drop)
+
+
+def covisitation_signal(sess: Session, neighbours: Callable[[int], tuple[IntArray, F64]]) -> Signal:
+    """``Σ_i weight_i · row_i / Σ row_i`` over the session's items: each row is a distribution of next items."""
+    idx, val = [], []
+    for item, w in zip(sess.items.tolist(), sess.weights.tolist(), strict=True):
+        nb, score = neighbours(item)
+        total = float(score.sum())
+        if total > 0:
+            idx.append(nb)
+            val.append(score * (w / total))
+    if not idx:
+        return Signal.empty()
+    uniq, inv = np.unique(np.concatenate(idx), return_inverse=True)
+    return Signal(uniq, np.bincount(inv, weights=np.concatenate(val), minlength=len(uniq)).astype(np.float64))
+
+
+def _source_top(sig: Signal, drop: IntArray, n: int) -> tuple[IntArray, F64]:
+    """A source's best ``n`` positive candidates outside ``drop``, divided by their best score."""
+    keep = (sig.score > 0) & np.isfinite(sig.score)
+    if len(drop):
+        keep &= ~np.isin(sig.idx, drop)
+    idx, score = sig.idx[keep], sig.score[keep]
+    if len(idx) > n:
+        order = np.lexsort((idx, -score))[:n]
+        idx, score = idx[order], score[order]
+    return idx, (score / score.max() if len(score) else score)
+
+
+def candidate_features(inputs: RankingInputs, cfg: RankingConfig) -> tuple[IntArray, F64]:
+    """The candidates (ascending item index) and their features, one column per source in SOURCES order."""
+    drop = np.union1d(inputs.blocked, inputs.seen) if cfg.exclude_seen else np.asarray(inputs.blocked)
+    parts = [_source_top(inputs.signals[s], drop.astype(np.int64), cfg.candidates) if s in inputs.signals
+             else (np.zeros(0, dtype=np.int64), np.zeros(0)) for s in SOURCES]
+    cand = np.unique(np.concatenate([p[0] for p in parts]))
+    feats = np.zeros((len(cand), len(SOURCES)), dtype=np.float64)
+    for col, (idx, val) in enumerate(parts):
+        feats[np.searchsorted(cand, idx), col] = val
+    return cand.astype(np.int64), feats
+
+
+def rank(inputs: RankingInputs, cfg: RankingConfig, k: int) -> Ranking:
+    """The top ``k`` candidates by ``features · weights``, best first, ties to the lower item index."""
+    cand, feats = candidate_features(inputs, cfg)
+    terms = feats * cfg.weights()
+    score = terms.sum(axis=1)
+    order = np.lexsort((cand, -score))[: max(k, 0)]
+    dominant = np.argmax(terms[order], axis=1) if len(order) else np.zeros(0, dtype=np.int64)
+    return Ranking(cand[order], score[order], [SOURCES[d] for d in dominant.tolist()])
+
+
+@dataclass(frozen=True)
+class UserState:
+    """One user's state as the worker keeps it: vector, history (oldest first), repeat profile."""
+
+    vector: npt.NDArray[np.floating] | None
+    items: IntArray
+    ts_ms: IntArray
+    repeat: Signal  # decayed frequency per item (stored units or true scores: only the order matters)
+
+
+def build_inputs(user: UserState, now_ms: int, item_factors: npt.NDArray[np.floating] | None,
+                 usable: npt.NDArray[np.bool_] | None, neighbours: Callable[[int], tuple[IntArray, F64]],
+                 shop: Mapping[str, Signal], seen: IntArray, cfg: RankingConfig,
+                 blocked: IntArray | None = None) -> RankingInputs:
+    """The :class:`RankingInputs` of one request: personal, co-visitation and repeat signals of the user
+    plus the shop-wide ``trending`` and ``popular`` signals in ``shop``."""
+    drop = np.union1d(seen, blocked if blocked is not None else []) if cfg.exclude_seen else blocked
+    signals: dict[str, Signal] = {k: v for k, v in shop.items() if k in ("trending", "popular")}
+    if user.vector is not None and item_factors is not None:
+        signals["personal"] = personal_signal(user.vector, item_factors, cfg.candidates, usable,
+                                              None if drop is None else drop.astype(np.int64))
+    sess = session(user.items, user.ts_ms, now_ms, cfg.session_items, cfg.session_decay)
+    signals["covisitation"] = covisitation_signal(sess, neighbours)
+    signals["repeat"] = user.repeat
+    empty = np.zeros(0, dtype=np.int64)
+    return RankingInputs(signals, np.asarray(seen, dtype=np.int64),
+                         empty if blocked is None else np.asarray(blocked, dtype=np.int64))

@@ -1,0 +1,46 @@
+"""The hybrid ranking's configuration from :class:`Settings`, and back to ``STREAMREC_*`` lines.
+
+:class:`models.ranking.RankingConfig` and :class:`models.covisitation.CovisConfig` are pure dataclasses
+(models/ reads no environment); this module maps the settings onto them, for the worker and the API,
+and renders chosen configurations as environment lines (``streamrec eval --write-settings``).
+"""
+
+from __future__ import annotations
+
+from models.covisitation import CovisConfig
+from models.ranking import RankingConfig
+from streamrec.settings import Settings
+
+RANK_FIELDS = {"personal": "rank_weight_personal", "covisitation": "rank_weight_covisitation",
+               "repeat": "rank_weight_repeat", "trending": "rank_weight_trending", "popular": "rank_weight_popular",
+               "candidates": "rank_candidates", "exclude_seen": "rank_exclude_seen",
+               "session_items": "session_items", "session_decay": "session_decay",
+               "repeat_half_life_s": "repeat_half_life_s"}
+COVIS_FIELDS = {"window_s": "covis_window_s", "max_prev": "covis_max_prev", "distance_decay": "covis_distance_decay",
+                "purchase_factor": "covis_purchase_factor", "backward_weight": "covis_backward_weight",
+                "half_life_s": "covis_half_life_s", "top_n": "covis_top_n"}
+
+
+def ranking_config(settings: Settings) -> RankingConfig:
+    """The blend weights and read-time signal parameters the API ranks with."""
+    return RankingConfig(**{f: getattr(settings, s) for f, s in RANK_FIELDS.items()})
+
+
+def covis_config(settings: Settings) -> CovisConfig:
+    """How the worker pairs events and decays the pairs."""
+    return CovisConfig(**{f: getattr(settings, s) for f, s in COVIS_FIELDS.items()})
+
+
+def _env(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def settings_lines(rank: RankingConfig, covis: CovisConfig) -> list[str]:
+    """``STREAMREC_NAME=value`` lines of a ranking and a co-visitation configuration."""
+    pairs = [(s, getattr(rank, f)) for f, s in RANK_FIELDS.items()]
+    pairs += [(s, getattr(covis, f)) for f, s in COVIS_FIELDS.items()]
+    # an unset (None) value is left out: the variable's absence is what means "none"
+    return [f"STREAMREC_{s.upper()}={_env(v)}" if v is not None else f"# STREAMREC_{s.upper()} unset (none)"
+            for s, v in pairs]
