@@ -116,27 +116,40 @@ def log_pairs(ts_ms: IntArray, user: IntArray, item: IntArray, purchase: npt.NDA
         lo = int(np.searchsorted(ts_ms, ts_ms[start] - int(cfg.window_s * 1000), side="left"))
     idx = np.arange(lo, stop)
     order = idx[np.lexsort((idx, user[lo:stop]))]  # by user, then time (index) order
-    u, t, it = user[order], ts_ms[order], item[order]
-    out_j, out_a, out_b, out_d = [], [], [], []
+    later = purchase[order] if purchase is not None else np.zeros(len(order), dtype=bool)
+    pos, a, b, w = grouped_pairs(user[order], ts_ms[order], item[order], later, order >= start, cfg, epoch_ms,
+                                 session[order] if session is not None else None)
+    j = order[pos]
+    srt = np.argsort(j, kind="stable")
+    return j[srt], a[srt], b[srt], w[srt]
+
+
+def grouped_pairs(user: IntArray, ts_ms: IntArray, item: IntArray, purchase: npt.NDArray[np.bool_],
+                  emit: npt.NDArray[np.bool_], cfg: CovisConfig, epoch_ms: int, session: IntArray | None = None
+                  ) -> tuple[IntArray, IntArray, IntArray, F64]:
+    """The pairs of events laid out user by user, each user's events in time order (vectorised).
+
+    The event at position p pairs with the ``max_prev`` events before it of the same user (within the
+    window and, when given, the session), if ``emit[p]``; ``purchase[p]`` says whether it is a purchase.
+    Returns ``(position, a, b, stored weight)``, reverse pairs included. The streaming worker lays out each
+    user's last history items followed by the batch's new events (``emit`` on the new ones only).
+    """
+    out_p, out_a, out_b, out_d = [], [], [], []
     for d in range(1, cfg.max_prev + 1):
-        ok = np.zeros(len(order), dtype=bool)
-        ok[d:] = (u[d:] == u[:-d]) & (t[d:] - t[:-d] <= cfg.window_s * 1000) & (it[d:] != it[:-d])
+        ok = np.zeros(len(user), dtype=bool)
+        ok[d:] = (user[d:] == user[:-d]) & (ts_ms[d:] - ts_ms[:-d] <= cfg.window_s * 1000) & (item[d:] != item[:-d])
         if session is not None:
-            s = session[order]
-            ok[d:] &= s[d:] == s[:-d]
-        ok &= order >= start
+            ok[d:] &= session[d:] == session[:-d]
+        ok &= emit
         pos = np.flatnonzero(ok)
-        out_j.append(order[pos])
-        out_a.append(it[pos - d])
-        out_b.append(it[pos])
+        out_p.append(pos)
+        out_a.append(item[pos - d])
+        out_b.append(item[pos])
         out_d.append(np.full(len(pos), d))
-    j, a, b, d_arr = (np.concatenate(x).astype(np.int64) for x in (out_j, out_a, out_b, out_d))
-    later_purchase = purchase[j] if purchase is not None else np.zeros(len(j), dtype=bool)
-    w = pair_weight(d_arr, later_purchase, cfg) * decay_units(ts_ms[j], epoch_ms, cfg.half_life_s)
+    p, a, b, d_arr = (np.concatenate(x).astype(np.int64) for x in (out_p, out_a, out_b, out_d))
+    w = pair_weight(d_arr, purchase[p], cfg) * decay_units(ts_ms[p], epoch_ms, cfg.half_life_s)
     a2, b2, w2 = _both_ways(a, b, w, cfg)
-    j2 = np.concatenate([j, j]) if cfg.backward_weight != 0 else j
-    srt = np.argsort(j2, kind="stable")
-    return j2[srt], a2[srt], b2[srt], w2[srt]
+    return (np.concatenate([p, p]) if cfg.backward_weight != 0 else p), a2, b2, w2
 
 
 def aggregate_pairs(a: IntArray, b: IntArray, w: F64) -> tuple[IntArray, IntArray, F64]:
