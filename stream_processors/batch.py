@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from models.covisitation import CovisConfig
 from models.ids import IdMap
 from models.weighting import WeightingConfig, decay_factors, weighted_matrix
 from stream_processors import new_items as ni
@@ -27,10 +28,12 @@ from stream_processors.redis_io import (
     queue_offsets_max,
 )
 from stream_processors.result import BatchResult
+from stream_processors.signals import covisitation_pairs
 from stream_processors.state import ModelState, UserCache, UserState
 from streamrec.events import now_ms
 from streamrec.settings import Settings
 from streamrec.store import RedisStore, from_bytes, to_bytes
+from streamrec.store.covisitation import queue_pairs
 from streamrec.store.trending import add_counts_many
 from streamrec.store.users import Interaction, append_histories, encode_interaction, write_user_vectors
 
@@ -48,6 +51,7 @@ class WorkerState(Protocol):
     categories: dict[str, str | None]  # item -> catalogue category, cached
     categories_at: float  # monotonic time the category cache was last cleared
     new_item_refresh_s: float
+    covis: CovisConfig | None  # co-visitation kept by the worker (None: switched off)
 
 CATEGORY_CACHE_S = 300.0  # catalogue categories are re-read this often
 
@@ -165,6 +169,11 @@ class BatchPlan:
             if old is None:
                 old = UserState.from_history(self.counts[u], histories.get(u, []), proc.items)
             self.states[u] = old.extended(new_rows[[pos[i] for i in idx]], cap)
+        self.covis_pairs: tuple[list[str], list[str], np.ndarray] = ([], [], np.zeros(0))
+        if proc.covis is not None:
+            self.now = proc.clock()
+            purchase = [t == "purchase" for t in batch.type]
+            self.covis_pairs = covisitation_pairs(self.states, by_user, purchase, proc.items, proc.covis, self.now)
         self.vec_users: list[str] = []
         self.vectors = np.zeros((0, 1), dtype=np.float32)
         self.foldin_s = 0.0
@@ -270,6 +279,9 @@ class BatchPlan:
             )
         if self.model is not None and self.pending_add:
             self._write_new_items(pipe)
+        if proc.covis is not None:
+            a, b, w = self.covis_pairs
+            queue_pairs(pipe, proc.store, a, b, w, self.now, proc.covis.half_life_s, proc.covis.top_n)
         for fence in self.fences:
             pipe.incr(fence)
         queue_offsets_max(

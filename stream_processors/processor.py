@@ -44,6 +44,7 @@ from stream_processors.result import BatchResult
 from stream_processors.state import ModelState, UserCache
 from streamrec.events import now_ms
 from streamrec.kafka_io import KafkaUnavailable, Record
+from streamrec.ranking_settings import covis_config
 from streamrec.settings import Settings
 from streamrec.store import RedisStore, StoreUnavailable
 from streamrec.store.models import load_model
@@ -80,6 +81,8 @@ class BatchProcessor:
         self.categories: dict[str, str | None] = {}
         self.categories_at = time.monotonic()
         half_life = settings.half_life_days * 86_400 if settings.half_life_days else None
+        # co-visitation kept per batch for the hybrid ranking (STREAMREC_WORKER_COVISITATION switches it off)
+        self.covis = covis_config(settings) if settings.worker_covisitation else None
         self.weighting = WeightingConfig(settings.click_weight, settings.purchase_weight, half_life)
         self.max_future_ms = int(settings.max_future_skew_s * 1000)
         # Items folded in after the refit join the solver at most this often (rebuilding it copies the
