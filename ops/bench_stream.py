@@ -65,14 +65,10 @@ def isolated(settings: Settings, tag: str) -> Settings:
 
 
 def worker_env(s: Settings) -> dict[str, str]:
-    """The environment that makes a ``streamrec worker`` process use settings ``s``."""
-    env = dict(os.environ)
-    for name in ("kafka_bootstrap", "redis_url", "topic_clicks", "topic_purchases", "topic_dead_letter",
-                 "consumer_group", "redis_prefix", "partitions", "worker_metrics_port", "worker_batch_size",
-                 "worker_batch_within_s", "history_cap", "new_item_min_interactions", "worker_session_timeout_s",
-                 "als_factors", "als_regularization", "als_alpha", "click_weight", "purchase_weight"):
-        env[f"STREAMREC_{name.upper()}"] = str(getattr(s, name))
-    return env
+    """The environment that makes a ``streamrec worker`` process use settings ``s`` (every one of them)."""
+    from online_api.server import settings_env
+
+    return {**os.environ, **settings_env(s)}
 
 
 def publish_model(s: Settings, items: int, factors: int, seed: int) -> None:
@@ -146,21 +142,31 @@ def cpu_seconds(pid: int) -> float:
         return float("nan")
 
 
-def core_run(s: Settings, start: dict[tuple[str, int], int], cfg: BenchConfig) -> float:
-    """The processing core on the measured records, in this process, against a fresh prefix: events/s."""
+def core_run(s: Settings, start: dict[tuple[str, int], int], cfg: BenchConfig) -> dict[str, float]:
+    """The processing core on the measured records, in this process, against fresh prefixes: events/s with
+    the worker's settings, and with co-visitation switched off (the hybrid's signals' cost, same records)."""
     from threadpoolctl import threadpool_limits
 
-    from stream_processors.processor import BatchProcessor, tune_gc
+    from stream_processors.processor import tune_gc
 
     threadpool_limits(1)  # as in the worker
     records = list(read_range(s, start, end_offsets(s, s.event_topics)))
     records.sort(key=lambda r: r.timestamp_ms)
-    core = s.model_copy(update={"redis_prefix": s.redis_prefix + "-core"})
+    tune_gc()
+    out = {}
+    for name, covis in (("core_events_per_s", s.worker_covisitation), ("core_events_per_s_no_covisitation", False)):
+        core = s.model_copy(update={"redis_prefix": f"{s.redis_prefix}-{name}", "worker_covisitation": covis})
+        out[name] = _core_events_per_s(core, records, cfg)
+    return out
+
+
+def _core_events_per_s(core: Settings, records: list[Any], cfg: BenchConfig) -> float:
+    from stream_processors.processor import BatchProcessor
+
     publish_model(core, cfg.items, cfg.factors, cfg.seed)
     proc = BatchProcessor(core)
     proc.refresh_model()
-    tune_gc()
-    size = s.worker_batch_size
+    size = core.worker_batch_size
     t = time.perf_counter()
     applied = sum(proc.process(records[i : i + size]).applied for i in range(0, len(records), size))
     return applied / (time.perf_counter() - t)
@@ -251,7 +257,7 @@ def run(settings: Settings, cfg: BenchConfig, json_only: bool = False) -> int:
         figures["worker_cpu_s_per_1k_events"] = 1000 * cpu / max(figures["applied"], 1)
         if cfg.core:
             _say("running the processing core on the same events without Kafka")
-            figures["core_events_per_s"] = core_run(s, start_offsets, cfg)
+            figures.update(core_run(s, start_offsets, cfg))
     except BaseException:
         if log_file.exists():
             _say("worker log tail:\n" + "\n".join(log_file.read_text(errors="replace").splitlines()[-30:]))
@@ -264,7 +270,8 @@ def run(settings: Settings, cfg: BenchConfig, json_only: bool = False) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        cleanup(s, [s.redis_prefix, s.redis_prefix + "-core"])
+        cleanup(s, [s.redis_prefix, s.redis_prefix + "-core_events_per_s",
+                    s.redis_prefix + "-core_events_per_s_no_covisitation"])
         if cfg.keep_files:
             _say(f"worker log and per-batch stats kept in {tmp}")
         else:
@@ -283,6 +290,10 @@ def run(settings: Settings, cfg: BenchConfig, json_only: bool = False) -> int:
                            "factors": cfg.factors, "items": cfg.items, "cores": os.cpu_count()}
     if "core_events_per_s" in figures:
         out["core_events_per_s"] = round(figures["core_events_per_s"], 1)
+        out["core_events_per_s_no_covisitation"] = round(figures["core_events_per_s_no_covisitation"], 1)
+        off = figures["core_events_per_s_no_covisitation"]
+        out["covisitation_ratio"] = round(figures["core_events_per_s"] / off, 3)
+    out["worker_covisitation"] = s.worker_covisitation
     if not json_only:
         for key, value in out.items():
             print(f"{key:>28}: {value}")

@@ -164,16 +164,18 @@ class BatchPlan:
         ).reshape(-1, 3)
         pos = {i: n for n, i in enumerate(self.apply_idx)}
         self.states: dict[str, UserState] = {}
+        rows_by_user: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for u, idx in by_user.items():
             old = cached[u]
             if old is None:
                 old = UserState.from_history(self.counts[u], histories.get(u, []), proc.items)
-            self.states[u] = old.extended(new_rows[[pos[i] for i in idx]], cap)
+            rows_by_user[u] = (old.data, new_rows[[pos[i] for i in idx]])
+            self.states[u] = old.extended(rows_by_user[u][1], cap)
         self.covis_pairs: tuple[list[str], list[str], np.ndarray] = ([], [], np.zeros(0))
         if proc.covis is not None:
             self.now = proc.clock()
-            purchase = [t == "purchase" for t in batch.type]
-            self.covis_pairs = covisitation_pairs(self.states, by_user, purchase, proc.items, proc.covis, self.now)
+            purchase = {u: [batch.type[i] == "purchase" for i in idx] for u, idx in by_user.items()}
+            self.covis_pairs = covisitation_pairs(rows_by_user, purchase, proc.items, proc.covis, self.now)
         self.vec_users: list[str] = []
         self.vectors = np.zeros((0, 1), dtype=np.float32)
         self.foldin_s = 0.0

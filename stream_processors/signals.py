@@ -17,31 +17,27 @@ import numpy.typing as npt
 
 from models.covisitation import CovisConfig, aggregate_pairs, grouped_pairs
 from models.ids import IdMap
-from stream_processors.state import UserState
 
 F64 = npt.NDArray[np.float64]
 
 
-def covisitation_pairs(states: Mapping[str, UserState], by_user: Mapping[str, Sequence[int]],
-                       purchase: Sequence[bool], items: IdMap, cfg: CovisConfig, now_ms: int
-                       ) -> tuple[list[str], list[str], F64]:
+def covisitation_pairs(rows_by_user: Mapping[str, tuple[F64, F64]], purchase: Mapping[str, Sequence[bool]],
+                       items: IdMap, cfg: CovisConfig, now_ms: int) -> tuple[list[str], list[str], F64]:
     """The batch's co-visitation increments ``(a ids, b ids, weights decayed to now_ms)``, summed per pair.
 
-    ``states`` are the users' histories after the batch (oldest first, the batch's events last),
-    ``by_user`` the batch indices of each user's applied events in order, ``purchase`` per batch index.
+    ``rows_by_user`` maps each user to (their history before the batch, the batch's applied events), both
+    n×3 ``UserState`` rows (item, weight, ts) oldest first, taken before the history cap applies (a batch
+    may hold more of one user's events than the cap); ``purchase`` flags each new row.
     """
     users, ts, item, later, emit = [], [], [], [], []
-    for n, (u, idx) in enumerate(by_user.items()):
-        data = states[u].data
-        new = min(len(idx), len(data))  # the cap can drop the oldest of a huge batch of one user
-        rows = data[-(new + cfg.max_prev):]
-        old = len(rows) - new
+    for n, (u, (old_rows, new_rows)) in enumerate(rows_by_user.items()):
+        tail = old_rows[len(old_rows) - min(len(old_rows), cfg.max_prev):]
+        rows = np.concatenate([tail, new_rows])
         users.append(np.full(len(rows), n, dtype=np.int64))
         item.append(rows[:, 0].astype(np.int64))
         ts.append(rows[:, 2].astype(np.int64))
-        later.append(np.concatenate([np.zeros(old, dtype=bool), np.fromiter(
-            (purchase[i] for i in idx[len(idx) - new:]), dtype=bool, count=new)]))
-        emit.append(np.arange(len(rows)) >= old)
+        later.append(np.concatenate([np.zeros(len(tail), dtype=bool), np.asarray(purchase[u], dtype=bool)]))
+        emit.append(np.arange(len(rows)) >= len(tail))
     if not users:
         return [], [], np.zeros(0, dtype=np.float64)
     _, a, b, w = grouped_pairs(np.concatenate(users), np.concatenate(ts), np.concatenate(item),

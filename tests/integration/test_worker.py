@@ -30,10 +30,13 @@ from stream_processors import dead_letters as dl
 from streamrec import simulate
 from streamrec.events import Event, now_ms
 from streamrec.kafka_io import EventProducer, read_all
+from streamrec.ranking_settings import covis_config
 from streamrec.settings import Settings
 from streamrec.store import RedisStore, from_bytes
+from streamrec.store.covisitation import neighbours
 from streamrec.store.models import activate, load_model, write_version
 from streamrec.store.users import event_counts, read_histories
+from tests.integration.test_worker_covisitation import replayed
 
 FACTORS = 8
 ITEMS = 150
@@ -98,8 +101,10 @@ def workers(tmp_path: Path) -> Iterator[Callable[[Settings, str], WorkerProcess]
 
 @pytest.fixture
 def wsettings(make_settings: Callable[..., Settings]) -> Settings:
+    # covis_top_n above any item's neighbour count: no row is ever trimmed, so co-visitation must equal the
+    # offline replay exactly whatever the batch boundaries (trimming depends on when a row grew)
     return make_settings(als_factors=FACTORS, history_cap=40, worker_metrics_port=0, worker_batch_size=500,
-                         worker_batch_within_s=0.1, worker_session_timeout_s=6)
+                         worker_batch_within_s=0.1, worker_session_timeout_s=6, covis_top_n=1_000)
 
 
 def publish(settings: Settings, version: str, seed: int) -> None:
@@ -176,7 +181,10 @@ def test_sigkill_mid_stream_then_restart_applies_every_event_once(
         wsettings: Settings, workers: Callable[..., WorkerProcess]) -> None:
     publish(wsettings, "v1", seed=1)
     sent: list[Event] = []
-    producer = threading.Thread(target=lambda: sent.extend(produce(wsettings, storefront(), 6_000, rate=1_500)))
+    # clicks only: one topic, so each user's events are applied in the order produced, the order the replay of
+    # co-visitation below pairs them in (a click and a purchase on two topics may be applied either way round)
+    clicks = (e for e in storefront() if e.type.value == "click")
+    producer = threading.Thread(target=lambda: sent.extend(produce(wsettings, clicks, 6_000, rate=1_500)))
     producer.start()
     try:
         first = workers(wsettings, "first")
@@ -195,6 +203,15 @@ def test_sigkill_mid_stream_then_restart_applies_every_event_once(
     lengths = {u: len(h) for u, h in read_histories(store, sorted(produced)).items()}
     assert lengths == {u: min(n, wsettings.history_cap) for u, n in produced.items()}
     assert second.applied() > 0  # the restarted worker took over (the first one's last stats line may be lost)
+    # co-visitation, kept in the same transactions, equals the replay of the log: no pair lost or doubled
+    cfg = covis_config(wsettings)
+    at = now_ms()
+    expected = replayed(sent, cfg, at)
+    got = neighbours(store, sorted(expected), at, cfg.half_life_s, cfg.top_n)
+    for item, row in expected.items():
+        stored = dict(got[item])
+        assert stored.keys() == row.keys(), item
+        np.testing.assert_allclose([stored[n] for n in row], list(row.values()), rtol=1e-9)
 
 
 def test_malformed_events_go_to_dead_letters_and_the_worker_keeps_going(
