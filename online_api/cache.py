@@ -75,6 +75,7 @@ class View:
     trend_of: dict[int, float] = field(default_factory=dict)
     trending: list[tuple[str, float]] = field(default_factory=list)  # 1h, overall, best first
     popular: list[tuple[str, float]] = field(default_factory=list)
+    category_of: dict[str, str] = field(default_factory=dict)  # item → category (items outside the model too)
 
 
 def build_model(version: str, meta: dict[str, Any], item_ids: list[str], factors: np.ndarray,
@@ -167,7 +168,8 @@ class ModelCache:
     def _build(self) -> View:
         model = self._model
         if model is None:
-            return View(None, self._unavailable, trending=self._trending, popular=self._popular)
+            return View(None, self._unavailable, trending=self._trending, popular=self._popular,
+                        category_of=self._catalogue)
         n = len(model.item_ids)
         unavailable_idx = np.fromiter((i for i in map(model.index.get, self._unavailable) if i is not None),
                                       dtype=np.int64)
@@ -192,7 +194,7 @@ class ModelCache:
         trend_idx = np.fromiter(trend_of.keys(), dtype=np.int64, count=len(trend_of))
         trend_val = np.fromiter(trend_of.values(), dtype=np.float32, count=len(trend_of))
         return View(model, self._unavailable, unavailable_idx, available, self._category_idx, trend_idx, trend_val,
-                    trend_of, self._trending, self._popular)
+                    trend_of, self._trending, self._popular, self._catalogue)
 
 
 class Refresher:

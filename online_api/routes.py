@@ -24,12 +24,15 @@ from online_api.schemas import (
     Item,
     ItemIn,
     Recommendations,
+    SessionIn,
+    SessionRecommendations,
     SimilarItems,
     Trending,
     error_responses,
 )
 from online_api.security import refuse_ingest_keys, require_collector_key
 from online_api.service import Recommender
+from streamrec.event_model import ID_RULE, id_text_ok
 from streamrec.events import MAX_ID_LEN, Event
 from streamrec.settings import Settings
 from streamrec.store.catalog import get_item, put_items
@@ -64,14 +67,17 @@ def read_router(settings: Settings, svc: Recommender, auth: list[Any]) -> APIRou
     async def recommendations(
         user_id: UserId,
         k: K = DEFAULT_K,
-        exclude_seen: Annotated[bool, Query(description="leave out items the user interacted with")] = True,
+        exclude_seen: Annotated[bool, Query(description="leave out items the user interacted with (default: "
+                                            "the rank_exclude_seen setting)")] = settings.rank_exclude_seen,
         category: Category = None,
         exclude: Annotated[list[str] | None, Query(
             max_length=MAX_EXCLUDE, description="item ids to leave out (repeat the parameter or separate "
             "with commas), e.g. the items already on the page")] = None,
     ) -> Response:
-        """Personal top-k from the user's current vector blended with trending; a user without a vector
-        gets trending, then all-time popular items. Each item names its source."""
+        """The hybrid top-k: the user's ALS scores, co-visitation neighbours of their last items, their repeat
+        items ("buy again"), trending and popular, each divided by its best score and blended with the
+        STREAMREC_RANK_* weights. A user without signals gets trending and popular items. Each item names
+        its dominant source."""
         # Plainly valid requests are answered by online_api.fastpath (same service call, same bytes) before
         # they reach this route, which documents the endpoint and answers the rest, invalid ones included.
         # The lane reads this signature: a parameter added here needs a parser in fastpath.BUILDERS (named as
@@ -85,9 +91,29 @@ def read_router(settings: Settings, svc: Recommender, auth: list[Any]) -> APIRou
 
     @r.get("/items/{item_id}/similar", response_model=SimilarItems, responses=error_responses(
         401, 403, 404, 422, 503), tags=["recommendations"], summary="You might also like")
-    async def similar(item_id: ItemId, k: K = 10) -> SimilarItems:
-        """Available items with the most similar factors (cosine)."""
-        return svc.similar(item_id, k)
+    async def similar(item_id: ItemId, k: K = 10, kind: Annotated[str, Query(
+            pattern="^(covisitation|factors|blend)$", description="covisitation (viewed with it), factors "
+            "(cosine of the model's factors) or blend (both, each divided by its best)")] = "blend") -> SimilarItems:
+        """Available items similar to this one. An item new since the refit has co-visitation neighbours
+        within seconds of its first events; factors need the item in the model (404 otherwise)."""
+        return await svc.similar(item_id, k, kind)
+
+    @r.post("/recommendations", response_model=SessionRecommendations, responses=reads,
+            tags=["recommendations"], summary="Recommendations for a session (anonymous visitors)")
+    async def session_recommendations(body: SessionIn) -> Response:
+        """For visitors without an id (or with one): the fold-in of their recent items against the item
+        factors plus the items' co-visitation neighbours, ranked with trending and popular like the user
+        recommendations. The posted items and the user's seen items are left out by rank_exclude_seen."""
+        if body.k > settings.max_k:
+            raise InvalidInput(f"body.k: at most {settings.max_k}",
+                               fields=[{"field": "body.k", "message": f"at most {settings.max_k}"}])
+        bad = [f"body.{name}" for name, ids in (("items", body.items), ("exclude", body.exclude),
+                                                 ("user_id", [body.user_id] if body.user_id else []))
+               if not all(map(id_text_ok, ids))]
+        if bad:
+            raise InvalidInput(f"{bad[0]}: {ID_RULE}", fields=[{"field": f, "message": ID_RULE} for f in bad])
+        answer = await svc.recommend_session(body.items, body.user_id, body.k, body.exclude)
+        return Response(answer.to_json(), media_type="application/json")
 
     @r.get("/users/{user_id}/recommendations/{item_id}/explain", response_model=Explanation,
            responses=error_responses(401, 403, 404, 422, 503), tags=["recommendations"],

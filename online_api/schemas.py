@@ -57,16 +57,19 @@ AttributeValue = Annotated[
 class Source(StrEnum):
     """Why an item is in a recommendation list."""
 
-    PERSONAL = "personal"  # the user's factors ranked it (possibly boosted by trending)
-    TRENDING = "trending"  # trending in the last hour outweighed the personal score, or fallback
-    POPULAR = "popular"  # all-time popular: the last fallback
+    PERSONAL = "personal"  # the user's factors (ALS scores) gave the largest weighted term
+    COVISITATION = "covisitation"  # viewed with the session's last items ("viewed this, also viewed")
+    REPEAT = "repeat"  # the user's own decayed frequent items ("buy again")
+    TRENDING = "trending"  # trending in the last hour
+    POPULAR = "popular"  # all-time popular
 
 
 class RecommendedItem(BaseModel):
     item_id: str
-    score: float = Field(description="blended score in [0, 1] for personal items; the normalised "
-                         "trending or popularity score for fallback items")
-    source: Source
+    score: float = Field(description="the hybrid's blended score Σ weight·feature (each source divided by its "
+                         "best candidate's score; ALS-only path: the blend in [0, 1])")
+    source: Source = Field(description="the signal with the largest weighted term: personal, covisitation, "
+                           "repeat, trending or popular")
 
 
 class Recommendations(BaseModel):
@@ -80,7 +83,41 @@ class Recommendations(BaseModel):
     model_version: str | None = Field(description="the model version that served; null before the first")
     vector_age_s: float | None = Field(description="seconds since the user's vector was last computed (by "
                                        "a fold-in, or the fit of the model version); null when the user has none")
-    personalized: bool = Field(description="false when the answer is the trending/popular fallback")
+    personalized: bool = Field(description="true when a user signal (personal, covisitation, repeat) is the "
+                               "source of at least one item; false for a trending/popular answer")
+    items: list[RecommendedItem]
+
+
+MAX_SESSION_ITEMS = 50
+SessionItemId = Annotated[str, Field(min_length=1, max_length=MAX_ID_LEN, pattern=ID_PATTERN),
+                          AfterValidator(utf8_text)]
+
+
+class SessionIn(BaseModel):
+    """A visitor's recent items, for ``POST /v1/recommendations``."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "items": ["sku-12", "sku-77"], "user_id": None, "k": 10, "exclude": []}]})
+
+    items: list[SessionItemId] = Field(min_length=1, max_length=MAX_SESSION_ITEMS,
+                                       description=f"recent item ids, newest last (1 to {MAX_SESSION_ITEMS})")
+    user_id: SessionItemId | None = Field(None, description="the visitor's user id, when known: their history "
+                                          "and vector count too")
+    k: int = Field(10, ge=1, description="how many items (1 to max_k)")
+    exclude: list[SessionItemId] = Field(default_factory=list, max_length=MAX_EXCLUDE,
+                                         description="item ids to leave out")
+
+
+class SessionRecommendations(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "user_id": "", "model_version": "v20261122T101500123", "vector_age_s": 0.0, "personalized": True,
+        "items": [{"item_id": "sku-78", "score": 1.2, "source": "covisitation"}]}]})
+
+    user_id: str = Field(description="the request's user_id, empty for an anonymous visitor")
+    model_version: str | None
+    vector_age_s: float | None = Field(description="0: the session's vector is folded in for this request; "
+                                       "null when none of its items is in the model")
+    personalized: bool
     items: list[RecommendedItem]
 
 
@@ -117,16 +154,18 @@ class RecommendationList:
 
 class SimilarItem(BaseModel):
     item_id: str
-    score: float = Field(description="cosine similarity of the item factors, in [-1, 1]")
+    score: float = Field(description="factors: cosine similarity in [-1, 1]; covisitation: the decayed "
+                         "co-visitation weight now; blend: the weighted sum of both, each divided by its best")
 
 
 class SimilarItems(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{
-        "item_id": "sku-77", "model_version": "v20261122T101500123",
-        "items": [{"item_id": "sku-78", "score": 0.87}]}]})
+        "item_id": "sku-77", "kind": "blend", "model_version": "v20261122T101500123",
+        "items": [{"item_id": "sku-78", "score": 1.87}]}]})
 
     item_id: str
-    model_version: str
+    kind: str = Field(description="covisitation, factors or blend")
+    model_version: str | None = Field(description="the model version whose factors served; null without a model")
     items: list[SimilarItem]
 
 

@@ -9,16 +9,19 @@ trending weight (0 outside the top 200) and ``w = settings.blend_weight``. Both 
 user's best personal item and the hottest item scoring 1 each; the normalisation makes ``w`` mean the same
 for users with long and short histories. An item is labelled ``trending`` when its trending term is the
 larger one, else ``personal``. Users without a vector get trending (1h) then all-time popular items.
+
+With ``api_hybrid`` (the default) recommendations, session recommendations and similar items are served by
+:mod:`online_api.hybrid_service` (every source ranked by :func:`models.ranking.rank`); the blend above is the
+ALS-only path (``STREAMREC_API_HYBRID=false``), kept for comparison (``streamrec bench api --compare-als``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import math
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -26,30 +29,31 @@ import redis.asyncio as aredis
 from redis.commands.core import AsyncScript
 
 from models.explain import explain as explain_scores
-from models.scoring import top_k
-from models.similarity import similar_items
 from models.weighting import weighted_matrix
 from online_api.cache import ModelCache, View
+from online_api.deadline import REDIS_TIMEOUT_S as REDIS_TIMEOUT_S  # re-exported
+from online_api.deadline import redis_deadline as _redis_deadline
 from online_api.errors import NotFound, Unavailable
+from online_api.hybrid import Request
+from online_api.hybrid_service import HybridRecommender
 from online_api.metrics import ApiMetrics
 from online_api.schemas import (
     Contribution,
     Explanation,
     Ranked,
     RecommendationList,
-    SimilarItem,
     SimilarItems,
     Source,
     Trending,
     TrendingItem,
 )
+from online_api.topk import top_candidates as top_candidates  # re-exported
 from streamrec.events import now_ms
 from streamrec.settings import Settings
 from streamrec.store import F32, RedisStore
 from streamrec.store.trending import top_popular, top_trending
 from streamrec.store.users import Interaction
 
-REDIS_TIMEOUT_S = 1.0
 PERSONAL, TRENDING = Source.PERSONAL, Source.TRENDING
 LIST_TTL_S = 1.5  # per-category trending/popular lists are cached this long
 # One round trip for everything a recommendation needs from Redis. The history is reduced to item ids
@@ -71,44 +75,12 @@ return {vec or false, ts or false, seen}
 """
 
 
-@contextlib.asynccontextmanager
-async def _redis_deadline() -> AsyncIterator[None]:
-    """Bound a Redis call on the hot path; a slow or hung Redis becomes a 503, never a hung request."""
-    try:
-        async with asyncio.timeout(REDIS_TIMEOUT_S):
-            yield
-    except TimeoutError:
-        raise Unavailable("the store did not answer in time; retry shortly") from None
-
-
 def _interaction(raw: bytes | str) -> Interaction | None:
     """A history entry, or None when it is malformed (skipped rather than failing the request)."""
     try:
         return Interaction.decode(raw)
     except (ValueError, UnicodeDecodeError):
         return None
-
-
-def top_candidates(scores: np.ndarray, k: int) -> np.ndarray:
-    """The ``k`` best scores, best first, ties to the lower position (the order of :func:`models.scoring.top_k`,
-    which leaves ties at the k-th place arbitrary), several times faster than it on big arrays.
-
-    A threshold from a strided sample keeps a few hundred candidates; when at least ``k`` items reach
-    it, the k best overall are all among them (every item scoring at least the k-th best passes), so
-    sorting the candidates is exact. Otherwise (rare) it falls back to ``top_k`` over the full array.
-    """
-    n = scores.shape[0]
-    if n < 4_000 or k * 20 > n:
-        return top_k(scores, k)
-    sample = scores[:: n // 1_000]
-    m = sample.shape[0]
-    rank = min(m, 3 + (3 * k * m) // n)  # expect about 3k + 150 candidates
-    threshold = np.partition(sample, m - rank)[m - rank]
-    cand = (scores >= threshold).nonzero()[0]
-    if cand.shape[0] < k:
-        return top_k(scores, k)
-    # A full sort of the few candidates: score descending, then position ascending (top_k's tie rule).
-    return cand[np.lexsort((cand, -scores[cand]))[:k]]
 
 
 class Recommender:
@@ -125,15 +97,27 @@ class Recommender:
         # labels() costs a few µs per call: resolve the two children once
         self._n_personal = metrics.recommendations.labels("personal")
         self._n_fallback = metrics.recommendations.labels("fallback")
+        self.hybrid = HybridRecommender(self)
+
+    async def recommend_session(self, items: Sequence[str], user_id: str | None, k: int,
+                                exclude: Sequence[str] = ()) -> RecommendationList:
+        """Recommendations for recent ``items`` (newest last) of a visitor, optionally a known user."""
+        req = Request(k, self.settings.rank_exclude_seen, exclude)
+        return await self.hybrid.recommend_session(items, user_id, req)
 
     async def aclose(self) -> None:
         """Close the connections this service opened (the shared ``client`` is the caller's)."""
         self.store.close()
 
     # ------------------------------------------------------------------------------ recommendations
-    async def recommend(self, user_id: str, k: int, *, exclude_seen: bool = True, category: str | None = None,
-                        exclude: Sequence[str] = ()) -> RecommendationList:
-        """Top-``k`` items for a user: personal (blended with trending) or the trending/popular fallback."""
+    async def recommend(self, user_id: str, k: int, *, exclude_seen: bool | None = None,
+                        category: str | None = None, exclude: Sequence[str] = ()) -> RecommendationList:
+        """Top-``k`` items for a user: the hybrid, or (``api_hybrid`` off) personal blended with trending, else
+        the trending/popular fallback. ``exclude_seen`` defaults to the ``rank_exclude_seen`` setting."""
+        if exclude_seen is None:
+            exclude_seen = self.settings.rank_exclude_seen
+        if self.settings.api_hybrid:
+            return await self.hybrid.recommend(user_id, Request(k, exclude_seen, exclude, category))
         view = self.cache.view
         model = view.model
         version = model.version if model is not None else "-"
@@ -248,19 +232,9 @@ class Recommender:
         return Trending(window=window, category=category, items=items)
 
     # ------------------------------------------------------------------------------ similar, explain
-    def similar(self, item_id: str, k: int) -> SimilarItems:
-        """Available items most cosine-similar to ``item_id`` in the served model's factors."""
-        view = self.cache.view
-        model = view.model
-        if model is None:
-            raise Unavailable("no model is loaded yet")
-        idx = model.index.get(item_id)
-        if idx is None:
-            raise NotFound(f"item {item_id!r} is not in model {model.version}")
-        best, scores = similar_items(idx, model.factors, k, normed=model.normed, candidate_mask=view.available_mask)
-        items = [SimilarItem(item_id=model.item_ids[i], score=round(float(s), 6))
-                 for i, s in zip(best.tolist(), scores.tolist(), strict=True)]
-        return SimilarItems(item_id=item_id, model_version=model.version, items=items)
+    async def similar(self, item_id: str, k: int, kind: str = "blend") -> SimilarItems:
+        """Items similar to ``item_id``: co-visitation, factors' cosine or both (:mod:`online_api.hybrid_service`)."""
+        return await self.hybrid.similar(item_id, k, kind)
 
     async def explain(self, user_id: str, item_id: str, n: int) -> Explanation:
         """The user's history items that contributed most to ``item_id``'s predicted score."""

@@ -116,7 +116,16 @@ class Settings(BaseSettings):
                                  "and keyed reads refuse them (403)")
     api_read_keys_required: bool = Field(False, description="require a key for reads too")
     cors_origins: str = Field("", description="comma-separated storefront origins allowed by CORS")
-    blend_weight: float = Field(0.2, ge=0, le=1, description="share of trending blended into personal scores")
+    api_hybrid: bool = Field(True, description="recommendations rank every source with models.ranking (personal, "
+                             "co-visitation, repeat, trending, popular; STREAMREC_RANK_*); false: the ALS-only path "
+                             "(personal scores blended with trending by blend_weight, then the trending/popular "
+                             "fallback)")
+    blend_weight: float = Field(0.2, ge=0, le=1, description="share of trending blended into personal scores (the "
+                                "ALS-only path, api_hybrid=false)")
+    similar_weight_covisitation: float = Field(1.0, ge=0, description="similar?kind=blend: weight of the "
+                                               "co-visitation neighbours (divided by the best one's score)")
+    similar_weight_factors: float = Field(1.0, ge=0, description="similar?kind=blend: weight of the factors' "
+                                          "cosine similarity (divided by the best one's)")
     max_k: int = Field(100, ge=1, description="largest k a request may ask for")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="largest request body (413 beyond)")
     api_produce_timeout_s: float = Field(5.0, gt=0, le=60, description="longest wait for Kafka to acknowledge "

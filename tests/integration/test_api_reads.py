@@ -45,6 +45,7 @@ class Api:
 
 @pytest.fixture(scope="module")
 def api(endpoints: tuple[str, str]) -> Iterator[Api]:
+    """The API as deployed (hybrid ranking), on a synthetic model."""
     settings = isolated_settings(*endpoints, api_keys=KEY, blend_weight=BLEND, max_k=100)
     store = RedisStore(settings)
     users = publish_synthetic(store, BenchConfig(items=400, users=40, factors=16, seed=3))
@@ -57,6 +58,15 @@ def api(endpoints: tuple[str, str]) -> Iterator[Api]:
         if keys:
             store.client.delete(*keys)
         store.close()
+
+
+@pytest.fixture(scope="module")
+def als_api(api: Api) -> Iterator[Api]:
+    """The same data served by the ALS-only path (STREAMREC_API_HYBRID=false): the documented blend formula."""
+    settings = api.settings.model_copy(update={"api_hybrid": False})
+    with ApiProcess(settings) as proc:
+        proc.wait_for("/readyz")
+        yield Api(proc.url, settings, api.store, api.users, api.http)
 
 
 def expected_personal(api: Api, user: str, k: int, exclude_seen: bool = True) -> list[str]:
@@ -81,7 +91,8 @@ def expected_personal(api: Api, user: str, k: int, exclude_seen: bool = True) ->
     return [i for i in ranked if i not in banned][:k]
 
 
-def test_personal_recommendations_are_the_blend_of_the_users_vector_and_trending(api: Api) -> None:
+def test_personal_recommendations_are_the_blend_of_the_users_vector_and_trending(als_api: Api) -> None:
+    api = als_api
     for user in api.users[:5]:
         body = api.get(f"/v1/users/{user}/recommendations", k=10).json()
         assert body["personalized"] is True and body["model_version"] == current_version(api.store)
@@ -103,7 +114,8 @@ def test_category_filter(api: Api) -> None:
     assert len(items) == 8 and set(categories_of(api.store, items)) == {"cat-3"}
 
 
-def test_an_unknown_user_gets_trending_then_popular(api: Api) -> None:
+def test_an_unknown_user_gets_trending_then_popular(als_api: Api) -> None:
+    api = als_api
     unavailable = {m.decode() for m in api.store.client.smembers(api.store.keys.unavailable)}
     trending = [i for i, _ in top_trending(api.store, "1h", k=200, exclude=unavailable)]
     body = api.get("/v1/users/nobody-at-all/recommendations", k=10).json()
@@ -159,7 +171,8 @@ def test_an_unavailable_item_never_appears_in_any_answer(api: Api) -> None:
 def test_similar_items_are_the_nearest_by_cosine(api: Api) -> None:
     model = load_model(api.store)
     assert model is not None
-    body = api.get("/v1/items/item-20/similar", k=5).json()
+    body = api.get("/v1/items/item-20/similar", k=5, kind="factors").json()
+    assert body["kind"] == "factors"
     unit = model.item_factors / np.linalg.norm(model.item_factors, axis=1, keepdims=True)
     cos = unit @ unit[model.item_index["item-20"]]
     unavailable = {m.decode() for m in api.store.client.smembers(api.store.keys.unavailable)}
