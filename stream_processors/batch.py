@@ -171,11 +171,11 @@ class BatchPlan:
                 old = UserState.from_history(self.counts[u], histories.get(u, []), proc.items)
             rows_by_user[u] = (old.data, new_rows[[pos[i] for i in idx]])
             self.states[u] = old.extended(rows_by_user[u][1], cap)
-        self.covis_pairs: tuple[list[str], list[str], np.ndarray] = ([], [], np.zeros(0))
+        self.covis_rows: dict[str, tuple[list[str], np.ndarray]] = {}
         if proc.covis is not None:
             self.now = proc.clock()
-            purchase = {u: [batch.type[i] == "purchase" for i in idx] for u, idx in by_user.items()}
-            self.covis_pairs = covisitation_pairs(rows_by_user, purchase, proc.items, proc.covis, self.now)
+            purchase = [batch.type[i] == "purchase" for idx in by_user.values() for i in idx]
+            self.covis_rows = covisitation_pairs(rows_by_user, purchase, proc.items, proc.covis, self.now)
         self.vec_users: list[str] = []
         self.vectors = np.zeros((0, 1), dtype=np.float32)
         self.foldin_s = 0.0
@@ -282,8 +282,7 @@ class BatchPlan:
         if self.model is not None and self.pending_add:
             self._write_new_items(pipe)
         if proc.covis is not None:
-            a, b, w = self.covis_pairs
-            queue_pairs(pipe, proc.store, a, b, w, self.now, proc.covis.half_life_s, proc.covis.top_n)
+            queue_pairs(pipe, proc.store, self.covis_rows, self.now, proc.covis.half_life_s, proc.covis.top_n)
         for fence in self.fences:
             pipe.incr(fence)
         queue_offsets_max(

@@ -21,26 +21,38 @@ from models.ids import IdMap
 F64 = npt.NDArray[np.float64]
 
 
-def covisitation_pairs(rows_by_user: Mapping[str, tuple[F64, F64]], purchase: Mapping[str, Sequence[bool]],
-                       items: IdMap, cfg: CovisConfig, now_ms: int) -> tuple[list[str], list[str], F64]:
-    """The batch's co-visitation increments ``(a ids, b ids, weights decayed to now_ms)``, summed per pair.
+def covisitation_pairs(rows_by_user: Mapping[str, tuple[F64, F64]], purchase: Sequence[bool], items: IdMap,
+                       cfg: CovisConfig, now_ms: int) -> dict[str, tuple[list[str], F64]]:
+    """The batch's co-visitation increments, summed per pair: item -> (neighbour ids, weights at ``now_ms``).
 
     ``rows_by_user`` maps each user to (their history before the batch, the batch's applied events), both
     n×3 ``UserState`` rows (item, weight, ts) oldest first, taken before the history cap applies (a batch
-    may hold more of one user's events than the cap); ``purchase`` flags each new row.
+    may hold more of one user's events than the cap); ``purchase`` flags the new rows, user after user.
     """
-    users, ts, item, later, emit = [], [], [], [], []
-    for n, (u, (old_rows, new_rows)) in enumerate(rows_by_user.items()):
+    parts: list[F64] = []
+    tails, news = [], []
+    for old_rows, new_rows in rows_by_user.values():  # one slice per user; everything else is vectorised
         tail = old_rows[len(old_rows) - min(len(old_rows), cfg.max_prev):]
-        rows = np.concatenate([tail, new_rows])
-        users.append(np.full(len(rows), n, dtype=np.int64))
-        item.append(rows[:, 0].astype(np.int64))
-        ts.append(rows[:, 2].astype(np.int64))
-        later.append(np.concatenate([np.zeros(len(tail), dtype=bool), np.asarray(purchase[u], dtype=bool)]))
-        emit.append(np.arange(len(rows)) >= len(tail))
-    if not users:
-        return [], [], np.zeros(0, dtype=np.float64)
-    _, a, b, w = grouped_pairs(np.concatenate(users), np.concatenate(ts), np.concatenate(item),
-                               np.concatenate(later), np.concatenate(emit), cfg, now_ms)
-    a, b, w = aggregate_pairs(a, b, w)
-    return items.ids_of(a.tolist()), items.ids_of(b.tolist()), w
+        parts += (tail, new_rows)
+        tails.append(len(tail))
+        news.append(len(new_rows))
+    if not parts:
+        return {}
+    rows = np.concatenate(parts)
+    n_tail, n_new = np.array(tails), np.array(news)
+    sizes = n_tail + n_new
+    user = np.repeat(np.arange(len(sizes)), sizes)
+    offset = np.arange(len(rows)) - np.repeat(np.cumsum(sizes) - sizes, sizes)  # position inside the user's rows
+    emit = offset >= np.repeat(n_tail, sizes)
+    later = np.zeros(len(rows), dtype=bool)
+    later[emit] = np.asarray(purchase, dtype=bool)
+    _, a, b, w = grouped_pairs(user, rows[:, 2].astype(np.int64), rows[:, 0].astype(np.int64), later, emit, cfg,
+                               now_ms)
+    a, b, w = aggregate_pairs(a, b, w)  # sorted by (a, b): each item's neighbours are contiguous
+    if not len(a):
+        return {}
+    starts = np.flatnonzero(np.r_[True, a[1:] != a[:-1]])
+    ends = np.r_[starts[1:], len(a)]
+    names = items.ids_of(b.tolist())
+    return {items.id_of(int(a[lo])): (names[lo:hi], w[lo:hi])
+            for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True)}

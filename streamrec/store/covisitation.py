@@ -12,12 +12,13 @@ touched item: starts the epoch at the batch's time, re-expresses the hash in a n
 exponent passed ``REBASE_HALF_LIVES`` (a rescale of at most ``2 · top_n`` fields, once every few dozen
 half-lives), adds the increments, trims the hash to its best ``top_n`` neighbours once it holds more than
 ``2 · top_n`` (memory stays bounded: at most ``2 · top_n`` fields per item), and sets a TTL of
-``TTL_HALF_LIVES`` half-lives: an item nobody visits any more fades out and then disappears.
+``TTL_HALF_LIVES`` half-lives with each new epoch: an item nobody visits any more fades out and then
+disappears. The field ``"\x01"`` counts the neighbour fields.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -26,44 +27,58 @@ from redis.client import Pipeline
 from streamrec.store import RedisStore, as_str
 
 REBASE_HALF_LIVES = 60.0  # 2^60 keeps 15 significant digits of the smallest increment: plenty
-TTL_HALF_LIVES = 40  # after 40 half-lives a pair weighs 1e-12 of a fresh one
+# The TTL is set with the epoch: longer than the rebase interval, so an active item's hash is renewed at its
+# rebase; an item nobody pairs with any more goes 80 half-lives after its epoch (a pair then weighs 1e-24).
+TTL_HALF_LIVES = 80
 EPOCH_FIELD = ""
+COUNT_FIELD = "\x01"  # the number of neighbour fields (ids hold no control characters)
 
-# KEYS = the items' hashes; ARGV = [now_ms, half_life_ms, top_n, ttl_s, rows_1, ..., rows_n], rows_i the
-# increments of key i as "neighbour \x1f weight-at-now" joined by \x1e (ids hold no control characters).
+# KEYS = the items' hashes; ARGV = [now_ms, half_life_ms, top_n, ttl_s, rebase, ids_1, weights_1, ..., ids_n,
+# weights_n]: ids_i key i's neighbour ids joined by \x1e (ids hold no control characters), weights_i their
+# increments (already decayed to now) as little-endian float64s. Two calls per key in the steady state (HMGET,
+# HSET), whatever its number of increments: the field count is kept in the hash (no HLEN) and the TTL is set
+# when the epoch is (no EXPIRE per batch: it outlives the rebase, which renews it while the item is active).
 _ADD_LUA = """
 local now, hl, top, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local rebase = tonumber(ARGV[5])
 for i = 1, #KEYS do
-  local key = KEYS[i]
-  local epoch = tonumber(redis.call('HGET', key, ''))
+  local key, ids, weights, n = KEYS[i], {}, ARGV[5 + 2 * i], 0
+  for id in string.gmatch(ARGV[4 + 2 * i], "[^\\30]+") do n = n + 1; ids[n] = id end
+  local cur = redis.call('HMGET', key, '', '\\1', unpack(ids))
+  local epoch, count, scale, fresh = tonumber(cur[1]), tonumber(cur[2]) or 0, 1, false
   if not epoch then
-    epoch = now
-    redis.call('HSET', key, '', now)
+    epoch, fresh = now, true
   elseif (now - epoch) / hl > rebase then
-    local f = 2 ^ (-(now - epoch) / hl)
+    scale = 2 ^ (-(now - epoch) / hl)
     local all = redis.call('HGETALL', key)
     for j = 1, #all, 2 do
-      if all[j] ~= '' then redis.call('HSET', key, all[j], tonumber(all[j + 1]) * f) end
+      if all[j] ~= '' and all[j] ~= '\\1' then redis.call('HSET', key, all[j], tonumber(all[j + 1]) * scale) end
     end
-    epoch = now
-    redis.call('HSET', key, '', now)
+    epoch, fresh = now, true
   end
   local units = 2 ^ ((now - epoch) / hl)
-  for item, weight in string.gmatch(ARGV[5 + i], "([^\\31\\30]+)\\31([^\\31\\30]+)") do
-    redis.call('HINCRBYFLOAT', key, item, tonumber(weight) * units)
+  local args, m = {}, 0
+  for j = 1, n do
+    local old = tonumber(cur[j + 2])
+    if not old then old, count = 0, count + 1 end
+    args[m + 1] = ids[j]
+    args[m + 2] = old * scale + struct.unpack('<d', weights, 8 * j - 7) * units
+    m = m + 2
   end
-  if redis.call('HLEN', key) - 1 > 2 * top then
+  args[m + 1], args[m + 2], args[m + 3], args[m + 4] = '', epoch, '\\1', count
+  redis.call('HSET', key, unpack(args))
+  if count > 2 * top then
     local all, rows = redis.call('HGETALL', key), {}
     for j = 1, #all, 2 do
-      if all[j] ~= '' then rows[#rows + 1] = {all[j], tonumber(all[j + 1])} end
+      if all[j] ~= '' and all[j] ~= '\\1' then rows[#rows + 1] = {all[j], tonumber(all[j + 1])} end
     end
     table.sort(rows, function(a, b) if a[2] ~= b[2] then return a[2] > b[2] end return a[1] < b[1] end)
     local drop = {}
     for j = top + 1, #rows do drop[#drop + 1] = rows[j][1] end
     for j = 1, #drop, 1000 do redis.call('HDEL', key, unpack(drop, j, math.min(j + 999, #drop))) end
+    redis.call('HSET', key, '\\1', #rows - #drop)
   end
-  redis.call('EXPIRE', key, ttl)
+  if fresh then redis.call('EXPIRE', key, ttl) end
 end
 return #KEYS
 """
@@ -74,23 +89,22 @@ def covis_key(store: RedisStore, item: str) -> str:
     return f"{store.keys.prefix}:covis:{item}"
 
 
-def queue_pairs(pipe: Pipeline, store: RedisStore, a: Sequence[str], b: Sequence[str],
-                weights: npt.ArrayLike, now_ms: int, half_life_s: float, top_n: int) -> None:
-    """Queue on ``pipe``: add ``weights`` (already decayed to ``now_ms``) to the pairs ``a[i] → b[i]``.
+def queue_pairs(pipe: Pipeline, store: RedisStore, rows: Mapping[str, tuple[Sequence[str], npt.ArrayLike]],
+                now_ms: int, half_life_s: float, top_n: int) -> None:
+    """Queue on ``pipe``: for each item, add the weights (already decayed to ``now_ms``) to its neighbours.
 
-    Aggregate a batch's pairs first (:func:`models.covisitation.aggregate_pairs`): one field per pair.
+    ``rows`` maps an item to (neighbour ids, increments), one increment per neighbour: aggregate a batch's
+    pairs first (:func:`models.covisitation.aggregate_pairs`).
     """
-    w = np.asarray(weights, dtype=np.float64)
-    if not len(w):
+    if not rows:
         return
-    rows: dict[str, list[str]] = {}
-    for x, y, v in zip(a, b, w.tolist(), strict=True):
-        rows.setdefault(x, []).append(f"{y}\x1f{v!r}")
-    keys = [covis_key(store, x) for x in rows]
-    hl_ms = half_life_s * 1000.0
+    keys = [covis_key(store, item) for item in rows]
+    args: list[str | bytes] = []
+    for ids, weights in rows.values():
+        args.append("\x1e".join(ids))
+        args.append(np.ascontiguousarray(weights, dtype="<f8").tobytes())
     ttl = max(int(TTL_HALF_LIVES * half_life_s), 3_600)
-    pipe.eval(_ADD_LUA, len(keys), *keys, now_ms, hl_ms, top_n, ttl, REBASE_HALF_LIVES,
-              *("\x1e".join(r) for r in rows.values()))
+    pipe.eval(_ADD_LUA, len(keys), *keys, now_ms, half_life_s * 1000.0, top_n, ttl, REBASE_HALF_LIVES, *args)
 
 
 def parse_neighbours(raw: dict[bytes, bytes] | dict[str, str], now_ms: int, half_life_s: float,
@@ -102,7 +116,7 @@ def parse_neighbours(raw: dict[bytes, bytes] | dict[str, str], now_ms: int, half
         name = as_str(field)
         if name == EPOCH_FIELD:
             epoch = float(value)
-        else:
+        elif name != COUNT_FIELD:
             pairs.append((name, float(value)))
     if not pairs:
         return []
