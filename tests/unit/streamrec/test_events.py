@@ -96,6 +96,13 @@ def _escaped(**fields: object) -> bytes:
         (_escaped(type="purchase", price="9.5"), "price"),
         (_raw(context={"x": float("nan")}), "context.x"),
         (_raw(context={"x": float("inf")}), "context.x"),
+        (_escaped(type="\ud800"), "type"),  # msgspec cannot even compare it with an enum value
+        (_escaped(event_id="\udfff"), "event_id"),
+        (_escaped(ts="2026-11-22T10:15:00\ud800"), "ts"),
+        (_escaped(**{"x\ud800": 1}), "x"),  # an unknown field whose name cannot be written
+        (_escaped(context={"\ud800": 1}), "context"),
+        (_raw(ts=1_795_342_500_000.5), "ts"),  # epoch milliseconds are a JSON integer
+        (_raw(event_id="{" + str(uuid.UUID(int=1)) + "}"), "event_id"),  # msgspec's UUID: 32 hex digits
     ],
 )
 def test_strings_and_types_the_contract_refuses(raw: bytes, field: str) -> None:
@@ -103,6 +110,19 @@ def test_strings_and_types_the_contract_refuses(raw: bytes, field: str) -> None:
         decode_event(raw, now=NOW)
     assert err.value.reason == "invalid_field"
     assert err.value.detail.startswith(field), err.value.detail
+
+
+def test_every_uuid_spelling_msgspec_reads_is_one_canonical_id() -> None:
+    u = uuid.UUID(int=1)
+    for spelling in (str(u), str(u).upper(), u.hex):
+        assert decode_event(_raw(event_id=spelling), now=NOW).event_id == u
+
+
+def test_details_never_hold_what_a_log_or_header_cannot() -> None:
+    for raw in (_escaped(type="x\u001b[2J\ud800"), _escaped(type="v" * 5_000), _escaped(**{"a\u0000b": 1})):
+        with pytest.raises(InvalidEvent) as err:
+            decode_event(raw, now=NOW)
+        assert err.value.detail.isprintable() and len(err.value.detail) < 400, err.value.detail
 
 
 def test_strict_fields_still_take_what_json_means() -> None:

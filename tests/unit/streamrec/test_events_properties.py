@@ -143,6 +143,26 @@ def test_random_objects_with_event_like_keys(extra: dict[str, Any]) -> None:
     decode(json.dumps({**good_payload(), **extra}).encode())
 
 
+# Text with lone UTF-16 surrogates, which json.dumps writes as \udXXX escapes (a client can send them).
+surrogates = st.text(st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), min_size=1, max_size=3)
+unwritable = st.builds(lambda a, b, c: a + b + c, st.text(max_size=5), surrogates, st.text(max_size=5))
+
+
+@PROPS
+@given(st.sampled_from([*FIELDS, "unknown"]), unwritable, st.booleans())
+def test_a_lone_surrogate_anywhere_is_invalid_event(name: str, text: str, as_key: bool) -> None:
+    """No UTF-8 store can hold such a string: wherever it is (a value, a field name, a context key or
+    value), the event is refused with InvalidEvent, never accepted and never a crash."""
+    payload: dict[str, Any] = good_payload()
+    if name == "context":
+        payload["context"] = {text: 1} if as_key else {"k": text}
+    elif as_key:
+        payload[text] = 1
+    else:
+        payload[name] = text
+    assert decode(json.dumps(payload).encode()) is None
+
+
 @PROPS
 @given(valid_events())
 def test_valid_events_round_trip_unchanged(event: Event) -> None:
