@@ -115,15 +115,16 @@ def _numeric(weight: str, ts: str) -> bool:
 
 
 class LocalIndex:
-    """The model's item indices, extended for this request by items the model does not know."""
+    """The model's item indices, extended for this request by items the model does not know (after those
+    of the shop's lists, ``base``)."""
 
-    def __init__(self, view: View) -> None:
+    def __init__(self, view: View, base: LocalIndex | None = None) -> None:
         model = view.model
         self.ids: list[str] = model.item_ids if model is not None else []
         self.index: dict[str, int] = model.index if model is not None else {}
         self.n_model = len(self.ids)
-        self.extra: dict[str, int] = {}
-        self.extra_ids: list[str] = []
+        self.extra: dict[str, int] = dict(base.extra) if base is not None else {}
+        self.extra_ids: list[str] = list(base.extra_ids) if base is not None else []
 
     def of(self, item: str) -> int:
         """The index of ``item``, assigning the next request-local one to an unknown item."""
@@ -147,6 +148,21 @@ class LocalIndex:
         get, extra = self.index.get, self.extra.get
         found = ((get(i) if i in self.index else extra(i)) for i in items)
         return np.fromiter((i for i in found if i is not None), dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class Shop:
+    """The shop-wide signals (trending, popular) over the view's indices, built once per view and lists."""
+
+    index: LocalIndex
+    signals: dict[str, Signal]
+
+
+def shop_signals(view: View, lists: dict[str, Sequence[tuple[str, float]]]) -> Shop:
+    """The trending and popular lists (best first) as signals; their items outside the model get the first
+    request-local indices."""
+    index = LocalIndex(view)
+    return Shop(index, {name: list_signal(ranked, index) for name, ranked in lists.items()})
 
 
 def list_signal(ranked: Sequence[tuple[str, float]], index: LocalIndex) -> Signal:
@@ -187,12 +203,12 @@ class Request:
 
 
 def hybrid_inputs(view: View, cfg: RankingConfig, reply: UserReply, now_ms: int, req: Request,
-                  shop: dict[str, Sequence[tuple[str, float]]], covis: tuple[float, int],
+                  shop: Shop, covis: tuple[float, int],
                   vec: npt.NDArray[np.float32] | None) -> tuple[RankingInputs, LocalIndex]:
     """The ranking inputs of one request, through :func:`models.ranking.build_inputs` as the evaluation builds
     them; ``covis`` is (half-life s, top n) of the stored neighbours."""
     cfg = cfg if cfg.exclude_seen == req.exclude_seen else _with_exclude_seen(cfg, req.exclude_seen)
-    index = LocalIndex(view)
+    index = LocalIndex(view, shop.index)
     items = index.many(reply.items)
     hashes = {index.of(it): raw for it, raw in reply.hashes.items()}
 
@@ -201,7 +217,7 @@ def hybrid_inputs(view: View, cfg: RankingConfig, reply: UserReply, now_ms: int,
         return index.many(p for p, _ in pairs), np.fromiter((s for _, s in pairs), dtype=np.float64)
 
     rep_idx, rep_score = repeat_profile(items, reply.ts_ms, reply.weights, now_ms, cfg.repeat_half_life_s)
-    signals = {name: list_signal(ranked, index) for name, ranked in shop.items()}
+    signals = dict(shop.signals)
     user = UserState(None, items, reply.ts_ms, Signal(rep_idx, rep_score))
     seen = np.unique(items) if req.exclude_seen else EMPTY
     built = build_inputs(user, now_ms, None, None, neighbours, signals, seen, cfg)
@@ -232,17 +248,20 @@ def _usable(view: View, category: str | None) -> npt.NDArray[np.bool_] | None:
 
 
 def _blocked(view: View, index: LocalIndex, built: RankingInputs, req: Request) -> IntArray:
-    """Unavailable and excluded items, and with a category every candidate outside it."""
-    parts = [view.unavailable_idx, index.known(req.exclude)]
-    extra = index.extra_ids
-    if extra:
-        parts.append(np.array([index.extra[i] for i in extra if i in view.unavailable], dtype=np.int64))
+    """The candidates (of every signal but personal, which masks its own) that are unavailable or excluded,
+    and with a category every one outside it: blocking only candidates keeps the sets small."""
+    cand = np.unique(np.concatenate([s.idx for s in built.signals.values()] or [EMPTY]))
+    inside = cand < index.n_model
+    parts = [index.known(req.exclude)]
+    if view.available_mask is not None:
+        model_cand = cand[inside]
+        parts.append(model_cand[~view.available_mask[model_cand]])
+    if index.extra_ids:
+        parts.append(np.array([index.extra[i] for i in index.extra_ids if i in view.unavailable], dtype=np.int64))
     if req.category is not None:
-        cand = np.unique(np.concatenate([s.idx for s in built.signals.values()] or [EMPTY]))
         cat = req.category
         in_cat = np.zeros(index.n_model, dtype=np.bool_)
         in_cat[view.category_idx.get(cat, EMPTY)] = True
-        inside = cand < index.n_model
         parts.append(cand[inside][~in_cat[cand[inside]]])
         parts.append(np.array([i for i in cand[~inside].tolist() if view.category_of.get(index.id(i)) != cat],
                               dtype=np.int64))

@@ -26,7 +26,16 @@ from models.similarity import similar_items
 from online_api.cache import ModelCache, ServedModel, View
 from online_api.deadline import redis_deadline
 from online_api.errors import NotFound, Unavailable
-from online_api.hybrid import HYBRID_STATE_LUA, Request, UserReply, hybrid_inputs, parse_reply, ranked_items
+from online_api.hybrid import (
+    HYBRID_STATE_LUA,
+    Request,
+    Shop,
+    UserReply,
+    hybrid_inputs,
+    parse_reply,
+    ranked_items,
+    shop_signals,
+)
 from online_api.schemas import RecommendationList, SimilarItem, SimilarItems, Source
 from streamrec.events import now_ms
 from streamrec.ranking_settings import ranking_config
@@ -62,6 +71,7 @@ class HybridRecommender:
         self.covis = (s.covis_half_life_s, s.covis_top_n)
         self.covis_prefix = covis_key(svc.store, "")
         self._state = svc.client.register_script(HYBRID_STATE_LUA)
+        self._shop_cache: tuple[View, Shop] | None = None
 
     async def _read(self, user_id: str, model: ServedModel | None, posted: Sequence[str]) -> UserReply:
         keys = self.svc.keys
@@ -72,11 +82,16 @@ class HybridRecommender:
                                     args=[user_id, self.cfg.session_items, self.covis_prefix, *posted[::-1]])
         return parse_reply(raw)
 
-    async def _shop(self, view: View, category: str | None) -> dict[str, Sequence[tuple[str, float]]]:
+    async def _shop(self, view: View, category: str | None) -> Shop:
+        """The shop-wide signals: the view's lists (built once per view), or the category's lists."""
         if category is None:
-            return {"trending": view.trending, "popular": view.popular}
-        return {"trending": await self.svc._list(Source.TRENDING.value, "1h", category),
-                "popular": await self.svc._list(Source.POPULAR.value, "1h", category)}
+            cached = self._shop_cache
+            if cached is None or cached[0] is not view:
+                cached = self._shop_cache = (view, shop_signals(view, {"trending": view.trending,
+                                                                       "popular": view.popular}))
+            return cached[1]
+        return shop_signals(view, {"trending": await self.svc._list(Source.TRENDING.value, "1h", category),
+                                   "popular": await self.svc._list(Source.POPULAR.value, "1h", category)})
 
     async def _answer(self, view: View, reply: UserReply, now: int, req: Request,
                       vec: np.ndarray | None) -> tuple[list, bool]:

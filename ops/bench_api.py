@@ -11,6 +11,11 @@
 The last line (with ``--json``) is ``{"rps", "p50_ms", "p99_ms", "inprocess_p99_ms", "items"}``: rps is
 the throughput reached, p50/p99 the server-side latency under that load. Load generator and server share
 the machine, so on a 2-core box each gets about one core.
+
+The API serves what the settings say (the hybrid by default; every synthetic user has co-visitation
+hashes for their items, so the hybrid reads and ranks every source). With ``--compare-als`` the same run
+then drives a second API process with ``STREAMREC_API_HYBRID=false`` (the ALS-only path) on the same data
+and adds ``"als": {"rps", "p50_ms", "p99_ms"}``, ``"p99_ratio"`` and ``"rps_ratio"`` (served / ALS-only).
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ class BenchConfig:
     connections: int = 2
     inprocess_requests: int = 3_000
     seed: int = 7
+    covis_neighbours: int = 20  # co-visitation neighbours written per item
+    compare_als: bool = False
 
 
 def _say(msg: str) -> None:
@@ -90,7 +97,27 @@ def publish_synthetic(store: RedisStore, cfg: BenchConfig) -> list[str]:
     pipe = store.client.pipeline(transaction=False)
     add_counts(pipe, store, now, counts)
     pipe.execute()
+    _publish_covisitation(store, items, cfg, rng, now)
     return users
+
+
+def _publish_covisitation(store: RedisStore, items: list[str], cfg: BenchConfig, rng: np.random.Generator,
+                          now: int) -> None:
+    """Every item's co-visitation hash: ``covis_neighbours`` random neighbours, epoch now."""
+    from streamrec.store.covisitation import EPOCH_FIELD, covis_key
+
+    n = cfg.covis_neighbours
+    if n <= 0:
+        return
+    pipe = store.client.pipeline(transaction=False)
+    for i, item in enumerate(items):
+        nb = rng.integers(0, len(items), n).tolist()
+        scores = rng.exponential(1.0, n).tolist()
+        pipe.hset(covis_key(store, item), mapping={EPOCH_FIELD: now, **{items[j]: s for j, s in zip(nb, scores,
+                                                                                                  strict=True)}})
+        if i % 2_000 == 1_999:
+            pipe.execute()
+    pipe.execute()
 
 
 async def _inprocess(settings: Settings, users: list[str], n: int) -> tuple[list[float], list[float]]:
@@ -151,6 +178,21 @@ def _load(api: ApiProcess, paths: Callable[[], str], connections: int, duration_
     return res, note
 
 
+def _als_only(settings: Settings, paths: Callable[[], str], cfg: BenchConfig) -> dict[str, float]:
+    """The same load on a second API process serving the ALS-only path (``api_hybrid=false``)."""
+    api = ApiProcess(settings.model_copy(update={"api_hybrid": False}))
+    _say(f"ALS-only path (STREAMREC_API_HYBRID=false) on {api.url}, same data and load")
+    api.start(wait="/readyz")
+    try:
+        res, note = _load(api, paths, cfg.connections, cfg.duration_s)
+    finally:
+        api.stop()
+    _say(f"ALS-only: {res.rps:.0f} req/s, server-side ms p50 {res.pct(res.server_ms, 50):.3f}  "
+         f"p99 {res.pct(res.server_ms, 99):.3f}; {note}")
+    return {"rps": round(res.rps, 1), "p50_ms": round(res.pct(res.server_ms, 50), 3),
+            "p99_ms": round(res.pct(res.server_ms, 99), 3)}
+
+
 def run(base: Settings, cfg: BenchConfig, *, json_out: bool = False) -> int:
     """Run the benchmark; prints figures (and the JSON line with ``json_out``). Returns the exit code."""
     import uvloop
@@ -181,6 +223,7 @@ def run(base: Settings, cfg: BenchConfig, *, json_out: bool = False) -> int:
         res, note = _load(api, next_path, cfg.connections, cfg.duration_s)
         floor_http, floor_note = _load(api, lambda: "/healthz", cfg.connections, 3.0)
         api.stop()
+        als = _als_only(settings, next_path, cfg) if cfg.compare_als else None
         bad = {s: c for s, c in res.statuses.items() if s != 200}
         _say(f"http: {res.requests} requests, {res.rps:.0f} req/s, non-200: {bad or 'none'}, "
              f"connection errors: {res.errors}; {note}")
@@ -195,7 +238,7 @@ def run(base: Settings, cfg: BenchConfig, *, json_out: bool = False) -> int:
         _say(f"in-process ms: p50 {LoadResult.pct(floor, 50):.3f}  p99 {LoadResult.pct(floor, 99):.3f}; "
              f"of which scoring alone (no Redis): p50 {LoadResult.pct(scoring, 50):.3f}  "
              f"p99 {LoadResult.pct(scoring, 99):.3f}")
-        figures = {"rps": round(res.rps, 1), "p50_ms": round(res.pct(res.server_ms, 50), 3),
+        figures: dict[str, object] = {"rps": round(res.rps, 1), "p50_ms": round(res.pct(res.server_ms, 50), 3),
                    "p99_ms": round(res.pct(res.server_ms, 99), 3),
                    "inprocess_p99_ms": round(LoadResult.pct(floor, 99), 3), "items": cfg.items}
         extra = {"client_p50_ms": round(res.pct(res.client_ms, 50), 3),
@@ -203,6 +246,9 @@ def run(base: Settings, cfg: BenchConfig, *, json_out: bool = False) -> int:
                  "inprocess_p50_ms": round(LoadResult.pct(floor, 50), 3),
                  "scoring_p50_ms": round(LoadResult.pct(scoring, 50), 3), "healthz_rps": round(floor_http.rps),
                  "connections": cfg.connections, "cores": os.cpu_count(), "non_200": sum(bad.values())}
+        if als is not None:
+            figures |= {"als": als, "p99_ratio": round(res.pct(res.server_ms, 99) / max(als["p99_ms"], 1e-9), 3),
+                        "rps_ratio": round(res.rps / max(als["rps"], 1e-9), 3)}
         print(f"figures: {json.dumps({**figures, **extra})}", file=sys.stderr, flush=True)
         if json_out:
             print(json.dumps(figures), flush=True)

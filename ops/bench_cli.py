@@ -53,7 +53,8 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     from ops.bench_api import BenchConfig, run
 
     cfg = BenchConfig(items=args.items, users=args.users, factors=args.factors, duration_s=args.duration,
-                      connections=args.connections, inprocess_requests=args.inprocess)
+                      connections=args.connections, inprocess_requests=args.inprocess,
+                      compare_als=args.compare_als)
     return run(settings, cfg, json_out=args.json)
 
 
@@ -133,6 +134,9 @@ def _api(bench: argparse._SubParsersAction) -> None:
     p.add_argument("--connections", type=int, default=2,
                    help="concurrent keep-alive connections (2 keep one worker busy; more only add queueing)")
     p.add_argument("--inprocess", type=int, default=3_000, help="requests for the in-process floor")
+    p.add_argument("--compare-als", action="store_true",
+                   help="then drive the ALS-only path (STREAMREC_API_HYBRID=false) on the same data and report "
+                   "both with the ratios p99_ratio and rps_ratio")
     p.set_defaults(func=cmd_api)
 
 

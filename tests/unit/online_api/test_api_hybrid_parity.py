@@ -8,7 +8,7 @@ import pytest
 
 from models.ranking import RankingConfig, Signal, UserState, build_inputs, rank
 from online_api.cache import ModelCache, View, build_model
-from online_api.hybrid import Request, hybrid_inputs, parse_reply, ranked_items
+from online_api.hybrid import Request, hybrid_inputs, parse_reply, ranked_items, shop_signals
 from online_api.hybrid_service import blend
 from streamrec.settings import Settings
 from streamrec.store.covisitation import parse_neighbours
@@ -64,7 +64,7 @@ def test_the_api_ranks_exactly_as_the_evaluation(seed: int, exclude_seen: bool) 
     req = Request(20, exclude_seen, exclude=["i7"])
     # --- the API's path: the Lua reply parsed, request-local indices for the new items
     reply = parse_reply(lua_reply(history, hashes, vec))
-    shop = {"trending": trending, "popular": popular}
+    shop = shop_signals(view, {"trending": trending, "popular": popular})
     inputs, index = hybrid_inputs(view, cfg, reply, NOW, req, shop, (HALF_LIFE_S, TOP_N), vec)
     api = ranked_items(rank(inputs, cfg, req.k), index)
     # --- the evaluation's path: one global catalogue, model items then the new ones (no factors)
@@ -113,7 +113,8 @@ def test_category_keeps_only_its_items() -> None:
     cfg = RankingConfig(candidates=40)
     reply = parse_reply(lua_reply(history, hashes, vec))
     inputs, index = hybrid_inputs(cache.view, cfg, reply, NOW, Request(30, True, category="c1"),
-                                  {"trending": trending, "popular": popular}, (HALF_LIFE_S, TOP_N), vec)
+                                  shop_signals(cache.view, {"trending": trending, "popular": popular}),
+                                  (HALF_LIFE_S, TOP_N), vec)
     got = ranked_items(rank(inputs, cfg, 30), index)
     assert got and all(cats.get(r.item_id) == "c1" for r in got)
 
@@ -122,8 +123,9 @@ def test_a_user_without_signals_gets_trending_and_popular() -> None:
     view, _, _, _, trending, popular = state(5)
     cfg = RankingConfig()
     reply = parse_reply([None, None, b"", b"", b"", b""])
-    inputs, index = hybrid_inputs(view, cfg, reply, NOW, Request(10, True), {"trending": trending, "popular": popular},
-                                  (HALF_LIFE_S, TOP_N), None)
+    inputs, index = hybrid_inputs(view, cfg, reply, NOW, Request(10, True),
+                                  shop_signals(view, {"trending": trending, "popular": popular}), (HALF_LIFE_S, TOP_N),
+                                  None)
     got = ranked_items(rank(inputs, cfg, 10), index)
     assert len(got) == 10 and {r.source.value for r in got} <= {"trending", "popular"}
     assert got[0].item_id == next(i for i, _ in trending if i not in view.unavailable)
