@@ -336,9 +336,22 @@ async function openProduct(itemId) {
   await Promise.all([loadSimilar(itemId), loadBecause(itemId)]);
 }
 
+// "Customers who viewed this also viewed": the item's co-visitation neighbours (kept by the worker, so a new
+// item has them within seconds of its first views); without any yet, the blend of co-visitation and factors.
+async function similarOf(itemId) {
+  const base = `/v1/items/${encodeURIComponent(itemId)}/similar?k=6`;
+  try {
+    const covis = await getJSON(`${base}&kind=covisitation`);
+    if (covis.items.length) return covis;
+  } catch (err) {
+    if (err.status !== 404) throw err;
+  }
+  return getJSON(`${base}&kind=blend`);
+}
+
 async function loadSimilar(itemId) {
   try {
-    const res = await getJSON(`/v1/items/${encodeURIComponent(itemId)}/similar?k=6`);
+    const res = await similarOf(itemId);
     await ensureItems(res.items.map((i) => i.item_id));
     if (state.modalItem !== itemId) return;
     const box = $("similar");
@@ -348,7 +361,7 @@ async function loadSimilar(itemId) {
   } catch (err) {
     if (state.modalItem === itemId) {
       $("similar").replaceChildren(el("div", "empty", err.status === 404
-        ? "This item is newer than the model: similar items appear once it has a few interactions."
+        ? "This item is new: customers' views of it show here within seconds."
         : "Similar items are unavailable right now."));
     }
   }
