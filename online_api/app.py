@@ -12,8 +12,8 @@ import inspect
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import redis.asyncio as aredis
@@ -74,6 +74,33 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
                                    health_check_interval=30, max_connections=64, retry=Retry(NoBackoff(), 1))
     svc = Recommender(settings, cache, metrics, client)
 
+    lifespan = _lifespan(settings, refresher, collector, svc, client, background)
+    app = FastAPI(title="streamrec API", version="1", description=DESCRIPTION, lifespan=lifespan,
+                  openapi_url="/openapi.json", docs_url="/docs", redoc_url=None,
+                  # No slash redirects: Starlette builds their Location from the client's Host header.
+                  redirect_slashes=False, **NO_OTEL)
+    app.state.settings, app.state.cache, app.state.refresher = settings, cache, refresher
+    app.state.collector, app.state.service, app.state.metrics = collector, svc, metrics
+    install_error_handlers(app)
+
+    write_auth = require_key(settings.api_key_list)
+    read_auth = [Depends(write_auth)] if settings.api_read_keys_required else []
+    reads = read_router(settings, svc, read_auth)
+    app.include_router(reads)
+    app.include_router(write_router(settings, svc, collector, write_auth))
+    install_event_schemas(app)  # the collector's bodies: the contract's msgspec schemas
+    app.include_router(storefront_router(settings, svc, read_auth))  # the demo page, docs/storefront.md
+
+    _operations_routes(app, cache, refresher, metrics)
+
+    _middleware(app, settings, svc, route_named(reads, "recommendations"), write_auth, metrics)
+    return app
+
+
+def _lifespan(settings: Settings, refresher: Refresher, collector: Collector, svc: Recommender,
+              client: aredis.Redis, background: bool) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Start the background threads (model refresher, Kafka poll) with the app; stop them and close Redis."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if background:
@@ -97,21 +124,11 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
             await svc.aclose()
             await client.aclose()
 
-    app = FastAPI(title="streamrec API", version="1", description=DESCRIPTION, lifespan=lifespan,
-                  openapi_url="/openapi.json", docs_url="/docs", redoc_url=None,
-                  # No slash redirects: Starlette builds their Location from the client's Host header.
-                  redirect_slashes=False, **NO_OTEL)
-    app.state.settings, app.state.cache, app.state.refresher = settings, cache, refresher
-    app.state.collector, app.state.service, app.state.metrics = collector, svc, metrics
-    install_error_handlers(app)
+    return lifespan
 
-    write_auth = require_key(settings.api_key_list)
-    read_auth = [Depends(write_auth)] if settings.api_read_keys_required else []
-    reads = read_router(settings, svc, read_auth)
-    app.include_router(reads)
-    app.include_router(write_router(settings, svc, collector, write_auth))
-    install_event_schemas(app)  # the collector's bodies: the contract's msgspec schemas
-    app.include_router(storefront_router(settings, svc, read_auth))  # the demo page, docs/storefront.md
+
+def _operations_routes(app: FastAPI, cache: ModelCache, refresher: Refresher, metrics: ApiMetrics) -> None:
+    """/healthz, /readyz and /metrics."""
 
     @app.get("/healthz", response_model=Health, tags=["operations"], summary="Liveness")
     async def healthz() -> Health:
@@ -137,10 +154,14 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
         """``streamrec_api_*`` metrics in the Prometheus text format."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+
+def _middleware(app: FastAPI, settings: Settings, svc: Recommender, recommendations: Any, write_auth: Any,
+                metrics: ApiMetrics) -> None:
+    """The middleware stack, innermost first: the fast lane, CORS, HEAD as GET, the guard (outermost)."""
     # Innermost middleware (inside CORS and the metrics layer): plainly valid recommendation requests skip
     # FastAPI's routing and parameter machinery; everything else passes through.
     # Its parameter set comes from the route itself (fastpath.plan_for): it cannot drift from it.
-    app.add_middleware(RecommendationsFastPath, svc=svc, route=route_named(reads, "recommendations"),
+    app.add_middleware(RecommendationsFastPath, svc=svc, route=recommendations,
                        handlers=app.exception_handlers, auth=write_auth if settings.api_read_keys_required else None)
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list, allow_credentials=False,
@@ -148,7 +169,6 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
                            expose_headers=["Retry-After", "Server-Timing"], max_age=600)
     app.add_middleware(HeadAsGet)  # HEAD on every GET route, the fast lane's included
     app.add_middleware(Guard, metrics=metrics, max_body_bytes=settings.max_body_bytes)  # outermost
-    return app
 
 
 def app_from_env() -> FastAPI:

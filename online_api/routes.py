@@ -59,6 +59,13 @@ def route_named(router: APIRouter, name: str) -> APIRoute:
 def read_router(settings: Settings, svc: Recommender, auth: list[Any]) -> APIRouter:
     """Recommendations, similar items, explanations, trending, and catalogue reads."""
     r = APIRouter(prefix="/v1", dependencies=auth)
+    _recommendation_routes(r, settings, svc)
+    _lookup_routes(r, settings, svc)
+    return r
+
+
+def _recommendation_routes(r: APIRouter, settings: Settings, svc: Recommender) -> None:
+    """Recommended for you, similar items, and session (anonymous) recommendations."""
     K = Annotated[int, Query(ge=1, le=settings.max_k, description=f"how many items (1 to {settings.max_k})")]
     reads = error_responses(401, 403, 422, 503)
 
@@ -115,6 +122,13 @@ def read_router(settings: Settings, svc: Recommender, auth: list[Any]) -> APIRou
         answer = await svc.recommend_session(body.items, body.user_id, body.k, body.exclude)
         return Response(answer.to_json(), media_type="application/json")
 
+
+
+def _lookup_routes(r: APIRouter, settings: Settings, svc: Recommender) -> None:
+    """Explanations, trending and catalogue reads."""
+    K = Annotated[int, Query(ge=1, le=settings.max_k, description=f"how many items (1 to {settings.max_k})")]
+    reads = error_responses(401, 403, 422, 503)
+
     @r.get("/users/{user_id}/recommendations/{item_id}/explain", response_model=Explanation,
            responses=error_responses(401, 403, 404, 422, 503), tags=["recommendations"],
            summary="Why was this item recommended")
@@ -140,8 +154,6 @@ def read_router(settings: Settings, svc: Recommender, auth: list[Any]) -> APIRou
             raise NotFound(f"item {item_id!r} is not in the catalogue")
         attrs = {k: v for k, v in found.items() if k not in ("item_id", "category", "available")}
         return Item(item_id=item_id, category=found["category"], available=found["available"], attributes=attrs)
-
-    return r
 
 
 def write_router(settings: Settings, svc: Recommender, collector: Collector, auth: Any) -> APIRouter:
