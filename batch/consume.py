@@ -25,7 +25,7 @@ import numpy.typing as npt
 import pandas as pd
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from streamrec.events import EventType, decode_many, now_ms
+from streamrec.events import decode_many, now_ms
 from streamrec.kafka_io import KafkaUnavailable, is_data
 from streamrec.settings import Settings
 
@@ -65,7 +65,7 @@ def watermarks(settings: Settings, topics: list[str], timeout: float = 10.0) -> 
 
 
 _PARTITION, _VALUE = Message.partition, Message.value  # C methods: map() calls them without a Python frame
-_USER, _ITEM, _TS, _TYPE, _ID = (operator.attrgetter(a) for a in ("user_id", "item_id", "ts", "type", "event_id"))
+_USER, _ITEM, _TS, _CODE, _ID = (operator.attrgetter(a) for a in ("user_id", "item_id", "ts", "type.code", "event_id"))
 # msgpack writes a UUID as bin 8 of 16 bytes (0xc4 0x10 + the bytes): n ids are the last 18 n bytes.
 _UUID_BYTES = msgspec.msgpack.Encoder(uuid_format="bytes").encode
 
@@ -86,7 +86,7 @@ class Columns:
     users: list[str] = field(default_factory=list)
     items: list[str] = field(default_factory=list)
     ts: list[npt.NDArray[np.int64]] = field(default_factory=list)
-    purchase: list[npt.NDArray[np.bool_]] = field(default_factory=list)
+    type_code: list[npt.NDArray[np.uint8]] = field(default_factory=list)  # EventType.code per event
     event_id: list[npt.NDArray[np.uint64]] = field(default_factory=list)  # n × 2 per chunk
     invalid: Counter[str] = field(default_factory=Counter)
 
@@ -98,9 +98,7 @@ class Columns:
         self.users += map(_USER, events)
         self.items += map(_ITEM, events)
         self.ts.append(np.fromiter(map(_TS, events), np.int64, count=n))
-        types = list(map(_TYPE, events))
-        self.purchase.append(np.fromiter(map(operator.is_, types, itertools.repeat(EventType.PURCHASE)), np.bool_,
-                                         count=n) if EventType.PURCHASE in types else np.zeros(n, np.bool_))
+        self.type_code.append(np.fromiter(map(_CODE, events), np.uint8, count=n))
         self.event_id.append(uuid_words(list(map(_ID, events))))
 
 
@@ -202,7 +200,7 @@ def read_partitions(settings: Settings, work: list[tuple[str, int, int, int]], p
         user_code, users = pd.factorize(np.array(out.users, dtype=object))
         item_code, items = pd.factorize(np.array(out.items, dtype=object))
         arrays = {"user_code": user_code.astype(np.int32), "item_code": item_code.astype(np.int32),
-                  "ts": _joined(out.ts, np.int64), "purchase": _joined(out.purchase, np.bool_),
+                  "ts": _joined(out.ts, np.int64), "type_code": _joined(out.type_code, np.uint8),
                   "event_id": _joined(out.event_id, np.uint64).reshape(-1)}
         return Part(list(users), list(items), arrays, out.invalid, read)
     finally:

@@ -29,7 +29,7 @@ from streamrec.settings import Settings
 __all__ = ["PARALLEL_MIN_EVENTS", "Progress", "ReadStats", "read_events"]
 PARALLEL_MIN_EVENTS = 200_000  # below this a forked reader costs more than it saves
 # event_id: the 16-byte ids as flat uint64 words, two per event
-_ARRAYS = (("user_code", np.int32), ("item_code", np.int32), ("ts", np.int64), ("purchase", np.bool_),
+_ARRAYS = (("user_code", np.int32), ("item_code", np.int32), ("ts", np.int64), ("type_code", np.uint8),
            ("event_id", np.uint64))
 
 
@@ -153,7 +153,7 @@ def read_events(
                 proc.kill()
     if not parts:
         empty = np.zeros(0, np.int32)
-        return (NewEvents([], [], empty, empty, np.zeros(0, np.int64), np.zeros(0, np.bool_),
+        return (NewEvents([], [], empty, empty, np.zeros(0, np.int64), np.zeros(0, np.uint8),
                           np.zeros((0, 2), np.uint64)), end, _finish(stats, t0))
     users, user_code = _combine([p.users for p in parts], [p.arrays["user_code"] for p in parts])
     items, item_code = _combine([p.items for p in parts], [p.arrays["item_code"] for p in parts])
@@ -161,7 +161,7 @@ def read_events(
         stats.read += p.read
         stats.invalid.update(p.invalid)
     events = NewEvents(users, items, user_code, item_code, np.concatenate([p.arrays["ts"] for p in parts]),
-                       np.concatenate([p.arrays["purchase"] for p in parts]),
+                       np.concatenate([p.arrays["type_code"] for p in parts]),
                        np.concatenate([p.arrays["event_id"] for p in parts]).reshape(-1, 2))
     stats.valid = len(events)
     return events, end, _finish(stats, t0)

@@ -26,7 +26,7 @@ from batch import snapshot as snapshots
 from batch.fastredis import BulkStore
 from batch.foldback import refold_users, users_since
 from batch.reader import TP, Progress, ReadStats, read_events
-from batch.snapshot import Snapshot, SnapshotError
+from batch.snapshot import Snapshot, SnapshotError, SnapshotOutdated
 from models.training import ALSModelFactors, ALSParams, train_als
 from models.weighting import weighted_matrix
 from streamrec.events import now_ms
@@ -84,7 +84,7 @@ class TrainingSet:
 def training_set(snap: Snapshot, settings: Settings, at_ms: int) -> TrainingSet:
     """Weight the snapshot at ``at_ms`` and drop users and items left without any weight."""
     ref = max(at_ms, snap.ref_ms)
-    w = snap.weights(settings.click_weight, settings.purchase_weight, ref)
+    w = snap.weights(settings.type_weights, ref)
     keep = w > 0
     u, i = snap.user_idx[keep], snap.item_idx[keep]
     used_u = np.zeros(len(snap.users), np.bool_)
@@ -205,6 +205,10 @@ def _load_snapshot(settings: Settings, rebuild: bool) -> Snapshot:
             snapshots.discard(settings.snapshot_dir)
         try:
             return snapshots.load(settings.snapshot_dir, settings.event_topics, half_life_s)
+        except SnapshotOutdated as exc:  # another format or other types: its sums cannot be read as ours
+            log.warning("%s; re-reading the topics from the beginning", exc)
+            snapshots.discard(settings.snapshot_dir)
+            return snapshots.load(settings.snapshot_dir, settings.event_topics, half_life_s)
         except SnapshotError as exc:
             raise RefitError("snapshot", str(exc)) from None
 
@@ -261,7 +265,7 @@ def _metadata(settings: Settings, train: TrainingSet, model: ALSModelFactors, me
         "source_offsets": {f"{t}:{p}": o for (t, p), o in sorted(end.items())},
         "params": {"factors": settings.als_factors, "regularization": settings.als_regularization,
                    "alpha": settings.als_alpha, "iterations": settings.als_iterations,
-                   "click_weight": settings.click_weight, "purchase_weight": settings.purchase_weight,
+                   **{f"{name}_weight": w for name, w in settings.type_weights.items()},
                    "half_life_days": settings.half_life_days},
         "decay_ref_ms": train.ref_ms, "fit_seconds": round(model.fit_seconds, 3),
         "n_interactions": int(train.matrix.nnz), "events": merged.events, "invalid_events": merged.invalid,

@@ -1,6 +1,7 @@
 """The local compacted snapshot: aggregated interactions plus the Kafka offsets they cover.
 
-One entry per (user, item): the time-decayed number of clicks and of purchases, the raw event count
+One entry per (user, item): the time-decayed number of events of each registry type (one column per
+:class:`~models.event_types.EventType`, named in the manifest), the raw event count
 and the newest event time. Events whose ``event_id`` was already counted are dropped (:func:`duplicates`):
 within a run always, across runs while the first copy is within ``STREAMREC_DEDUP_WINDOW_S`` of event
 time of the newest event (the snapshot keeps those ids), like the worker's window. Each batch run
@@ -11,9 +12,11 @@ Time decay on aggregates: a decayed sum ``Σ 0.5^((ref - ts)/h)`` is stored rela
 time ``ref_ms`` (the newest event seen). Moving the reference to ``ref'`` multiplies every sum by the
 same factor ``0.5^((ref' - ref)/h)``, so old aggregates are rescaled in one multiplication and new
 events are added with their own factor -- exactly the per-event weights, whatever the run
-boundaries. Click and purchase sums are kept apart so the type weights can change between runs;
+boundaries. The per-type sums are kept apart so the type weights can change between runs;
 the half-life cannot (its sums would be wrong), so a snapshot made with another half-life is
-rejected and must be rebuilt from the topics.
+rejected and must be rebuilt from the topics. A snapshot of an older format (2: separate click and
+purchase sums) or of another set of types is :class:`SnapshotOutdated`: the refit discards it and
+re-reads the topics from the beginning, it never reads its columns as something else.
 
 Files (under ``settings.snapshot_dir``): ``manifest.json`` (offsets, reference time, counts, the
 name of the data file) and ``snapshot-<stamp>.npz`` (arrays; ids as newline-joined UTF-8 -- ids
@@ -27,6 +30,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,19 +39,25 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from models.event_types import TYPE_NAMES
 from models.weighting import decay_factors
 
-FORMAT = 2
+FORMAT = 3  # 3: per-type sums (n × types, the manifest's "types"); 2: clicks and purchases arrays
 MANIFEST = "manifest.json"
 TopicPartition = tuple[str, int]
 I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 U64 = npt.NDArray[np.uint64]
+U8 = npt.NDArray[np.uint8]
 
 
 class SnapshotError(RuntimeError):
     """The snapshot on disk cannot be used with these settings (clear message, never silently reset)."""
+
+
+class SnapshotOutdated(SnapshotError):
+    """The snapshot was written in another format or for other event types: rebuild it from the topics."""
 
 
 @dataclass
@@ -59,7 +69,7 @@ class NewEvents:
     user_code: I32
     item_code: I32
     ts_ms: I64
-    purchase: npt.NDArray[np.bool_]
+    type_code: U8  # EventType.code of each event
     event_id: U64  # n × 2: each event's 16-byte id as two uint64 words
 
     def __len__(self) -> int:
@@ -68,7 +78,7 @@ class NewEvents:
     def take(self, keep: npt.NDArray[np.bool_]) -> NewEvents:
         """The events where ``keep`` is true (id dictionaries unchanged)."""
         return NewEvents(self.users, self.items, self.user_code[keep], self.item_code[keep], self.ts_ms[keep],
-                         self.purchase[keep], self.event_id[keep])
+                         self.type_code[keep], self.event_id[keep])
 
 
 @dataclass
@@ -79,8 +89,8 @@ class Snapshot:
     items: list[str] = field(default_factory=list)
     user_idx: I32 = field(default_factory=lambda: np.zeros(0, np.int32))
     item_idx: I32 = field(default_factory=lambda: np.zeros(0, np.int32))
-    clicks: F64 = field(default_factory=lambda: np.zeros(0, np.float64))  # decayed to ref_ms
-    purchases: F64 = field(default_factory=lambda: np.zeros(0, np.float64))  # decayed to ref_ms
+    sums: F64 = field(default_factory=lambda: np.zeros((0, len(TYPE_NAMES)), np.float64))  # per type, decayed
+    types: tuple[str, ...] = TYPE_NAMES  # the type of each column of ``sums``
     count: I64 = field(default_factory=lambda: np.zeros(0, np.int64))
     last_ts: I64 = field(default_factory=lambda: np.zeros(0, np.int64))
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
@@ -96,9 +106,9 @@ class Snapshot:
     def __len__(self) -> int:
         return len(self.user_idx)
 
-    def weights(self, click_weight: float, purchase_weight: float, at_ms: int) -> F64:
+    def weights(self, type_weights: Mapping[str, float], at_ms: int) -> F64:
         """Each entry's weight at time ``at_ms``: type weights times the decay from ``ref_ms`` to ``at_ms``."""
-        w = click_weight * self.clicks + purchase_weight * self.purchases
+        w = self.sums @ np.array([type_weights[t] for t in self.types], dtype=np.float64)
         if self.half_life_s is not None and at_ms > self.ref_ms:
             w = w * float(decay_factors(np.array([self.ref_ms]), at_ms, self.half_life_s)[0])
         return w
@@ -145,8 +155,9 @@ def merge(snap: Snapshot, new: NewEvents, offsets: dict[TopicPartition, int], *,
     new_decay = decay_factors(new.ts_ms, ref, hl)
     u = np.concatenate([snap.user_idx.astype(np.int64), user_map[new.user_code]])
     i = np.concatenate([snap.item_idx.astype(np.int64), item_map[new.item_code]])
-    clicks = np.concatenate([snap.clicks * old_scale, np.where(new.purchase, 0.0, new_decay)])
-    purchases = np.concatenate([snap.purchases * old_scale, np.where(new.purchase, new_decay, 0.0)])
+    fresh = np.zeros((len(new), len(snap.types)), np.float64)
+    fresh[np.arange(len(new)), new.type_code] = new_decay
+    sums = np.concatenate([snap.sums * old_scale, fresh])
     count = np.concatenate([snap.count, np.ones(len(new), np.int64)])
     last = np.concatenate([snap.last_ts, new.ts_ms.astype(np.int64)])
 
@@ -164,7 +175,7 @@ def merge(snap: Snapshot, new: NewEvents, offsets: dict[TopicPartition, int], *,
     return Snapshot(
         users=users, items=items,
         user_idx=u[first].astype(np.int32), item_idx=i[first].astype(np.int32),
-        clicks=reduce(clicks, np.add), purchases=reduce(purchases, np.add),
+        sums=reduce(sums, np.add), types=snap.types,
         count=reduce(count, np.add), last_ts=reduce(last, np.maximum),
         offsets=merged_offsets, ref_ms=ref, half_life_s=hl,
         events=snap.events + len(new), invalid=snap.invalid + invalid, duplicates=snap.duplicates + n_dup,
@@ -210,8 +221,10 @@ def load(directory: Path, topics: list[str], half_life_s: float | None) -> Snaps
         manifest = json.loads(manifest_path.read_text())
     except ValueError as exc:
         raise SnapshotError(f"{manifest_path} is not valid JSON ({exc}); rebuild with --rebuild") from None
-    if manifest.get("format") not in (1, FORMAT):  # format 1 lacks the recent event ids: none remembered
-        raise SnapshotError(f"{manifest_path} has format {manifest.get('format')}, expected {FORMAT}; rebuild")
+    if manifest.get("format") != FORMAT or tuple(manifest.get("types", ())) != TYPE_NAMES:
+        raise SnapshotOutdated(f"{manifest_path} has format {manifest.get('format')} over event types "
+                               f"{manifest.get('types', ['click', 'purchase'])}, this version writes format "
+                               f"{FORMAT} over {list(TYPE_NAMES)}: rebuild it from the topics")
     if sorted(manifest["topics"]) != sorted(topics):
         raise SnapshotError(f"the snapshot in {directory} covers topics {manifest['topics']} but the settings "
                             f"read {topics}: point STREAMREC_BATCH_SNAPSHOT_DIR elsewhere or rebuild")
@@ -223,14 +236,13 @@ def load(directory: Path, topics: list[str], half_life_s: float | None) -> Snaps
     return Snapshot(
         users=_split_ids(arrays["users"], int(manifest["n_users"])),
         items=_split_ids(arrays["items"], int(manifest["n_items"])),
-        user_idx=arrays["user_idx"], item_idx=arrays["item_idx"], clicks=arrays["clicks"],
-        purchases=arrays["purchases"], count=arrays["count"], last_ts=arrays["last_ts"],
+        user_idx=arrays["user_idx"], item_idx=arrays["item_idx"],
+        sums=arrays["sums"].reshape(-1, len(TYPE_NAMES)), count=arrays["count"], last_ts=arrays["last_ts"],
         offsets={(t, int(p)): int(o) for t, p, o in manifest["offsets"]},
         ref_ms=int(manifest["ref_ms"]), half_life_s=manifest["half_life_s"],
         events=int(manifest["events"]), invalid=int(manifest["invalid"]),
         duplicates=int(manifest.get("duplicates", 0)),
-        recent_ids=arrays.get("recent_ids", np.zeros((0, 2), np.uint64)).reshape(-1, 2),
-        recent_ts=arrays.get("recent_ts", np.zeros(0, np.int64)),
+        recent_ids=arrays["recent_ids"].reshape(-1, 2), recent_ts=arrays["recent_ts"],
     )
 
 
@@ -241,13 +253,14 @@ def save(snap: Snapshot, directory: Path, topics: list[str]) -> Path:
     data_name = f"snapshot-{stamp}.npz"
     with tempfile.NamedTemporaryFile(dir=directory, prefix=".tmp-", suffix=".npz", delete=False) as tmp:
         np.savez(tmp, users=_join_ids(snap.users), items=_join_ids(snap.items), user_idx=snap.user_idx,
-                 item_idx=snap.item_idx, clicks=snap.clicks, purchases=snap.purchases, count=snap.count,
+                 item_idx=snap.item_idx, sums=snap.sums, count=snap.count,
                  last_ts=snap.last_ts, recent_ids=snap.recent_ids, recent_ts=snap.recent_ts)
         tmp.flush()
         os.fsync(tmp.fileno())
     os.replace(tmp.name, directory / data_name)
     manifest = {
-        "format": FORMAT, "data": data_name, "topics": sorted(topics), "written_at": time.time(),
+        "format": FORMAT, "types": list(snap.types), "data": data_name, "topics": sorted(topics),
+        "written_at": time.time(),
         "offsets": sorted([t, p, o] for (t, p), o in snap.offsets.items()),
         "ref_ms": snap.ref_ms, "half_life_s": snap.half_life_s, "events": snap.events, "invalid": snap.invalid,
         "duplicates": snap.duplicates,

@@ -1,44 +1,56 @@
 """Turn raw events into interaction weights and a weighted user×item matrix.
 
-A click and a purchase carry different evidence, so each event type has its own weight; with
+A view, a click, an add-to-cart and a purchase carry different evidence, so each event type of the
+registry (:mod:`models.event_types`) has its own weight; with
 ``half_life_s`` set, older events fade exponentially relative to a reference time. The weights
 produced here are *raw*: the model's ``alpha`` is applied later, by implicit or ``models.foldin``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-CLICK = "click"
-PURCHASE = "purchase"
-EVENT_TYPES = (CLICK, PURCHASE)
+from models.event_types import BY_CODE, DEFAULT_WEIGHTS, TYPE_NAMES, EventType
+
+CLICK = EventType.CLICK.value
+PURCHASE = EventType.PURCHASE.value
+EVENT_TYPES = TYPE_NAMES
 
 
 @dataclass(frozen=True)
 class WeightingConfig:
-    """Per-event-type weights and optional exponential time decay (``None`` = no decay)."""
+    """Per-event-type weights (by type name; the registry's defaults for types not named) and optional
+    exponential time decay (``half_life_s``; ``None`` = no decay)."""
 
-    click_weight: float = 1.0
-    purchase_weight: float = 5.0
+    type_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     half_life_s: float | None = None
 
     def __post_init__(self) -> None:
-        if self.click_weight < 0 or self.purchase_weight < 0:
+        unknown = sorted(set(self.type_weights) - set(TYPE_NAMES))
+        if unknown:
+            raise ValueError(f"unknown event type(s) {unknown}; expected some of {TYPE_NAMES}")
+        if any(w < 0 for w in self.type_weights.values()):
             raise ValueError("event weights must be non-negative")
         if self.half_life_s is not None and not self.half_life_s > 0:
             raise ValueError("half_life_s must be positive (or None for no decay)")
+        object.__setattr__(self, "type_weights", {**DEFAULT_WEIGHTS, **self.type_weights})
+
+    @property
+    def by_code(self) -> npt.NDArray[np.float64]:
+        """The weight of each type code (:attr:`EventType.code`), for indexing with a code array."""
+        return np.array([self.type_weights[t.value] for t in BY_CODE], dtype=np.float64)
 
     def type_weight(self, event_type: str) -> float:
         """Base weight of one event type; raises ``ValueError`` for an unknown type."""
-        if event_type == CLICK:
-            return self.click_weight
-        if event_type == PURCHASE:
-            return self.purchase_weight
-        raise ValueError(f"unknown event type {event_type!r}; expected one of {EVENT_TYPES}")
+        try:
+            return self.type_weights[event_type]
+        except KeyError:
+            raise ValueError(f"unknown event type {event_type!r}; expected one of {EVENT_TYPES}") from None
 
 
 def decay_factors(ts_ms: npt.ArrayLike, ref_ms: int | float, half_life_s: float | None) -> npt.NDArray[np.float64]:
@@ -70,11 +82,11 @@ def event_weights(
     ts = np.asarray(ts_ms, dtype=np.float64)
     if types.shape != ts.shape:
         raise ValueError("event_types and ts_ms must have the same shape")
-    is_click, is_purchase = types == CLICK, types == PURCHASE
-    unknown = ~(is_click | is_purchase)
-    if unknown.any():
-        raise ValueError(f"unknown event type(s) {sorted(set(types[unknown].tolist()))[:5]}")
-    base = np.where(is_purchase, cfg.purchase_weight, cfg.click_weight)
+    names, codes = np.unique(types, return_inverse=True)
+    unknown = sorted(set(names.tolist()) - set(TYPE_NAMES))
+    if unknown:
+        raise ValueError(f"unknown event type(s) {unknown[:5]}")
+    base = np.array([cfg.type_weight(str(n)) for n in names], dtype=np.float64)[codes.reshape(types.shape)]
     if cfg.half_life_s is None or ts.size == 0:
         return base.astype(np.float64)
     ref = float(ts.max()) if ref_ms is None else float(ref_ms)

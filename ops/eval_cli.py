@@ -70,10 +70,9 @@ def _progress(start: float) -> Any:
 
 
 def _load(args: argparse.Namespace, settings: Settings) -> tuple[Any, Protocol]:
-    from models.weighting import WeightingConfig
     from streamrec import datasets
 
-    weighting = WeightingConfig(settings.click_weight, settings.purchase_weight)
+    weighting = settings.weighting()
     exclude = None if args.exclude_seen is None else args.exclude_seen == "true"
     if args.dataset is not None:
         proto = presets(exclude)[args.dataset]

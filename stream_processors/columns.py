@@ -26,10 +26,7 @@ class Batch:
         self.context_category: list[str | None] = [None] * n
         self.weight: list[float] = [0.0] * n
         # weights as the history stores them (6 significant digits), so cache and Redis agree exactly
-        stored = {
-            "click": float(f"{weighting.click_weight:.6g}"),
-            "purchase": float(f"{weighting.purchase_weight:.6g}"),
-        }
+        stored = {name: float(f"{w:.6g}") for name, w in weighting.type_weights.items()}
         self.max_offsets: dict[tuple[str, int], int] = {}
         top = self.max_offsets
         for i, v in enumerate(valid):  # one pass: this runs for every event

@@ -34,7 +34,6 @@ import redis
 from confluent_kafka import KafkaException
 
 from models.ids import IdMap
-from models.weighting import WeightingConfig
 from stream_processors import metrics as m
 from stream_processors.batch import BatchPlan
 from stream_processors.columns import Batch
@@ -83,7 +82,7 @@ class BatchProcessor:
         half_life = settings.half_life_days * 86_400 if settings.half_life_days else None
         # co-visitation kept per batch for the hybrid ranking (STREAMREC_WORKER_COVISITATION switches it off)
         self.covis = covis_config(settings) if settings.worker_covisitation else None
-        self.weighting = WeightingConfig(settings.click_weight, settings.purchase_weight, half_life)
+        self.weighting = settings.weighting(half_life)
         self.max_future_ms = int(settings.max_future_skew_s * 1000)
         # Items folded in after the refit join the solver at most this often (rebuilding it copies the
         # projected factors: tens of MB at 50,000 items).

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from models.event_types import TYPE_NAMES
 from models.eventlog import EventLog
 from models.weighting import CLICK, PURCHASE, WeightingConfig, event_weights
 from streamrec.settings import REPO_ROOT
@@ -47,7 +48,7 @@ class Dataset:
 
     name: str
     log: EventLog
-    event_type: str  # every event of these datasets has one type (click or purchase)
+    event_type: str  # the types of its events in words ("click", "purchase", "view, click and purchase")
     citation: str
     source: str
 
@@ -151,18 +152,30 @@ def _read_frame(file: Path, columns: list[str]) -> pd.DataFrame:
 def load_events(path: Path | str, columns: dict[str, str], weighting: WeightingConfig | None = None) -> Dataset:
     """Any event log: CSV, CSV.gz, Parquet or JSON lines, columns mapped by role (see :func:`parse_columns`).
 
-    Event types other than ``purchase`` count as clicks; without a type column every event is a click.
+    The type column's values are mapped by :func:`event_types`; without a type column every event is a click.
     """
     file = Path(path)
     if not file.is_file():
         raise DatasetUnavailable(f"event log not found at {file}")
     frame = _read_frame(file, sorted(set(columns.values())))
     frame = frame.dropna(subset=[columns["ts"], columns["user"], columns["item"]])
-    types = (np.where(frame[columns["type"]].astype(str).str.lower() == PURCHASE, PURCHASE, CLICK)
-             if "type" in columns else np.full(len(frame), CLICK))
+    types = event_types(frame[columns["type"]]) if "type" in columns else np.full(len(frame), CLICK)
     sessions = frame[columns["session"]].to_numpy() if "session" in columns else None
     log = to_log(to_epoch_ms(frame[columns["ts"]]), frame[columns["user"]].astype(str).to_numpy(),
                  frame[columns["item"]].astype(str).to_numpy(), types, weighting, sessions)
-    kinds = "purchase" if log.purchase is not None and log.purchase.all() else (
-        "click" if log.purchase is None or not log.purchase.any() else "click and purchase")
+    present = [t for t in TYPE_NAMES if t in set(np.unique(types).tolist())] or [CLICK]
+    kinds = present[0] if len(present) == 1 else f"{', '.join(present[:-1])} and {present[-1]}"
     return Dataset(file.name, log, kinds, "", _display(file))
+
+
+# Other names datasets use for the registry's types (RetailRocket: view, addtocart, transaction).
+TYPE_ALIASES = {"addtocart": "add_to_cart", "cart": "add_to_cart", "transaction": PURCHASE, "buy": PURCHASE,
+                "order": PURCHASE}
+
+
+def event_types(values: pd.Series) -> np.ndarray:
+    """A type column's values as registry type names: a registry name (any case; ``-`` or a space for
+    ``_``) or an alias of :data:`TYPE_ALIASES` is that type, anything else counts as a click."""
+    names = values.astype(str).str.strip().str.lower().str.replace(r"[- ]", "_", regex=True)
+    known = {**{t: t for t in TYPE_NAMES}, **TYPE_ALIASES}
+    return names.map(known).fillna(CLICK).to_numpy(dtype=object).astype(str)

@@ -1,9 +1,11 @@
 """The event contract, defined once: :class:`Event`, a msgspec ``Struct`` with ``Meta`` constraints.
 
 msgspec checks types, lengths and bounds in C while it reads the JSON; ``Event.__post_init__`` adds the
-rules ``Meta`` cannot state (id characters, purchase-only fields, ``context.category``, ISO times). Decode
-with :mod:`streamrec.events` (which re-exports everything here); ``docs/event.schema.json`` and the API's
-OpenAPI schemas are generated from :class:`Event` (:mod:`streamrec.event_schema`).
+rules ``Meta`` cannot state (id characters, type-only fields such as a purchase's quantity,
+``context.category``, ISO times). Decode with :mod:`streamrec.events` (which re-exports everything
+here); ``docs/event.schema.json`` and the API's OpenAPI schemas are generated from :class:`Event`
+(:mod:`streamrec.event_schema`). The event types, their topics, weights and type-only fields come
+from the registry, :mod:`models.event_types`.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ import math
 import re
 import uuid
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 from msgspec import Meta
+
+from models.event_types import TYPE_ONLY_FIELDS, EventType
 
 MAX_ID_LEN = 128
 MAX_EVENT_BYTES = 8 * 1024
@@ -50,13 +53,6 @@ ContextValue = Annotated[str, Meta(max_length=MAX_CONTEXT_VALUE_LEN)] | int | fl
 Context = Annotated[dict[ContextKey, ContextValue], Meta(max_length=MAX_CONTEXT_KEYS)]
 
 
-class EventType(StrEnum):
-    """What the user did."""
-
-    CLICK = "click"
-    PURCHASE = "purchase"
-
-
 class InvalidEvent(ValueError):
     """An event that breaks the contract. ``reason`` is a short code for metrics and the dead-letter topic.
 
@@ -70,7 +66,9 @@ class InvalidEvent(ValueError):
 
 
 class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
-    """One click or purchase. Unknown fields are rejected so typos surface instead of vanishing.
+    """One event of a registry type (view, click, add_to_cart, purchase).
+
+    Unknown fields are rejected so typos surface instead of vanishing.
 
     Constructing one in code checks only the rules of ``__post_init__`` (as a dataclass would, the field
     types are the caller's promise); input from outside goes through :func:`streamrec.events.decode_event`.
@@ -79,7 +77,7 @@ class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaul
     event_id: Annotated[uuid.UUID, Meta(description="client-made UUID; the same id sent twice is applied once")]
     user_id: Annotated[OpaqueId, Meta(description="opaque user id, the Kafka key")]
     item_id: Annotated[OpaqueId, Meta(description="opaque item id")]
-    type: EventType
+    type: Annotated[EventType, Meta(description="what the user did (models/event_types.py lists the types)")]
     if TYPE_CHECKING:  # after __post_init__ it is always epoch milliseconds
         ts: int
     else:
@@ -104,8 +102,8 @@ class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaul
             _require_id_text("item_id", i)
         if s is not None and not s.isprintable():
             _require_id_text("session_id", s)
-        if (self.quantity is not None or self.price is not None) and self.type != EventType.PURCHASE:
-            raise ValueError("quantity: quantity and price are for purchase events only")
+        if self.quantity is not None or self.price is not None:
+            _check_type_fields(self)
         if self.context is not None:
             problem = context_problem(self.context)
             if problem is not None:
@@ -119,6 +117,15 @@ class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaul
     def key(self) -> bytes:
         """The Kafka message key: the user id, so one user's events stay in one partition."""
         return self.user_id.encode()
+
+
+def _check_type_fields(event: Event) -> None:
+    """A ``ValueError`` naming the first set field that the registry does not allow for ``event.type``."""
+    for name, types in TYPE_ONLY_FIELDS.items():
+        if getattr(event, name) is not None and event.type not in types:
+            fields = sorted({f for t in types for f in t.fields}, key=list(TYPE_ONLY_FIELDS).index)
+            kinds = "/".join(sorted(t.value for t in types))
+            raise ValueError(f"{name}: {' and '.join(fields)} are for {kinds} events only")
 
 
 def id_text_ok(value: str) -> bool:

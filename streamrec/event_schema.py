@@ -13,10 +13,12 @@ from typing import Any
 
 import msgspec
 
+from models.event_types import TYPE_NAMES, EventType
 from streamrec.event_model import Event
 
-DESCRIPTION = ("A click or purchase event. Produce to the clicks or purchases topic keyed by user_id, "
-               "or POST to /v1/events.")
+DESCRIPTION = (f"One event of a registry type ({', '.join(TYPE_NAMES)}). Produce it to its type's topic ("
+               + "; ".join(f"{t.value}: {t.topic.removeprefix('topic_')}" for t in EventType)
+               + ") keyed by user_id, or POST to /v1/events.")
 EXAMPLES: list[dict[str, Any]] = [
     {
         "event_id": "0b7e4f0c-3c57-4c43-9d0e-2f1f5a2b9c11",

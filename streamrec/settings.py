@@ -7,9 +7,15 @@ one :class:`Settings` at start-up (``Settings()``) and passes it down; nothing e
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.event_types import EventType, type_named
+
+if TYPE_CHECKING:
+    from models.weighting import WeightingConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,7 +27,7 @@ class Settings(BaseSettings):
 
     # --- Kafka ---------------------------------------------------------------------------------
     kafka_bootstrap: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers")
-    topic_clicks: str = Field("streamrec.clicks", description="topic of click events")
+    topic_clicks: str = Field("streamrec.clicks", description="topic of browse events: view, click, add_to_cart")
     topic_purchases: str = Field("streamrec.purchases", description="topic of purchase events")
     topic_dead_letter: str = Field("streamrec.dead-letter", description="invalid events with their reason")
     partitions: int = Field(8, ge=1, description="partition count for topics the project creates")
@@ -49,8 +55,14 @@ class Settings(BaseSettings):
     als_regularization: float = Field(0.05, ge=0, description="ALS L2 regularization")
     als_alpha: float = Field(2.0, gt=0, description="confidence scale applied to interaction weights")
     als_iterations: int = Field(15, ge=1, description="ALS iterations per refit")
-    click_weight: float = Field(1.0, ge=0, description="interaction weight of a click")
-    purchase_weight: float = Field(5.0, ge=0, description="interaction weight of a purchase")
+    # One <type>_weight per registry type (models/event_types.py); the defaults are the registry's.
+    view_weight: float = Field(EventType.VIEW.default_weight, ge=0, description="interaction weight of a view "
+                               "(a product page seen)")
+    click_weight: float = Field(EventType.CLICK.default_weight, ge=0, description="interaction weight of a click")
+    add_to_cart_weight: float = Field(EventType.ADD_TO_CART.default_weight, ge=0,
+                                      description="interaction weight of an add-to-cart")
+    purchase_weight: float = Field(EventType.PURCHASE.default_weight, ge=0,
+                                   description="interaction weight of a purchase")
     half_life_days: float | None = Field(None, gt=0, description="time decay of interaction weights; none if unset")
     batch_snapshot_dir: Path | None = Field(None, description="local snapshot of aggregated interactions; "
                                             "default <stack_dir>/batch")
@@ -164,9 +176,20 @@ class Settings(BaseSettings):
 
     @property
     def event_topics(self) -> list[str]:
-        """The two event topics, clicks first."""
-        return [self.topic_clicks, self.topic_purchases]
+        """The event topics of the registry's types, each once, in registry order (clicks first)."""
+        return list(dict.fromkeys(str(getattr(self, t.topic)) for t in EventType))
 
     def topic_for(self, event_type: str) -> str:
-        """The topic an event of ``event_type`` belongs on."""
-        return self.topic_purchases if event_type == "purchase" else self.topic_clicks
+        """The topic an event of ``event_type`` belongs on (the registry's topic setting)."""
+        return str(getattr(self, type_named(event_type).topic))
+
+    @property
+    def type_weights(self) -> dict[str, float]:
+        """The interaction weight of each registry type: its ``<type>_weight`` setting."""
+        return {t.value: float(getattr(self, t.weight_setting)) for t in EventType}
+
+    def weighting(self, half_life_s: float | None = None) -> WeightingConfig:
+        """The type weights of these settings with time decay ``half_life_s`` (None: no decay)."""
+        from models.weighting import WeightingConfig  # numpy and scipy: only for the processes that weigh
+
+        return WeightingConfig(self.type_weights, half_life_s)

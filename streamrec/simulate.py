@@ -1,7 +1,8 @@
-"""A storefront traffic generator: realistic click and purchase events, deterministic under a seed.
+"""A storefront traffic generator: realistic click, add_to_cart and purchase events, deterministic under a seed.
 
 Users have latent tastes over item categories (Dirichlet), item popularity within a category is
-Zipf-skewed, purchases are much rarer than clicks and usually follow clicks on the same item, and new
+Zipf-skewed, some clicks are followed by an add_to_cart of the same item and some add_to_carts by a
+purchase (purchases are much rarer than clicks), a few purchases come without either, and new
 users and new items appear over time. It is the demo's data source and the tests' and benchmarks'.
 """
 
@@ -42,7 +43,8 @@ class SimConfig:
     categories: int = 10
     zipf_a: float = 1.1
     taste_concentration: float = 0.25  # Dirichlet alpha: small means each user sticks to few categories
-    purchase_per_click: float = 0.04  # share of clicks later followed by a purchase of the same item
+    cart_per_click: float = 0.08  # share of clicks later followed by an add_to_cart of the same item
+    purchase_per_cart: float = 0.5  # share of add_to_carts later followed by a purchase (0.04 per click)
     direct_purchase: float = 0.003  # share of events that are purchases without a prior click
     new_user_share: float = 0.01  # share of events from a user never seen before
     new_item_every: int = 400  # one new item enters the catalogue every N events
@@ -74,7 +76,8 @@ class Storefront:
         self.users: list[str] = []
         self.user_cum: list[float] = []
         self.taste: dict[str, list[float]] = {}
-        self.pending: deque[tuple[int, str, str]] = deque()  # (due step, user, item) purchases to emit
+        # (due step, user, item, type): the add_to_carts and purchases that follow earlier events
+        self.pending: deque[tuple[int, str, str, EventType]] = deque()
         self.step = 0
         for _ in range(self.cfg.items):
             self._new_item()
@@ -152,16 +155,18 @@ class Storefront:
             if self.step % self.cfg.new_item_every == 0:
                 self._new_item()
             if self.pending and self.pending[0][0] <= self.step:
-                _, user, item = self.pending.popleft()
-                yield self._event(user, item, EventType.PURCHASE, clock())
+                _, user, item, etype = self.pending.popleft()
+                if etype is EventType.ADD_TO_CART and self.rng.random() < self.cfg.purchase_per_cart:
+                    self.pending.append((self.step + self.rng.randint(1, 10), user, item, EventType.PURCHASE))
+                yield self._event(user, item, etype, clock())
                 continue
             user = self._pick_user()
             item = self._pick_item(user)
             if self.rng.random() < self.cfg.direct_purchase:
                 yield self._event(user, item, EventType.PURCHASE, clock())
                 continue
-            if self.rng.random() < self.cfg.purchase_per_click:
-                self.pending.append((self.step + self.rng.randint(1, 20), user, item))
+            if self.rng.random() < self.cfg.cart_per_click:
+                self.pending.append((self.step + self.rng.randint(1, 10), user, item, EventType.ADD_TO_CART))
             yield self._event(user, item, EventType.CLICK, clock())
 
 
@@ -180,7 +185,8 @@ class SimStats:
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"events": self.events, "clicks": self.by_type["click"], "purchases": self.by_type["purchase"],
+        return {"events": self.events, "clicks": self.by_type["click"], "add_to_carts": self.by_type["add_to_cart"],
+                "purchases": self.by_type["purchase"],
                 "seconds": round(self.seconds, 2), "events_per_s": round(self.events / max(self.seconds, 1e-9), 1)}
 
 

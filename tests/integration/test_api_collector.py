@@ -30,7 +30,8 @@ def test_accepted_events_are_in_kafka_and_rejected_batches_write_nothing(make_se
         assert resp.status_code == 202, resp.text
         assert resp.json() == {"accepted": 1, "event_ids": [one["event_id"]]}
         batch = [event(user_id="u-2"), event(user_id="u-3", type="purchase", quantity=2, price=9.5),
-                 event(user_id="u-2", item_id="sku-9", ts="2026-01-01T10:00:00Z")]
+                 event(user_id="u-2", item_id="sku-9", ts="2026-01-01T10:00:00Z"),
+                 event(user_id="u-3", type="add_to_cart"), event(user_id="u-3", type="view")]
         resp = http.post("/v1/events:batch", json={"events": batch})
         assert resp.status_code == 202, resp.text
         assert resp.json()["event_ids"] == [e["event_id"] for e in batch]
@@ -48,7 +49,7 @@ def test_accepted_events_are_in_kafka_and_rejected_batches_write_nothing(make_se
 
         # One bad event rejects the whole batch, and nothing reaches Kafka.
         before = end_offsets(settings, settings.event_topics)
-        resp = http.post("/v1/events:batch", json={"events": [event(), event(type="view")]})
+        resp = http.post("/v1/events:batch", json={"events": [event(), event(type="like")]})
         assert resp.status_code == 422
         assert resp.json()["error"]["fields"][0]["field"] == "body.events[1].type"
         time.sleep(0.5)

@@ -110,14 +110,14 @@ def test_parallel_reader_returns_what_the_contract_decoder_does(bsettings: Setti
     assert producer.flush(10) == 0
     valid = [r.value for r in read_all(bsettings, bsettings.event_topics) if r.value != b'{"type": "purchase"}']
     assert len(valid) == 4_000
-    expected = sorted((e.event_id.int, e.user_id, e.item_id, e.ts, e.type.value == "purchase")
+    expected = sorted((e.event_id.int, e.user_id, e.item_id, e.ts, e.type.code)
                       for e in map(decode_event, valid))
     for processes in (1, 2):
         events, end, stats = read_events(bsettings, {}, bsettings.event_topics, processes=processes,
                                          parallel_min_events=0)
         got = sorted((int(hi) << 64 | int(lo), events.users[u], events.items[i], t, p) for (hi, lo), u, i, t, p in zip(
             events.event_id.tolist(), events.user_code.tolist(), events.item_code.tolist(), events.ts_ms.tolist(),
-            events.purchase.tolist(), strict=True))
+            events.type_code.tolist(), strict=True))
         assert got == expected
         assert stats.processes == processes and stats.invalid == {"invalid_field": 1}
         assert end == end_offsets(bsettings, bsettings.event_topics)

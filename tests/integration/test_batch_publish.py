@@ -42,7 +42,7 @@ def store(bsettings: Settings) -> Iterator[RedisStore]:
 def write_history(store: RedisStore, settings: Settings, events: list[Event]) -> None:
     """What the streaming worker does per event: append to the user's history in MULTI/EXEC."""
     for e in events:
-        weight = settings.purchase_weight if e.type is EventType.PURCHASE else settings.click_weight
+        weight = settings.type_weights[e.type.value]
         pipe = store.client.pipeline(transaction=True)
         append_history(pipe, store, e.user_id, [Interaction(e.item_id, weight, e.ts, e.type.value)],
                        settings.history_cap)

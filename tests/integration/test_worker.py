@@ -224,7 +224,7 @@ def test_malformed_events_go_to_dead_letters_and_the_worker_keeps_going(
         "bad_json": b'{"event_id": ',
         "missing_field": json.dumps({k: v for k, v in good.items() if k != "user_id"}).encode(),
         "oversized": json.dumps({**good, "context": {f"k{i}": "x" * 250 for i in range(32)}}).encode(),
-        "unknown_type": json.dumps({**good, "type": "view"}).encode(),
+        "unknown_type": json.dumps({**good, "type": "like"}).encode(),
         "future_ts": json.dumps({**good, "ts": now_ms() + 86_400_000}).encode(),
         "invalid_utf8": b'{"event_id": "\xff\xfe"}',
         "empty": b"",

@@ -227,6 +227,31 @@ def test_trending_counts_by_category_and_weight(wsettings: Settings, store: Redi
     assert [i for i, _ in top_trending(store, "1d")] == ranked
 
 
+def test_add_to_cart_and_view_round_trip_with_their_weights(make_settings: Callable[..., Settings],
+                                                             store: RedisStore) -> None:
+    """A registry type is applied like any other: on its topic (the clicks topic), with its weight setting,
+    its name kept in the history, its weight in trending and in the folded-in vector."""
+    s = make_settings(als_factors=FACTORS, history_cap=50, add_to_cart_weight=2.5)
+    items = [f"i{i}" for i in range(10)]
+    publish(store, "v1", items)
+    t0 = now_ms() - 10_000
+    evs = [event("u1", "i1", "view", ts=t0, category="toys"), event("u1", "i1", "click", ts=t0 + 1),
+           event("u1", "i2", "add_to_cart", ts=t0 + 2, category="toys"), event("u2", "i2", "add_to_cart", ts=t0 + 3),
+           event("u1", "i2", "purchase", ts=t0 + 4)]
+    records = Feed(s).records(evs)
+    assert [r.topic for r in records] == [s.topic_clicks] * 4 + [s.topic_purchases]
+    r = BatchProcessor(s, store).process(records)
+    assert r.applied == 5
+    hist = read_histories(store, ["u1", "u2"])
+    assert [(i.item, i.weight, i.type) for i in reversed(hist["u1"])] == [
+        ("i1", 0.5, "view"), ("i1", 1.0, "click"), ("i2", 2.5, "add_to_cart"), ("i2", 5.0, "purchase")]
+    assert [(i.item, i.weight, i.type) for i in hist["u2"]] == [("i2", 2.5, "add_to_cart")]
+    assert dict(top_popular(store)) == {"i1": 1.5, "i2": 10.0}
+    assert dict(top_popular(store, category="toys")) == {"i1": 0.5, "i2": 2.5}
+    for u, vec in expected_vectors(store, s, ["u1", "u2"]).items():
+        np.testing.assert_allclose(stored_vector(store, "v1", u), vec, rtol=1e-4, atol=1e-5)
+
+
 def test_redis_outage_is_retried_not_skipped(wsettings: Settings, store: RedisStore) -> None:
     feed = Feed(wsettings)
     down = RedisStore(wsettings, url="redis://127.0.0.1:1/0")  # nothing listens there

@@ -19,14 +19,19 @@ NOW = 1_800_000_000_000
 
 
 def test_type_weights_without_decay() -> None:
-    cfg = WeightingConfig(click_weight=1.5, purchase_weight=4.0)
+    cfg = WeightingConfig({"click": 1.5, "purchase": 4.0})
     assert event_weight("click", NOW - 10 * HOUR_MS, NOW, cfg) == 1.5
     assert event_weight("purchase", 0, NOW, cfg) == 4.0
     np.testing.assert_array_equal(event_weights(["click", "purchase", "click"], [0, 1, 2], None, cfg), [1.5, 4.0, 1.5])
+    assert event_weight("view", NOW, NOW, cfg) == 0.5  # types not named keep the registry's default
+    np.testing.assert_array_equal(event_weights(["add_to_cart", "view"], [0, 0], None, cfg), [3.0, 0.5])
+    np.testing.assert_array_equal(cfg.by_code, [0.5, 1.5, 3.0, 4.0])
     with pytest.raises(ValueError, match="unknown event type"):
-        event_weight("view", NOW, NOW, cfg)
+        event_weight("like", NOW, NOW, cfg)
     with pytest.raises(ValueError, match="unknown event type"):
-        event_weights(["click", "view"], [0, 0], None, cfg)
+        event_weights(["click", "like"], [0, 0], None, cfg)
+    with pytest.raises(ValueError, match="unknown event type"):
+        WeightingConfig({"like": 1.0})
 
 
 def test_decay_halves_every_half_life() -> None:
@@ -60,7 +65,7 @@ def test_matrix_sums_duplicates_and_drops_zeros() -> None:
 
 
 def test_build_user_items_end_to_end() -> None:
-    cfg = WeightingConfig(click_weight=1.0, purchase_weight=5.0, half_life_s=3600.0)
+    cfg = WeightingConfig({"click": 1.0, "purchase": 5.0}, half_life_s=3600.0)
     users = [0, 0, 0, 1]
     items = [2, 2, 1, 2]
     types = ["click", "purchase", "click", "click"]
@@ -76,7 +81,7 @@ def test_config_validation() -> None:
     with pytest.raises(ValueError):
         WeightingConfig(half_life_s=0.0)
     with pytest.raises(ValueError):
-        WeightingConfig(click_weight=-1.0)
+        WeightingConfig({"click": -1.0})
     with pytest.raises(ValueError):
         weighted_matrix([0, 1], [0], [1.0, 1.0])
     with pytest.raises(ValueError):

@@ -54,6 +54,18 @@ def test_every_format_loads_the_same_log(tmp_path: Path, suffix: str) -> None:
     assert np.all(np.diff(log.ts_ms) >= 0) and log.ts_ms[0] == frame["when"].min() * 1000
 
 
+def test_type_column_values_map_to_registry_types_and_weights(tmp_path: Path) -> None:
+    kinds = ["View", "addtocart", "add-to-cart", "transaction", "purchase", "click", "like"]
+    frame = pd.DataFrame({"when": range(1_700_000_000, 1_700_000_000 + len(kinds)), "who": ["u"] * len(kinds),
+                          "what": [f"i{k}" for k in range(len(kinds))], "kind": kinds})
+    path = tmp_path / "events.csv"
+    frame.to_csv(path, index=False)
+    ds = load_events(path, parse_columns("ts=when,user=who,item=what,type=kind"))
+    assert ds.log.weight.tolist() == [0.5, 3.0, 3.0, 5.0, 5.0, 1.0, 1.0]  # the registry's default weights
+    assert ds.log.purchase is not None and ds.log.purchase.tolist() == [False, False, False, True, True, False, False]
+    assert ds.event_type == "view, click, add_to_cart and purchase"
+
+
 def test_column_mapping_needs_ts_user_and_item() -> None:
     with pytest.raises(ValueError, match="item"):
         parse_columns("ts=a,user=b")

@@ -30,7 +30,7 @@ def rec(value: bytes | None, offset: int = 0) -> Record:
     (b"", "empty"),
     (None, "empty"),
     (json.dumps({k: v for k, v in good().items() if k != "item_id"}).encode(), "invalid_field"),
-    (json.dumps(good(type="view")).encode(), "invalid_field"),
+    (json.dumps(good(type="like")).encode(), "invalid_field"),
     (json.dumps(good(ts=NOW + 86_400_000)).encode(), "future_timestamp"),
     (json.dumps(good(context={"x": "y" * MAX_EVENT_BYTES})).encode(), "oversized"),
     (b"[" * 100_000 + b"]" * 100_000, "oversized"),

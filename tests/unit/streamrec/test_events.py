@@ -44,7 +44,7 @@ def test_wire_form_round_trips() -> None:
         (_raw(user_id="u" * 129), "invalid_field"),
         (_raw(item_id=""), "invalid_field"),
         (_raw(item_id="a\nb"), "invalid_field"),
-        (_raw(type="view"), "invalid_field"),
+        (_raw(type="like"), "invalid_field"),
         (_raw(ts="yesterday"), "invalid_field"),
         (_raw(ts=1_795_342_500), "invalid_field"),  # seconds, not milliseconds
         (_raw(ts=True), "invalid_field"),

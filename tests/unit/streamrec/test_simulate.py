@@ -35,6 +35,23 @@ def test_purchases_rare_and_mostly_after_a_click_on_the_same_item() -> None:
     assert after / types["purchase"] > 0.8
 
 
+def test_add_to_cart_between_click_and_purchase() -> None:
+    _, events = _take(20_000)
+    types = Counter(e.type.value for e in events)
+    assert types["purchase"] < types["add_to_cart"] < types["click"]
+    clicked, carted, after_cart = set(), set(), 0
+    for e in events:
+        key = (e.user_id, e.item_id)
+        if e.type.value == "click":
+            clicked.add(key)
+        elif e.type.value == "add_to_cart":
+            assert key in clicked and e.quantity is None and e.price is None
+            carted.add(key)
+        elif key in carted:
+            after_cart += 1
+    assert after_cart / types["purchase"] > 0.8
+
+
 def test_item_popularity_is_skewed() -> None:
     _, events = _take(20_000)
     counts = sorted(Counter(e.item_id for e in events).values(), reverse=True)
