@@ -84,8 +84,8 @@ def publish_model(s: Settings, items: int, factors: int, seed: int) -> None:
     store.close()
 
 
-def make_events(cfg: BenchConfig, n: int) -> list[tuple[bool, bytes, bytes, bytes]]:
-    """(is purchase, key, JSON before the ts digits, JSON after) per event, so sending only stamps ts."""
+def make_events(cfg: BenchConfig, n: int) -> list[tuple[str, bytes, bytes, bytes]]:
+    """(event type, key, JSON before the ts digits, JSON after) per event, so sending only stamps ts."""
     from streamrec.simulate import SimConfig, Storefront
 
     out = []
@@ -93,22 +93,22 @@ def make_events(cfg: BenchConfig, n: int) -> list[tuple[bool, bytes, bytes, byte
     for _ in range(n):
         e = next(stream)
         head, _, tail = e.to_json_bytes().partition(b'"ts":1700000000000')
-        out.append((e.type.value == "purchase", e.key, head + b'"ts":', tail))
+        out.append((e.type.value, e.key, head + b'"ts":', tail))
     return out
 
 
-def produce(s: Settings, events: list[tuple[bool, bytes, bytes, bytes]], rate: float) -> tuple[int, int]:
+def produce(s: Settings, events: list[tuple[str, bytes, bytes, bytes]], rate: float) -> tuple[int, int]:
     """Send ``events`` at ``rate``/s, each stamped when sent; returns (first, last) send time in ms."""
     producer = EventProducer(s)
-    topics = (s.topic_clicks, s.topic_purchases)
+    topics = {etype: s.topic_for(etype) for etype in {e[0] for e in events}}  # the event-type registry's topics
     start = time.monotonic()
     first = now_ms()
-    for i, (purchase, key, head, tail) in enumerate(events):
+    for i, (etype, key, head, tail) in enumerate(events):
         if rate > 0 and i % 50 == 0:
             ahead = i / rate - (time.monotonic() - start)
             if ahead > 0.001:
                 time.sleep(ahead)
-        producer.send_raw(topics[purchase], key, head + str(now_ms()).encode() + tail)
+        producer.send_raw(topics[etype], key, head + str(now_ms()).encode() + tail)
     last = now_ms()
     if producer.flush(60):
         raise RuntimeError("events not delivered to Kafka")
