@@ -1,63 +1,29 @@
-"""A Redis store whose connections serialise commands faster, for publishing 200 k+ user vectors.
+"""A Redis store that publishes 200 k+ user vectors as pre-built RESP, for the refit.
 
-:meth:`BulkStore.write_vectors` goes further: it builds each ``HSET`` of 5,000 (user, vector) pairs as
-one RESP buffer straight from the float32 block and streams the buffers on one connection before
-reading the replies, so Redis parses chunk k while this process builds chunk k+1 (235 k vectors:
-~0.4 s instead of ~0.8 s through pipelines).
-
-redis-py's pure-Python serialiser runs several ``isinstance`` checks and a join per argument; for
-``HSET`` with hundreds of thousands of (user, 256-byte vector) pairs that is most of the publish
-time (measured: 1.3 s of 1.7 s for 235 k users). :class:`FastPacker` emits byte-for-byte the same
-RESP for ``bytes``/``str`` arguments in one formatting step each and hands anything else to the
-stock serialiser, so :func:`streamrec.store.models.write_version` runs unchanged on top of it.
+:meth:`BulkStore.write_vectors` builds each ``HSET`` of 5,000 (user, vector) pairs as one RESP buffer
+straight from the float32 block and streams the buffers on one connection before reading the replies,
+so Redis parses chunk k while this process builds chunk k+1. ``streamrec bench publish`` times it against
+the plain path (:meth:`streamrec.store.RedisStore.write_vectors`: redis-py pipelines, packed by hiredis) on
+235 k × 64 vectors: 1.6–2.2 × faster in wall time on a quiet machine, with less than half the client CPU
+and the same Redis CPU (figures in docs/batch.md), which is why it stays (issue 13: only while ≥ 1.5 ×).
+It uses redis-py's public connection methods only (``send_packed_command``, ``read_response``), no
+internals. Every other command of the publish goes through the client as usual (redis-py's own hiredis
+packer: a hand-written serialiser for them was slower than it and is gone).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import redis
-from redis.connection import PythonRespSerializer
 
 from streamrec.settings import Settings
 from streamrec.store import F32, RedisStore
 
 
-class FastPacker(PythonRespSerializer):
-    """RESP serialiser with a fast path for commands whose arguments are all ``bytes`` or ``str``."""
-
-    def __init__(self, encoding: str = "utf-8", errors: str = "strict") -> None:
-        encoder = redis.connection.Encoder(encoding, errors, False)
-        super().__init__(6000, encoder.encode)
-        self._encoding, self._errors = encoding, errors
-
-    def pack(self, *args: Any) -> list[bytes]:
-        """The RESP encoding of one command, as a one-element list."""
-        first = args[0]
-        # like the stock serialiser: a command name such as "CONFIG GET" is sent as two arguments
-        if type(first) is str:
-            args = tuple(first.encode().split()) + args[1:]
-        elif type(first) is bytes and b" " in first:
-            args = tuple(first.split()) + args[1:]
-        enc, err = self._encoding, self._errors
-        parts = [b"*%d\r\n" % len(args)]
-        append = parts.append
-        for a in args:
-            kind = type(a)
-            if kind is bytes:
-                raw = a
-            elif kind is str:
-                raw = a.encode(enc, err)
-            else:  # numbers, memoryviews, anything else: the stock rules (and errors) apply
-                return super().pack(*args)
-            append(b"$%d\r\n%b\r\n" % (len(raw), raw))
-        return [b"".join(parts)]
-
-
 class BulkStore(RedisStore):
-    """A :class:`RedisStore` (same URL and key prefix) whose client uses :class:`FastPacker`."""
+    """A :class:`RedisStore` (same URL and key prefix) with the streamed :meth:`write_vectors`."""
 
     def __init__(self, settings: Settings, url: str | None = None, prefix: str | None = None) -> None:
         super().__init__(settings, url=url, prefix=prefix)
@@ -66,8 +32,8 @@ class BulkStore(RedisStore):
     @property
     def client(self) -> redis.Redis:
         if self._bulk is None:
-            self._bulk = redis.Redis.from_url(self.url, socket_timeout=30, socket_connect_timeout=3,
-                                              command_packer=FastPacker())
+            # a longer socket timeout than the store's: the replies are read after every chunk was sent
+            self._bulk = redis.Redis.from_url(self.url, socket_timeout=30, socket_connect_timeout=3)
         return self._bulk
 
     def write_vectors(self, key: str, ids: Sequence[str], block: np.ndarray, chunk: int = 5_000) -> None:
