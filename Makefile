@@ -53,10 +53,11 @@ stack-down: ## stop the local Kafka and Redis
 stack-status: ## health of the local Kafka and Redis
 	$(BIN)/streamrec stack status
 
-bench: setup ## benchmarks (fold-in, refit, stream, api); prints figures
+bench: setup ## benchmarks (fold-in, refit, publish, stream, api); prints figures
 	$(BIN)/streamrec stack up
 	$(BIN)/streamrec bench foldin --json
 	$(BIN)/streamrec bench refit --json
+	$(BIN)/streamrec bench publish --json
 	$(BIN)/streamrec bench stream --json
 	$(BIN)/streamrec bench api --json
 
