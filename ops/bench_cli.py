@@ -44,8 +44,8 @@ def cmd_stream(args: argparse.Namespace, settings: Settings) -> int:
 
     cfg = BenchConfig(events=args.events, rate=args.rate, users=args.users, items=args.items,
                       factors=args.factors, seed=args.seed, core=not args.no_core, keep_files=args.keep_files)
-    if args.no_covisitation:
-        settings = settings.model_copy(update={"worker_covisitation": False})
+    if args.covisitation:
+        settings = settings.model_copy(update={"worker_covisitation": True})
     return run(settings, cfg, json_only=args.json)
 
 
@@ -115,8 +115,9 @@ def _stream(bench: argparse._SubParsersAction) -> None:
     p.add_argument("--no-core", action="store_true",
                    help="skip re-running the processing core on the same events without Kafka")
     p.add_argument("--keep-files", action="store_true", help="keep the worker's log and per-batch stats file")
-    p.add_argument("--no-covisitation", action="store_true",
-                   help="run the worker without co-visitation (the core run measures both either way)")
+    p.add_argument("--covisitation", action="store_true",
+                   help="run the worker with co-visitation (STREAMREC_WORKER_COVISITATION; the core run measures "
+                   "both either way)")
     p.set_defaults(func=cmd_stream)
 
 

@@ -210,7 +210,10 @@ def run(settings: Settings, *, rate: float = 100.0, seed: int = 42, keep_stack: 
 
     try:  # checked before anything starts: the API would refuse a guessable full-access key only at the end
         check_key_strength(settings)
-        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", **ingest_env(settings)}
+        # The demo's storefront shows "also viewed": its worker keeps co-visitation (opt-in elsewhere: it
+        # costs the worker about half its capacity, docs/streaming.md).
+        env = {"STREAMREC_WORKER_COVISITATION": "true", **os.environ, "OPENBLAS_NUM_THREADS": "1",
+               **ingest_env(settings)}
     except (DemoError, WeakApiKey) as exc:
         print(f"streamrec demo: {exc}", file=sys.stderr, flush=True)
         return 1

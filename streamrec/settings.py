@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     worker_web_port: int = Field(6066, description="worker: Faust web port (loopback)")
     worker_cache_users: int = Field(100_000, ge=0, description="users whose history a worker keeps in memory "
                                     "(validated against Redis every batch; 0 reads every history)")
-    worker_covisitation: bool = Field(True, description="the worker keeps item-to-item co-visitation for the "
+    worker_covisitation: bool = Field(False, description="the worker keeps item-to-item co-visitation for the "
                                       "hybrid ranking (STREAMREC_COVIS_*); false skips it")
     worker_shutdown_grace_s: float = Field(10.0, gt=0, le=120, description="a stopping worker (SIGTERM) abandons "
                                            "a batch it is retrying and exits within this long")

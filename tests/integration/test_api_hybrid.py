@@ -38,7 +38,7 @@ def test_covisitation_reaches_similar_sessions_and_recommendations(
         make_settings: Callable[..., Settings], procs: Started) -> None:
     # repeats weigh twice the other sources (a grocery's setting): "buy again" leads when repeats are allowed
     settings = make_settings(api_keys=KEY, worker_web_port=free_port(), worker_batch_within_s=0.05,
-                             rank_weight_repeat=2.0)
+                             rank_weight_repeat=2.0, worker_covisitation=True)
     store = RedisStore(settings)
     publish_synthetic(store, BenchConfig(items=300, users=10, factors=16, seed=5, covis_neighbours=0))
     worker = procs.worker(settings, log_level="warning")

@@ -104,7 +104,8 @@ def wsettings(make_settings: Callable[..., Settings]) -> Settings:
     # covis_top_n above any item's neighbour count: no row is ever trimmed, so co-visitation must equal the
     # offline replay exactly whatever the batch boundaries (trimming depends on when a row grew)
     return make_settings(als_factors=FACTORS, history_cap=40, worker_metrics_port=0, worker_batch_size=500,
-                         worker_batch_within_s=0.1, worker_session_timeout_s=6, covis_top_n=1_000)
+                         worker_batch_within_s=0.1, worker_session_timeout_s=6, worker_covisitation=True,
+                         covis_top_n=1_000)
 
 
 def publish(settings: Settings, version: str, seed: int) -> None:

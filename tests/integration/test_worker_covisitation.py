@@ -39,8 +39,8 @@ def replayed(events: list, cfg: CovisConfig, at_ms: int) -> dict[str, dict[str, 
 
 
 def test_worker_covisitation_equals_the_replay_whatever_the_batches(make_settings: Callable[..., Settings]) -> None:
-    s = make_settings(als_factors=8, covis_half_life_s=600.0, covis_window_s=120.0, covis_max_prev=3,
-                      covis_top_n=40)
+    s = make_settings(als_factors=8, worker_covisitation=True, covis_half_life_s=600.0, covis_window_s=120.0,
+                      covis_max_prev=3, covis_top_n=40)
     cfg = covis_config(s)
     store = RedisStore(s)
     proc = BatchProcessor(s, store, dead_letters=lambda _letters: None, sleep=lambda _s: None)
