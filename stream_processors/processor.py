@@ -129,17 +129,16 @@ class BatchProcessor:
         outcome = yield from self._retry(Batch(valid, dead, self.weighting), sent, bug_retries=1)
         if isinstance(outcome, BatchResult):
             return outcome
-        if len(records) == 1 and len(valid) == 1:
-            letter = DeadLetter(records[0], "apply_failed", f"{type(outcome).__name__}: {outcome}"[:MAX_DETAIL],
-                                exception=type(outcome).__name__)
-            log.error("event at %s:%d:%d cannot be applied (%s: %s): sent to the dead-letter topic",
-                      *_where(records[0]), type(outcome).__name__, outcome)
-            last = yield from self._retry(Batch([], [letter], self.weighting), sent, bug_retries=None)
+        if len(records) == 1:
+            alone = Batch(valid, dead, self.weighting)  # a dead letter alone failed: not an event's fault
+            if valid:
+                letter = DeadLetter(records[0], "apply_failed", f"{type(outcome).__name__}: {outcome}"[:MAX_DETAIL],
+                                    exception=type(outcome).__name__)
+                log.error("event at %s:%d:%d cannot be applied (%s: %s): sent to the dead-letter topic",
+                          *_where(records[0]), type(outcome).__name__, outcome)
+                alone = Batch([], [letter], self.weighting)
+            last = yield from self._retry(alone, sent, bug_retries=None)
             assert isinstance(last, BatchResult)  # bug_retries=None retries until it succeeds
-            return last
-        if len(records) == 1:  # not an event's fault (a dead letter alone failed): keep retrying
-            last = yield from self._retry(Batch(valid, dead, self.weighting), sent, bug_retries=None)
-            assert isinstance(last, BatchResult)
             return last
         log.warning("batch of %d records failed twice (%s: %s): isolating the records that cannot be applied",
                     len(records), type(outcome).__name__, outcome)
