@@ -42,8 +42,11 @@ def cmd_refit(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_stream(args: argparse.Namespace, settings: Settings) -> int:
     from ops.bench_stream import BenchConfig, run
 
+    wanted = args.json if args.rate_from_capacity is None else args.rate_from_capacity
+    from_capacity = wanted and not args.no_capacity
     cfg = BenchConfig(events=args.events, rate=args.rate, users=args.users, items=args.items,
-                      factors=args.factors, seed=args.seed, core=not args.no_core, keep_files=args.keep_files)
+                      factors=args.factors, seed=args.seed, core=not args.no_core, keep_files=args.keep_files,
+                      capacity=not args.no_capacity, rate_from_capacity=from_capacity)
     if args.covisitation:
         settings = settings.model_copy(update={"worker_covisitation": True})
     return run(settings, cfg, json_only=args.json)
@@ -107,7 +110,14 @@ def _stream(bench: argparse._SubParsersAction) -> None:
         "bare batched solver's events/s from the same run. Cleans up its keys and topics afterwards.")
     p.add_argument("--json", action="store_true", help="print only progress and the final JSON line")
     p.add_argument("--events", type=int, default=150_000, help="events in the measured phase")
-    p.add_argument("--rate", type=float, default=10_000.0, help="events per second produced (0: as fast as possible)")
+    p.add_argument("--rate", type=float, default=10_000.0,
+                   help="events per second produced in the rate phase (0: as fast as possible), unless "
+                   "--rate-from-capacity")
+    p.add_argument("--rate-from-capacity", action=argparse.BooleanOptionalAction, default=None,
+                   help="offer 0.7 x the backlog capacity measured in the same run instead of --rate "
+                   "(default: on with --json, off without)")
+    p.add_argument("--no-capacity", action="store_true",
+                   help="skip the capacity phase (draining a backlog of the measured events by renamed users)")
     p.add_argument("--users", type=int, default=20_000, help="simulated users at the start")
     p.add_argument("--items", type=int, default=50_000, help="items in the model")
     p.add_argument("--factors", type=int, default=64)

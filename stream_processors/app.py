@@ -1,10 +1,12 @@
 """The Faust app of ``streamrec worker``: a thin layer that batches records and hands them to the core.
 
-One agent consumes the click and purchase topics together, so a batch holds both kinds and one user's
-click and purchase land in the same transaction in order. It takes up to ``worker_batch_size`` events
-or whatever arrived within ``worker_batch_within_s`` (``stream.take_events``) and applies them with
-:meth:`stream_processors.processor.BatchProcessor.attempts`; Faust's Kafka client keeps fetching the
-next batch in its own thread meanwhile. Events are acknowledged (and their offsets
+One agent subscribes to the click and purchase topics together, so a batch holds both kinds and one
+user's click and purchase land in the same transaction in order. Batches of up to ``worker_batch_size``
+events, or whatever arrived within ``worker_batch_within_s``, are applied with
+:meth:`stream_processors.processor.BatchProcessor.attempts`. By default (``worker_delivery=batch``) the
+consumer hands whole fetches to the batch handler and acknowledges them per batch (:mod:`.faust_batch`);
+with ``stream`` the agent's ``stream.take_events`` does, one Faust event per record. Faust's Kafka client
+keeps fetching the next batch in its own thread meanwhile. Events are acknowledged (and their offsets
 committed to Kafka) only after their batch is in Redis; the offsets stored in Redis make redelivery
 harmless. Workers in one consumer group share the partitions; Faust assigns partition *p* of both
 topics to the same worker (they are co-partitioned), so a user's events meet in one process.
@@ -102,20 +104,29 @@ def build_app(settings: Settings, *, stats_file: Path | None = None) -> faust.Ap
     progress = Progress(stats_file)
     topics = app.topic(settings.topic_clicks, settings.topic_purchases, schema=RawSchema())
 
+    async def apply_batch(records: list[Record]) -> bool:
+        # The batch runs on the event loop's thread: handing it to a worker thread was measured slower
+        # (Faust's threads and the batch then fight over the GIL; the fold-in ran 2x slower). Faust's
+        # Kafka client keeps fetching and heartbeating in its own thread meanwhile. Retries wait with
+        # asyncio.sleep, so the loop stays responsive while Redis or Kafka is away.
+        result = await _apply(app, processor, records)
+        if result is None:
+            log.info("stopping: abandoned a batch of %d records that was being retried (nothing of it "
+                     "was written; it is redelivered)", len(records))
+            return False
+        progress.batch(result)
+        return True
+
+    batches = settings.worker_delivery == "batch"
+    if batches:  # the consumer hands whole batches to apply_batch (faust_batch.py); the agent only subscribes
+        app.batch_handler = apply_batch
+        app.batch_max_records, app.batch_within_s = settings.worker_batch_size, settings.worker_batch_within_s
+
     @app.agent(topics, name="streamrec.apply_events")
     async def apply_events(stream: Any) -> None:
         async for events in stream.take_events(settings.worker_batch_size, within=settings.worker_batch_within_s):
-            records = [_record(e.message) for e in events]
-            # The batch runs on the event loop's thread: handing it to a worker thread was measured slower
-            # (Faust's threads and the batch then fight over the GIL; the fold-in ran 2x slower). Faust's
-            # Kafka client keeps fetching and heartbeating in its own thread meanwhile. Retries wait with
-            # asyncio.sleep, so the loop stays responsive while Redis or Kafka is away.
-            result = await _apply(app, processor, records)
-            if result is None:
-                log.info("stopping: abandoned a batch of %d records that was being retried (nothing of it "
-                         "was written; it is redelivered)", len(records))
+            if batches or not await apply_batch([_record(e.message) for e in events]):
                 return
-            progress.batch(result)
 
     @app.timer(interval=2.0)
     async def follow_model() -> None:

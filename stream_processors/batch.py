@@ -35,7 +35,7 @@ from streamrec.settings import Settings
 from streamrec.store import RedisStore, from_bytes, to_bytes
 from streamrec.store.covisitation import queue_pairs
 from streamrec.store.trending import add_counts_many
-from streamrec.store.users import Interaction, append_histories, encode_interaction, write_user_vectors
+from streamrec.store.users import Interaction, append_histories, encode_interactions, write_user_vectors
 
 
 class WorkerState(Protocol):
@@ -157,28 +157,34 @@ class BatchPlan:
         histories = {u: [Interaction.decode(x) for x in row] for u, row in zip(need, rows, strict=True)}
         cap = self.settings.history_cap
         add = proc.items.add
-        # one row per applied event: interned item, weight, ts
-        weight = batch.weight
-        new_rows = np.array(
-            [(add(batch.item[i]), weight[i], batch.ts[i]) for i in self.apply_idx], dtype=np.float64
-        ).reshape(-1, 3)
-        pos = {i: n for n, i in enumerate(self.apply_idx)}
+        # the applied events user by user (in order within each user): one row each of interned item,
+        # weight, ts, so every user's new rows are one slice
+        order = [i for idx in by_user.values() for i in idx]
+        self.order = order
+        item, weight, ts = batch.item, batch.weight, batch.ts
+        new_rows = np.empty((len(order), 3), dtype=np.float64)
+        new_rows[:, 0] = [add(item[i]) for i in order]
+        new_rows[:, 1] = [weight[i] for i in order]
+        new_rows[:, 2] = [ts[i] for i in order]
         self.states: dict[str, UserState] = {}
         rows_by_user: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        start = 0
         for u, idx in by_user.items():
             old = cached[u]
             if old is None:
                 old = UserState.from_history(self.counts[u], histories.get(u, []), proc.items)
-            rows_by_user[u] = (old.data, new_rows[[pos[i] for i in idx]])
-            self.states[u] = old.extended(rows_by_user[u][1], cap)
+            added = new_rows[start : start + len(idx)]
+            start += len(idx)
+            rows_by_user[u] = (old.data, added)
+            self.states[u] = old.extended(added, cap)
         self.covis_rows: dict[str, tuple[list[str], np.ndarray]] = {}
         if proc.covis is not None:
             self.now = proc.clock()
-            purchase = [batch.type[i] == "purchase" for idx in by_user.values() for i in idx]
+            purchase = [batch.type[i] == "purchase" for i in order]
             self.covis_rows = covisitation_pairs(rows_by_user, purchase, proc.items, proc.covis, self.now)
         self.vec_users: list[str] = []
         self.vectors = np.zeros((0, 1), dtype=np.float32)
-        self.foldin_s = 0.0
+        self.foldin_s = self.foldin_cpu_s = 0.0
         self.folded_items: dict[str, np.ndarray] = {}
         if self.model is not None:
             self._fold_users()
@@ -196,7 +202,7 @@ class BatchPlan:
         model.rebuild_solver_if_due(proc.new_item_refresh_s)
         if not self.states:
             return
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.thread_time()
         users = list(self.states)
         states = [self.states[u] for u in users]
         lengths = np.fromiter((len(st.data) for st in states), dtype=np.int64, count=len(states))
@@ -213,15 +219,19 @@ class BatchPlan:
         self.vec_users = [u for u, h in zip(users, has.tolist(), strict=True) if h]
         self.vectors = vectors[has]
         self.foldin_s = time.perf_counter() - started
+        self.foldin_cpu_s = time.thread_time() - started_cpu
 
     def _fold_new_items(self) -> None:
         model, batch, settings = self.model, self.batch, self.settings
         assert model is not None
         self.pending_add: dict[str, list[str]] = defaultdict(list)
         fresh: dict[str, list[tuple[str, float]]] = defaultdict(list)
+        nonbase = set(self.nonbase)  # the batch's items the version does not hold (read() found them)
+        if not nonbase:
+            return
         for i in self.apply_idx:
             item = batch.item[i]
-            if not model.is_base_item(item):
+            if item in nonbase:
                 self.pending_add[item].append(ni.encode_pending(batch.user[i], batch.weight[i]))
                 fresh[item].append((batch.user[i], batch.weight[i]))
         due = [
@@ -259,10 +269,14 @@ class BatchPlan:
     def write(self) -> None:
         batch, keys, proc, settings = self.batch, self.keys, self.proc, self.settings
         pipe = self.tx.writes()
-        histories = {
-            u: [encode_interaction(batch.item[i], batch.weight[i], batch.ts[i], batch.type[i]) for i in idx]
-            for u, idx in self.by_user.items()
-        }
+        order = self.order
+        entries = encode_interactions([batch.item[i] for i in order], [batch.weight[i] for i in order],
+                                      [batch.ts[i] for i in order], [batch.type[i] for i in order])
+        histories = {}
+        start = 0
+        for u, idx in self.by_user.items():
+            histories[u] = entries[start : start + len(idx)]
+            start += len(idx)
         append_histories(pipe, proc.store, histories, settings.history_cap)
         self.stamp = now_ms()
         if self.model is not None and self.vec_users:
@@ -334,6 +348,7 @@ class BatchPlan:
             new_items=len(self.folded_items),
             version=self.model.version if self.model else None,
             foldin_s=self.foldin_s,
+            foldin_cpu_s=self.foldin_cpu_s,
             write_ms=write_ms,
             freshness_ms=write_ms - ts,
         )

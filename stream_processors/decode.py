@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from streamrec.events import Event, InvalidEvent, decode_event, decode_many
 from streamrec.kafka_io import Record
@@ -28,9 +29,8 @@ class DeadLetter:
     exception: str | None = None  # the exception's type, for ``apply_failed``
 
 
-@dataclass(frozen=True)
-class ValidEvent:
-    """A decoded event and where it came from."""
+class ValidEvent(NamedTuple):
+    """A decoded event and where it came from (a named tuple: one per event, cheap to create)."""
 
     record: Record
     event: Event

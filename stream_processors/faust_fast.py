@@ -33,6 +33,8 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from mode import Service
 
+from stream_processors.faust_batch import BatchHandler, drain_batches
+
 log = logging.getLogger("streamrec.worker")
 
 
@@ -75,6 +77,10 @@ class FastConsumer(aiokafka_driver.Consumer):
         await self.wait_first(task, self.suspend_flow.wait())
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - exercised by the worker tests
+        app = cast(WorkerApp, self.app)
+        if app.batch_handler is not None:  # batch delivery (faust_batch.py): no per-message path at all
+            await drain_batches(self, fetcher, app.batch_handler, app.batch_max_records, app.batch_within_s)
+            return
         getmany = self.getmany
         consumer_should_stop = cast(Service, self)._stopped.is_set
         fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
@@ -176,6 +182,10 @@ class WorkerApp(faust.App):
 
     stopping: bool = False
     shutdown_grace_s: float = 10.0
+    # Set by the worker for batch delivery (stream_processors/faust_batch.py); None: Faust's streams.
+    batch_handler: BatchHandler | None = None
+    batch_max_records: int = 4_000
+    batch_within_s: float = 0.2
 
     def _new_transport(self) -> Any:
         return FastTransport(self.conf.broker_consumer, self)

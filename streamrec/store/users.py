@@ -105,6 +105,20 @@ def encode_interaction(item: str, weight: float, ts_ms: int, etype: str) -> str:
     return f"{item}{SEP}{weight:.6g}{SEP}{ts_ms}{SEP}{etype}"
 
 
+def encode_interactions(items: Sequence[str], weights: Sequence[float], ts_ms: Sequence[int],
+                        types: Sequence[str]) -> list[str]:
+    """:func:`encode_interaction` of many interactions at once (each type's weight formatted once: the worker
+    encodes thousands per batch, and formatting a float is most of the cost of one)."""
+    mids: dict[tuple[str, float], tuple[str, str]] = {}
+    out = []
+    for item, weight, ts, etype in zip(items, weights, ts_ms, types, strict=True):
+        parts = mids.get((etype, weight))
+        if parts is None:
+            parts = mids[(etype, weight)] = (f"{SEP}{weight:.6g}{SEP}", f"{SEP}{etype}")
+        out.append(f"{item}{parts[0]}{ts}{parts[1]}")
+    return out
+
+
 def append_histories(
     pipe: Pipeline, store: RedisStore, histories: Mapping[str, Sequence[Interaction | str]], cap: int
 ) -> None:

@@ -26,10 +26,11 @@ import pytest
 from models.foldin import fold_in_users, gram
 from models.weighting import weighted_matrix
 from ops.bench_stream import wait_applied, worker_env
+from ops.lag import committed_offsets
 from stream_processors import dead_letters as dl
 from streamrec import simulate
 from streamrec.events import Event, now_ms
-from streamrec.kafka_io import EventProducer, read_all
+from streamrec.kafka_io import EventProducer, admin_client, end_offsets, read_all
 from streamrec.ranking_settings import covis_config
 from streamrec.settings import Settings
 from streamrec.store import RedisStore, from_bytes
@@ -160,8 +161,28 @@ def wait(settings: Settings, worker: WorkerProcess, timeout: float = 60.0) -> No
         raise AssertionError(f"{exc}\n{worker.tail()}") from None
 
 
+def committed_reach_the_end(settings: Settings, timeout_s: float = 30.0) -> None:
+    """The group's offsets committed to Kafka reach the topics' end (what lag tooling and a restart read)."""
+    admin = admin_client(settings)
+    ends = {tp: hi for tp, hi in end_offsets(settings, settings.event_topics).items() if hi > 0}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        committed = committed_offsets(admin, settings.consumer_group, 10)
+        behind = {tp: (committed.get(tp), hi) for tp, hi in ends.items() if committed.get(tp, -1) < hi}
+        if not behind:
+            return
+        assert time.monotonic() < deadline, f"committed offsets still behind the end: {behind}"
+        time.sleep(0.5)
+
+
+# Both ways the consumer hands records to the worker (STREAMREC_WORKER_DELIVERY): same effects, same commits.
+DELIVERIES = pytest.mark.parametrize("delivery", ["batch", "stream"])
+
+
+@DELIVERIES
 def test_events_fold_into_vectors_equal_to_direct_fold_in(wsettings: Settings, workers: Callable[..., WorkerProcess],
-                                                         ) -> None:
+                                                         delivery: str) -> None:
+    wsettings = wsettings.model_copy(update={"worker_delivery": delivery})
     publish(wsettings, "v1", seed=1)
     sent = produce(wsettings, storefront(), 2_500)
     worker = workers(wsettings, "w")
@@ -176,6 +197,7 @@ def test_events_fold_into_vectors_equal_to_direct_fold_in(wsettings: Settings, w
     applied = sum(float(v) for v in re.findall(r'^streamrec_worker_events_total\{[^}]*\} (\S+)$', metrics, re.M))
     assert applied == len(sent)
     assert "streamrec_worker_freshness_seconds_bucket" in metrics
+    committed_reach_the_end(wsettings)
 
 
 def test_sigkill_mid_stream_then_restart_applies_every_event_once(
@@ -273,8 +295,10 @@ def test_malformed_events_go_to_dead_letters_and_the_worker_keeps_going(
     assert 'streamrec_worker_dead_letters_total{reason="bad_json"} 2.0' in worker.metrics()
 
 
+@DELIVERIES
 def test_two_workers_share_partitions_and_apply_every_event_once(
-        wsettings: Settings, workers: Callable[..., WorkerProcess]) -> None:
+        wsettings: Settings, workers: Callable[..., WorkerProcess], delivery: str) -> None:
+    wsettings = wsettings.model_copy(update={"worker_delivery": delivery})
     publish(wsettings, "v1", seed=1)
     sent: list[Event] = []
     producer = threading.Thread(target=lambda: sent.extend(produce(wsettings, storefront(), 8_000, rate=800)))
@@ -293,6 +317,7 @@ def test_two_workers_share_partitions_and_apply_every_event_once(
         time.sleep(0.2)  # a batch's stats line trails its commit by a moment
     assert a.applied() + b.applied() == len(sent)
     assert a.applied() > 0 and b.applied() > 0, (a.tail(), b.tail())
+    committed_reach_the_end(wsettings)
 
 
 def test_model_published_mid_stream_is_picked_up_without_restart(
