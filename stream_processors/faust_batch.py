@@ -6,7 +6,7 @@ the rest of the worker's Python per event. The worker needs none of it: it wants
 applies them to Redis in one transaction and then acknowledges them all.
 
 :func:`drain_batches` replaces the consumer's drain loop when the app has a batch handler. It collects
-the records of successive fetches (up to ``max_records`` or ``within_s`` after the first one), skips
+the records of successive fetches (up to ``max_records``, or ``within_s`` after the oldest was produced), skips
 records below each partition's read offset and records the offset gaps exactly as Faust's loop does,
 awaits the handler, and then marks the batch's offsets acknowledged in Faust's own bookkeeping (the same
 lists and counters ``Consumer.ack`` fills), so Faust's commit timer commits them to Kafka as before.
@@ -63,7 +63,7 @@ async def drain_batches(consumer: Any, fetcher: Any, handler: BatchHandler, max_
 
 async def _collect(consumer: Any, max_records: int, within_s: float) -> list[tuple[Any, Sequence[Any]]]:
     """Records of successive fetches, per partition in offset order, until ``max_records`` or ``within_s``
-    after the first record (or a stop)."""
+    after the oldest record taken was produced (or a stop)."""
     taken: list[tuple[Any, Sequence[Any]]] = []
     n = 0
     deadline: float | None = None
@@ -87,12 +87,24 @@ async def _collect(consumer: Any, max_records: int, within_s: float) -> list[tup
                 taken.append((tp, fresh))
                 n += len(fresh)
         if n and deadline is None:
-            deadline = time.monotonic() + within_s
+            deadline = time.monotonic() + within_s - _age_s(taken)
         if deadline is not None and time.monotonic() >= deadline:
             break
         if not records:
             await asyncio.sleep(0)
     return taken
+
+
+def _age_s(taken: list[tuple[Any, Sequence[Any]]]) -> float:
+    """How long ago the oldest record taken was produced (its Kafka timestamp; 0 when unknown or ahead).
+
+    A batch closes ``within_s`` after its oldest record was produced, not after it was fetched: records
+    that waited in the consumer's buffer while the previous batch was applied have used up part of their
+    wait already, so under load no event waits much more than ``within_s`` for its batch to fill.
+    """
+    oldest = min((recs[0].timestamp for _, recs in taken if recs[0].timestamp and recs[0].timestamp > 0),
+                 default=None)
+    return 0.0 if oldest is None else max(0.0, time.time() - oldest / 1000)
 
 
 async def _fresh(consumer: Any, tp: Any, recs: Sequence[Any]) -> Sequence[Any]:
