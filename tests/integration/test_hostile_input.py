@@ -18,7 +18,6 @@ from typing import Any
 
 import httpx
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from online_api.server import ApiProcess
 from ops.bench_stream import publish_model
@@ -28,6 +27,7 @@ from streamrec.kafka_io import EventProducer
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
 from streamrec.store.users import event_counts, read_histories
+from tests.helpers.dead_letters import read_dead_letters
 from tests.helpers.processes import Worker, wait_applied
 from tests.reliability.procs import metric_sum
 from tests.reliability.record import record
@@ -168,7 +168,7 @@ def test_hostile_requests_and_records_get_4xx_or_dead_letters_never_5xx(
     assert producer.flush(30) == 0
     store = RedisStore(s)
     wait_applied(s, store, worker.alive, 120, worker.tail)
-    letters = read_dead_letters(s, len(poison))
+    letters = {k: h[dl.REASON] for k, h in read_dead_letters(s, len(poison)).items()}
     counts = event_counts(store, ["flooder", "after-poison"])
     history = read_histories(store, ["flooder"])["flooder"]
     api_log = (tmp_path / "api.log").read_text(errors="replace")
@@ -203,20 +203,3 @@ def test_hostile_requests_and_records_get_4xx_or_dead_letters_never_5xx(
     store.close()
 
 
-def read_dead_letters(s: Settings, expected: int, timeout_s: float = 30.0) -> dict[str, str]:
-    """key -> reason of the dead letters in the test's dead-letter topic."""
-    consumer = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": f"t-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False})
-    seen: dict[str, str] = {}
-    try:
-        parts = consumer.list_topics(s.topic_dead_letter, timeout=10).topics[s.topic_dead_letter]
-        consumer.assign([TopicPartition(s.topic_dead_letter, p, 0) for p in parts.partitions])
-        deadline = time.monotonic() + timeout_s
-        while len(seen) < expected and time.monotonic() < deadline:
-            for msg in consumer.consume(100, timeout=1.0):
-                if msg.error() is None:
-                    headers: dict[str, Any] = dict(msg.headers() or [])
-                    seen[bytes(msg.key() or b"").decode()] = headers[dl.REASON].decode()
-    finally:
-        consumer.close()
-    return seen

@@ -20,8 +20,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
-
 from ops.bench_stream import publish_model
 from stream_processors import dead_letters as dl
 from streamrec.events import now_ms
@@ -29,6 +27,7 @@ from streamrec.kafka_io import EventProducer
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
 from streamrec.store.users import event_counts, read_histories
+from tests.helpers.dead_letters import read_dead_letters
 from tests.helpers.processes import Worker, wait_until
 from tests.reliability.procs import metric_sum
 from tests.reliability.record import record
@@ -44,25 +43,6 @@ SURROGATE = ('{"event_id":"%s","user_id":"u","item_id":"new-item","type":"click"
 def good_event(n: int) -> dict[str, Any]:
     return {"event_id": str(uuid.uuid4()), "user_id": f"g{n % GOOD_USERS}", "item_id": f"i{n % ITEMS}",
             "type": "click", "ts": now_ms()}
-
-
-def read_letters(s: Settings, expected: int, timeout_s: float = 30.0) -> dict[str, dict[str, str]]:
-    """Message key -> headers of the dead letters in the test's dead-letter topic."""
-    consumer = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": f"t-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False})
-    seen: dict[str, dict[str, str]] = {}
-    try:
-        parts = consumer.list_topics(s.topic_dead_letter, timeout=10).topics[s.topic_dead_letter]
-        consumer.assign([TopicPartition(s.topic_dead_letter, p, 0) for p in parts.partitions])
-        deadline = time.monotonic() + timeout_s
-        while len(seen) < expected and time.monotonic() < deadline:
-            for msg in consumer.consume(100, timeout=1.0):
-                if msg.error() is None:
-                    seen[bytes(msg.key() or b"").decode()] = {k: bytes(v or b"").decode()
-                                                               for k, v in msg.headers() or []}
-    finally:
-        consumer.close()
-    return seen
 
 
 def test_poison_events_cost_seconds_never_the_partition(make_settings: Callable[..., Settings],
@@ -90,7 +70,7 @@ def test_poison_events_cost_seconds_never_the_partition(make_settings: Callable[
         users = sorted(expected)
         worker.wait_until(lambda: event_counts(store, users) == expected, 60, "the 200 good events to be applied")
         applied_s = time.monotonic() - sent
-        letters = read_letters(s, 2)
+        letters = read_dead_letters(s, 2)
         metrics = worker.metrics()
         histories = read_histories(store, users)
         record("poison_events", {

@@ -44,8 +44,8 @@ def _stopped(stop_file: Path | None) -> bool:
 
 
 # ------------------------------------------------------------------------------------------- events
-def event_pool(n: int, users: int, items: int, seed: int) -> list[tuple[int, bytes, bytes]]:
-    """(topic index, key, JSON body between the event id and the ts) for ``n`` simulated events."""
+def event_pool(n: int, users: int, items: int, seed: int) -> list[tuple[str, bytes, bytes]]:
+    """(event type, key, JSON body between the event id and the ts) for ``n`` simulated events."""
     from streamrec.simulate import SimConfig, Storefront
 
     world = Storefront(SimConfig(seed=seed, users=users, items=items, new_item_every=10**9))
@@ -61,7 +61,7 @@ def event_pool(n: int, users: int, items: int, seed: int) -> list[tuple[int, byt
         if e.context:
             body["context"] = e.context
         middle = json.dumps(body, separators=(",", ":"))[1:-1].encode()
-        out.append((int(e.type.value == "purchase"), e.user_id.encode(), middle))
+        out.append((e.type.value, e.user_id.encode(), middle))
     return out
 
 
@@ -74,7 +74,7 @@ def run_events(args: argparse.Namespace) -> dict[str, Any]:
 
     settings = Settings()
     pool = event_pool(args.pool, args.users, args.items, args.seed)
-    topics = (settings.topic_clicks, settings.topic_purchases)
+    topics = {etype: settings.topic_for(etype) for etype in {p[0] for p in pool}}  # the event-type registry's
     producer = EventProducer(settings)
     delivered: Counter[bytes] = Counter()
     failed: Counter[str] = Counter()
