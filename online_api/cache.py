@@ -19,11 +19,13 @@ import numpy as np
 import numpy.typing as npt
 import redis
 
+from models.ann import ItemIndex
 from models.similarity import normalize_rows
+from online_api.index_build import IndexBuilder
 from online_api.metrics import ApiMetrics
 from streamrec.settings import Settings
 from streamrec.store import RedisStore, from_bytes
-from streamrec.store.models import current_version, load_model
+from streamrec.store.models import ModelVersion, current_version, load_model
 from streamrec.store.trending import top_popular, top_trending
 
 log = logging.getLogger("streamrec.api")
@@ -47,12 +49,16 @@ class ServedModel:
     item_ids: list[str]
     index: dict[str, int]
     factors: npt.NDArray[np.float32]  # n × f, C-contiguous
-    factors_t: npt.NDArray[np.float32]  # f × n, C-contiguous: ``vec @ factors_t`` is ~30% faster than ``factors @ vec``
-    normed: npt.NDArray[np.float32]  # unit rows, for cosine similarity
+    # f × n, C-contiguous: ``vec @ factors_t`` is ~30% faster than ``factors @ vec``. With an index it is only a
+    # transposed view of ``factors`` (no copy): the exact scan is then the rare fallback.
+    factors_t: npt.NDArray[np.float32]
+    normed: npt.NDArray[np.float32] | None  # unit rows, for cosine similarity; None with an index (norms suffice)
     gram: npt.NDArray[np.float32]  # YᵀY of the refit's items (what fold-in and explain use)
     n_base: int  # rows 0..n_base-1 are the refit's items, the rest were folded in since
     new_items: dict[bytes, bytes]  # raw new_items hash, to notice changes
     loaded_at: float
+    norms: npt.NDArray[np.float32]  # row lengths (0 for an all-zero row)
+    ann: ItemIndex | None  # the index over rows 0..ann.n_indexed-1 (the refit's), None: exact scan only
 
     @property
     def n_factors(self) -> int:
@@ -67,6 +73,7 @@ class View:
     unavailable: frozenset[str] = frozenset()
     unavailable_idx: npt.NDArray[np.int64] = field(default_factory=lambda: EMPTY_IDX)
     available_mask: npt.NDArray[np.bool_] | None = None
+    n_available: int = 0  # available_mask.sum(): sizes the index's over-fetch
     category_idx: dict[str, npt.NDArray[np.int64]] = field(default_factory=dict)
     # The 1h trending items in the model and their trending / max trending, for the blend (sparse: the
     # rest of the catalogue has 0, so adding trending to personal scores touches only these rows).
@@ -79,8 +86,9 @@ class View:
 
 
 def build_model(version: str, meta: dict[str, Any], item_ids: list[str], factors: np.ndarray,
-                gram: np.ndarray, new_items: dict[bytes, bytes]) -> ServedModel:
-    """Append folded-in new items (unknown ids only, right length) to a refit's items."""
+                gram: np.ndarray, new_items: dict[bytes, bytes], ann: ItemIndex | None = None) -> ServedModel:
+    """Append folded-in new items (unknown ids only, right length) to a refit's items; ``ann`` is the
+    index over the refit's items (the folded-in ones are scanned exactly)."""
     ids, index = list(item_ids), {item: i for i, item in enumerate(item_ids)}
     f = int(factors.shape[1])
     extra = []
@@ -93,9 +101,12 @@ def build_model(version: str, meta: dict[str, Any], item_ids: list[str], factors
         extra.append(from_bytes(raw_vec))
     mat = np.vstack([factors, *extra]) if extra else factors
     mat = np.ascontiguousarray(mat, dtype=np.float32)
+    norms = np.linalg.norm(mat, axis=1).astype(np.float32)
+    if ann is not None:  # one float32 copy of the factors (re-ranking gathers rows; cosine divides by norms)
+        return ServedModel(version, meta, ids, index, mat, mat.T, None, np.asarray(gram, dtype=np.float32),
+                           len(item_ids), dict(new_items), time.time(), norms, ann)
     return ServedModel(version, meta, ids, index, mat, np.ascontiguousarray(mat.T), normalize_rows(mat),
-                       np.asarray(gram, dtype=np.float32),
-                       len(item_ids), dict(new_items), time.time())
+                       np.asarray(gram, dtype=np.float32), len(item_ids), dict(new_items), time.time(), norms, None)
 
 
 class ModelCache:
@@ -193,8 +204,8 @@ class ModelCache:
                     trend_of[i] = score / top
         trend_idx = np.fromiter(trend_of.keys(), dtype=np.int64, count=len(trend_of))
         trend_val = np.fromiter(trend_of.values(), dtype=np.float32, count=len(trend_of))
-        return View(model, self._unavailable, unavailable_idx, available, self._category_idx, trend_idx, trend_val,
-                    trend_of, self._trending, self._popular, self._catalogue)
+        return View(model, self._unavailable, unavailable_idx, available, int(available.sum()),
+                    self._category_idx, trend_idx, trend_val, trend_of, self._trending, self._popular, self._catalogue)
 
 
 class Refresher:
@@ -204,6 +215,8 @@ class Refresher:
                  interval_s: float = 1.0) -> None:
         self.settings, self.cache, self.metrics, self.interval_s = settings, cache, metrics, interval_s
         self.store = RedisStore(settings)
+        self.builder = IndexBuilder(settings)
+        self._loading: ModelVersion | None = None  # a new version held while its index builds
         self.redis_ok = False
         self.last_ok = 0.0
         self._stop = threading.Event()
@@ -219,6 +232,7 @@ class Refresher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self.builder.close()
         self.store.close()
 
     def _run(self) -> None:
@@ -268,7 +282,11 @@ class Refresher:
                                popular=popular, read_at=read_at)
 
     def _model_update(self) -> ServedModel | None:
-        """A new :class:`ServedModel` when the current version or its folded-in items changed, else None."""
+        """A new :class:`ServedModel` when the current version, its folded-in items or its index changed.
+
+        A new version is served once its index is built (the previous one serves meanwhile); at start-up
+        (nothing served yet) it is served at once with the exact scan, and again with the index when built.
+        """
         store, k = self.store, self.store.keys
         served = self.cache.view.model
         version = current_version(store)
@@ -277,15 +295,26 @@ class Refresher:
         new_raw = cast(dict[bytes, bytes], store.client.hgetall(k.model(version, "new_items")))
         model = None
         if served is None or served.version != version:
-            loaded = load_model(store, version)
-            if loaded is not None:
-                model = build_model(version, loaded.meta, loaded.item_ids, loaded.item_factors, loaded.gram, new_raw)
+            loaded = self._loading if self._loading is not None and self._loading.version == version \
+                else load_model(store, version)
+            if loaded is None:
+                return None
+            ann, ready = self.builder.index_for(version, loaded.item_factors)
+            self._loading = loaded if not ready and served is not None else None
+            if ready or served is None:
+                model = build_model(version, loaded.meta, loaded.item_ids, loaded.item_factors, loaded.gram, new_raw,
+                                    ann)
                 self.metrics.model_swaps.inc()
-                log.info("serving model %s (%d items)", version, len(model.item_ids))
-        elif new_raw != served.new_items:
+                log.info("serving model %s (%d items, %s)", version, len(model.item_ids),
+                         "exact scan" if ann is None else f"index {ann.params.factory}")
+        else:
             base = served.n_base
-            model = build_model(version, served.meta, served.item_ids[:base], served.factors[:base], served.gram,
-                                new_raw)
+            ann = served.ann
+            if ann is None and self.builder.wanted(version, base):  # the start-up build, or a failed one
+                ann, _ = self.builder.index_for(version, served.factors[:base])
+            if new_raw != served.new_items or ann is not served.ann:
+                model = build_model(version, served.meta, served.item_ids[:base], served.factors[:base], served.gram,
+                                    new_raw, ann)
         if model is not None:
             self.metrics.observe_model(model.version, model.meta, len(model.item_ids))
         return model
