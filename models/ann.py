@@ -25,6 +25,8 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
+from models.similarity import normalize_rows
+
 IntArray = npt.NDArray[np.int64]
 F32 = npt.NDArray[np.float32]
 BoolArray = npt.NDArray[np.bool_]
@@ -110,6 +112,33 @@ class ItemIndex:
         _, ids = self._index.search(np.ascontiguousarray(vec, dtype=np.float32).reshape(1, -1), fetch)
         found = ids[0]
         return found[found >= 0].astype(np.int64)
+
+
+@dataclass(frozen=True)
+class ItemIndexes:
+    """A model version's two indexes over the same rows: inner product (recommendations: scores are dot
+    products) and cosine (similar items: an inner-product index over unit rows). Cosine needs its own: inner
+    product ranks by ``|y_j| · cos``, so long rows crowd out the most similar ones (measured: docs/operations.md)."""
+
+    dot: ItemIndex
+    cosine: ItemIndex
+
+    @classmethod
+    def build(cls, factors: F32, params: AnnParams) -> ItemIndexes:
+        """Both indexes over every row of ``factors``. Raises :class:`IndexConfigError`."""
+        return cls(ItemIndex.build(factors, params), ItemIndex.build(normalize_rows(factors), params))
+
+    @property
+    def n_indexed(self) -> int:
+        return self.dot.n_indexed
+
+    @property
+    def build_s(self) -> float:
+        return self.dot.build_s + self.cosine.build_s
+
+    def nbytes(self) -> int:
+        """Bytes of both (see :meth:`ItemIndex.nbytes`)."""
+        return self.dot.nbytes() + self.cosine.nbytes()
 
 
 def fetch_size(n: int, n_drop: int, pass_rate: float, params: AnnParams) -> int | None:

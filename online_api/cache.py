@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import redis
 
-from models.ann import ItemIndex
+from models.ann import ItemIndexes
 from models.similarity import normalize_rows
 from online_api.index_build import IndexBuilder
 from online_api.metrics import ApiMetrics
@@ -58,7 +58,7 @@ class ServedModel:
     new_items: dict[bytes, bytes]  # raw new_items hash, to notice changes
     loaded_at: float
     norms: npt.NDArray[np.float32]  # row lengths (0 for an all-zero row)
-    ann: ItemIndex | None  # the index over rows 0..ann.n_indexed-1 (the refit's), None: exact scan only
+    ann: ItemIndexes | None  # indexes over rows 0..ann.n_indexed-1 (the refit's); None: exact scan only
 
     @property
     def n_factors(self) -> int:
@@ -86,7 +86,7 @@ class View:
 
 
 def build_model(version: str, meta: dict[str, Any], item_ids: list[str], factors: np.ndarray,
-                gram: np.ndarray, new_items: dict[bytes, bytes], ann: ItemIndex | None = None) -> ServedModel:
+                gram: np.ndarray, new_items: dict[bytes, bytes], ann: ItemIndexes | None = None) -> ServedModel:
     """Append folded-in new items (unknown ids only, right length) to a refit's items; ``ann`` is the
     index over the refit's items (the folded-in ones are scanned exactly)."""
     ids, index = list(item_ids), {item: i for i, item in enumerate(item_ids)}
@@ -306,7 +306,7 @@ class Refresher:
                                     ann)
                 self.metrics.model_swaps.inc()
                 log.info("serving model %s (%d items, %s)", version, len(model.item_ids),
-                         "exact scan" if ann is None else f"index {ann.params.factory}")
+                         "exact scan" if ann is None else f"index {ann.dot.params.factory}")
         else:
             base = served.n_base
             ann = served.ann

@@ -1,4 +1,4 @@
-"""Builds a model version's item index (:class:`models.ann.ItemIndex`) on a thread of its own.
+"""Builds a model version's item indexes (:class:`models.ann.ItemIndexes`) on a thread of its own.
 
 The refresher asks :meth:`IndexBuilder.index_for` on every tick; the first ask for a version starts the
 build and answers "not ready", later asks answer the index once it is built. The refresher meanwhile keeps
@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import numpy.typing as npt
 
-from models.ann import AnnParams, IndexConfigError, ItemIndex
+from models.ann import AnnParams, IndexConfigError, ItemIndexes
 from streamrec.settings import Settings
 
 log = logging.getLogger("streamrec.api")
@@ -37,14 +37,14 @@ class IndexBuilder:
         self.min_items = settings.api_ann_min_items
         self.params = ann_params(settings)
         self._pool: ThreadPoolExecutor | None = None
-        self._job: tuple[str, Future[ItemIndex]] | None = None
+        self._job: tuple[str, Future[ItemIndexes]] | None = None
         self._failed: set[str] = set()
 
     def wanted(self, version: str, n_rows: int) -> bool:
         """Whether a version with ``n_rows`` refit items is served through an index."""
         return self.enabled and n_rows >= self.min_items and version not in self._failed
 
-    def index_for(self, version: str, factors: npt.NDArray[np.float32]) -> tuple[ItemIndex | None, bool]:
+    def index_for(self, version: str, factors: npt.NDArray[np.float32]) -> tuple[ItemIndexes | None, bool]:
         """``(index, ready)``: ``(None, True)`` when the version is scanned exactly (small, switched off, or
         its build failed), ``(None, False)`` while its index is being built, ``(index, True)`` when built."""
         if not self.wanted(version, int(factors.shape[0])):
@@ -55,7 +55,7 @@ class IndexBuilder:
             # result is dropped. The factors are the version's own immutable array: no copy.
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(1, thread_name_prefix="api-index-build")
-            self._job = (version, self._pool.submit(ItemIndex.build, factors, self.params))
+            self._job = (version, self._pool.submit(ItemIndexes.build, factors, self.params))
             log.info("building the item index of model %s (%d items, %s)", version, factors.shape[0],
                      self.params.factory)
             return None, False

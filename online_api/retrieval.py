@@ -36,7 +36,7 @@ def personal_top(view: View, vec: F32, n: int, drop: IntArray, usable: BoolArray
     inside = drop[(drop >= 0) & (drop < len(model.item_ids))]
     if model.ann is not None:
         allowed, n_allowed = _allowed(view, usable)
-        got = top_eligible(model.ann, model.factors, vec, n, allowed=allowed, n_allowed=n_allowed, drop=inside)
+        got = top_eligible(model.ann.dot, model.factors, vec, n, allowed=allowed, n_allowed=n_allowed, drop=inside)
         if got is not None:
             cand, scores = got
             order = top_k(scores, n)
@@ -64,40 +64,42 @@ def blend_candidates(view: View, vec: F32, k: int, drop: IntArray) -> tuple[IntA
     if model is None or model.ann is None:
         return None
     inside = drop[(drop >= 0) & (drop < len(model.item_ids))]
-    return top_eligible(model.ann, model.factors, vec, k, allowed=view.available_mask,
+    return top_eligible(model.ann.dot, model.factors, vec, k, allowed=view.available_mask,
                         n_allowed=view.n_available if view.available_mask is not None else None, drop=inside,
                         extra=view.trend_idx)
 
 
 def similar_top(view: View, item: int, n: int) -> tuple[IntArray, F32]:
-    """The ``n`` available items most cosine-similar to row ``item`` (itself excluded), best first."""
+    """The ``n`` available items most cosine-similar to row ``item`` (itself excluded), best first; with an
+    index, through its cosine index (:class:`models.ann.ItemIndexes`)."""
     model = view.model
     assert model is not None
     if model.ann is None:
         from models.similarity import similar_items
 
         return similar_items(item, model.factors, n, normed=model.normed, candidate_mask=view.available_mask)
-    query = model.factors[item]
     norm = float(model.norms[item])
+    unit = model.factors[item] / norm if norm > 0 else model.factors[item]
     drop = np.array([item], dtype=np.int64)
-    # Inner product ranks by |y_j|·cos: ask for more candidates than n, then rank them by exact cosine.
-    got = top_eligible(model.ann, model.factors, query, max(4 * n, n + 64), allowed=view.available_mask,
+    # The cosine index (unit rows) finds the candidates; their exact dot products with the unit query,
+    # divided by their norms, rank them.
+    got = top_eligible(model.ann.cosine, model.factors, unit, n, allowed=view.available_mask,
                        n_allowed=view.n_available if view.available_mask is not None else None, drop=drop)
     if got is not None:
         cand, dots = got
-    else:
-        dots = model.factors @ query
-        keep = np.ones(len(dots), dtype=np.bool_) if view.available_mask is None else view.available_mask.copy()
+    else:  # the exact scan
+        keep = np.ones(len(model.item_ids), dtype=np.bool_) if view.available_mask is None \
+            else view.available_mask.copy()
         keep[item] = False
         cand = np.flatnonzero(keep).astype(np.int64)
-        dots = dots[cand]
-    cos = _cosine(model, cand, dots, norm)
+        dots = (model.factors @ unit)[cand]
+    cos = _cosine(model, cand, dots, 1.0 if norm > 0 else 0.0)
     order = top_k(cos, n)
     return cand[order], cos[order].astype(np.float32)
 
 
 def _cosine(model: ServedModel, rows: IntArray, dots: F32, norm: float) -> F32:
-    """Cosine from dot products; an all-zero row (or query) has cosine 0 with everything, as in
-    :func:`models.similarity.normalize_rows`."""
+    """Cosine from dot products with a query of length ``norm``; an all-zero row (or query) has cosine 0
+    with everything, as in :func:`models.similarity.normalize_rows`."""
     denom = model.norms[rows] * norm
     return np.where(denom > 0, dots / np.where(denom > 0, denom, 1.0), 0.0).astype(np.float32)
