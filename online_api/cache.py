@@ -317,4 +317,6 @@ class Refresher:
                                     new_raw, ann)
         if model is not None:
             self.metrics.observe_model(model.version, model.meta, len(model.item_ids))
+            self.metrics.index_items.set(model.ann.n_indexed if model.ann is not None else 0)
+            self.metrics.index_build.set(model.ann.build_s if model.ann is not None else 0)
         return model
