@@ -11,7 +11,7 @@ index belongs to the :class:`online_api.cache.ServedModel` built with it.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Future, ThreadPoolExecutor
+import threading
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +28,27 @@ def ann_params(settings: Settings) -> AnnParams:
                      min_fetch=settings.api_ann_min_fetch, max_fetch=settings.api_ann_max_fetch)
 
 
+class _Build:
+    """One build on a daemon thread (a build still running at shutdown must not hold the process up)."""
+
+    def __init__(self, version: str, factors: npt.NDArray[np.float32], params: AnnParams) -> None:
+        self.version = version
+        self.result: ItemIndexes | None = None
+        self.error: Exception | None = None
+        self.done = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(factors, params), name="api-index-build",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, factors: npt.NDArray[np.float32], params: AnnParams) -> None:
+        try:
+            self.result = ItemIndexes.build(factors, params)
+        except (IndexConfigError, RuntimeError, MemoryError) as exc:  # faiss raises RuntimeError
+            self.error = exc
+        finally:
+            self.done.set()
+
+
 class IndexBuilder:
     """One build at a time, off the refresher's thread; remembers a version whose build failed (served
     exactly, not rebuilt every tick)."""
@@ -36,8 +57,7 @@ class IndexBuilder:
         self.enabled = settings.api_ann
         self.min_items = settings.api_ann_min_items
         self.params = ann_params(settings)
-        self._pool: ThreadPoolExecutor | None = None
-        self._job: tuple[str, Future[ItemIndexes]] | None = None
+        self._job: _Build | None = None
         self._failed: set[str] = set()
 
     def wanted(self, version: str, n_rows: int) -> bool:
@@ -50,28 +70,24 @@ class IndexBuilder:
         if not self.wanted(version, int(factors.shape[0])):
             return None, True
         job = self._job
-        if job is None or job[0] != version:
-            # A build for another version still running finishes first (faiss cannot be interrupted); its
-            # result is dropped. The factors are the version's own immutable array: no copy.
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(1, thread_name_prefix="api-index-build")
-            self._job = (version, self._pool.submit(ItemIndexes.build, factors, self.params))
+        if job is None or job.version != version:
+            if job is not None and not job.done.is_set():
+                return None, False  # one build at a time (faiss cannot be interrupted): this one starts next
+            # The factors are the version's own immutable array: no copy.
+            self._job = _Build(version, factors, self.params)
             log.info("building the item index of model %s (%d items, %s)", version, factors.shape[0],
                      self.params.factory)
             return None, False
-        if not job[1].done():
+        if not job.done.is_set():
             return None, False
         self._job = None
-        try:
-            index = job[1].result()
-        except (IndexConfigError, RuntimeError, MemoryError) as exc:
+        if job.result is None:
             self._failed.add(version)
-            log.error("item index of model %s failed, serving it with the exact scan: %s", version, exc)
+            log.error("item index of model %s failed, serving it with the exact scan: %s", version, job.error)
             return None, True
-        log.info("item index of model %s built in %.1fs", version, index.build_s)
-        return index, True
+        log.info("item index of model %s built in %.1fs", version, job.result.build_s)
+        return job.result, True
 
     def close(self) -> None:
-        """Stop taking builds (a running one finishes in the background)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        """Drop the build in progress, if any (its daemon thread ends with the build or the process)."""
+        self._job = None
