@@ -40,7 +40,7 @@ POPULAR_REFRESH_S = 5.0
 EMPTY_IDX: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared by identity: a model is one load (its arrays have no ==)
 class ServedModel:
     """One model version as served: refit items plus items folded in since, with lookup structures."""
 

@@ -134,7 +134,7 @@ def _one_size(settings: Settings, fit: FittedFactors, n: int, cfg: SizesConfig,
         def next_path() -> str:
             return picks[next(counter) % len(picks)]
 
-        asked = [users[i] for i in rng.choice(len(users), RECALL_USERS, replace=False)]
+        asked = [users[i] for i in rng.choice(len(users), min(RECALL_USERS, len(users)), replace=False)]
         with ApiProcess(settings.model_copy(update={"api_ann": True, "api_ann_min_items": 1})) as api:
             api.wait_for("/readyz", 300)
             build_s = _wait_index(api, n)
