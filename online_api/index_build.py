@@ -22,16 +22,17 @@ from streamrec.settings import Settings
 log = logging.getLogger("streamrec.api")
 
 
-def ann_params(settings: Settings) -> AnnParams:
-    """The index description of these settings."""
-    return AnnParams(factory=settings.api_ann_index, search=settings.api_ann_search,
-                     min_fetch=settings.api_ann_min_fetch, max_fetch=settings.api_ann_max_fetch)
+def ann_params(settings: Settings) -> tuple[AnnParams, AnnParams]:
+    """The descriptions of the two indexes (dot product, cosine) of these settings."""
+    fetch = {"min_fetch": settings.api_ann_min_fetch, "max_fetch": settings.api_ann_max_fetch}
+    return (AnnParams(factory=settings.api_ann_index, search=settings.api_ann_search, **fetch),
+            AnnParams(factory=settings.api_ann_similar_index, search=settings.api_ann_similar_search, **fetch))
 
 
 class _Build:
     """One build on a daemon thread (a build still running at shutdown must not hold the process up)."""
 
-    def __init__(self, version: str, factors: npt.NDArray[np.float32], params: AnnParams) -> None:
+    def __init__(self, version: str, factors: npt.NDArray[np.float32], params: tuple[AnnParams, AnnParams]) -> None:
         self.version = version
         self.result: ItemIndexes | None = None
         self.error: Exception | None = None
@@ -40,9 +41,9 @@ class _Build:
                                         daemon=True)
         self._thread.start()
 
-    def _run(self, factors: npt.NDArray[np.float32], params: AnnParams) -> None:
+    def _run(self, factors: npt.NDArray[np.float32], params: tuple[AnnParams, AnnParams]) -> None:
         try:
-            self.result = ItemIndexes.build(factors, params)
+            self.result = ItemIndexes.build(factors, *params)
         except (IndexConfigError, RuntimeError, MemoryError) as exc:  # faiss raises RuntimeError
             self.error = exc
         finally:
@@ -75,8 +76,8 @@ class IndexBuilder:
                 return None, False  # one build at a time (faiss cannot be interrupted): this one starts next
             # The factors are the version's own immutable array: no copy.
             self._job = _Build(version, factors, self.params)
-            log.info("building the item index of model %s (%d items, %s)", version, factors.shape[0],
-                     self.params.factory)
+            log.info("building the item indexes of model %s (%d items, %s; %s)", version, factors.shape[0],
+                     self.params[0].factory, self.params[1].factory)
             return None, False
         if not job.done.is_set():
             return None, False

@@ -177,6 +177,7 @@ def run_sizes(base: Settings, cfg: SizesConfig, *, json_out: bool = False) -> in
         settings = base.model_copy(update={"redis_prefix": f"bench-sizes-{uuid.uuid4().hex[:8]}"})
         figures[str(n)] = _one_size(settings, fit, n, cfg, exact)
     out = {"sizes": figures, "exact": exact, "factors": fit.source,
-           "index": f"{base.api_ann_index} {base.api_ann_search} min_fetch={base.api_ann_min_fetch}"}
+           "index": f"{base.api_ann_index} {base.api_ann_search} min_fetch={base.api_ann_min_fetch}",
+           "similar_index": f"{base.api_ann_similar_index} {base.api_ann_similar_search}"}
     print(json.dumps(out) if json_out else " ".join(f"{n}: {v}" for n, v in figures.items()), flush=True)
     return 0 if all(v["non_200"] == 0 for v in figures.values()) else 1

@@ -109,7 +109,7 @@ def test_ivf_lists_are_capped_by_the_catalogue_size() -> None:
     assert AnnParams(factory="IVF1024,Flat").nlist_for(6_400) == "IVF100,Flat"
     assert AnnParams(factory="IVF1024,Flat").nlist_for(10**6) == "IVF1024,Flat"
     assert AnnParams(factory="HNSW32").nlist_for(10) == "HNSW32"
-    index = ItemIndex.build(clustered(50, 5), AnnParams())  # 50 rows: one list, still an index
+    index = ItemIndex.build(clustered(50, 5), AnnParams(factory="IVF1024,Flat", search="nprobe=8"))  # 1 list
     assert index.n_indexed == 50
 
 

@@ -45,7 +45,7 @@ def views(seed: int, params: AnnParams = EXHAUSTIVE, new: int = 0,
     unavailable = unavailable if unavailable is not None else frozenset(f"i{i}" for i in range(0, N, 17))
     out = []
     settings = Settings(redis_url="redis://127.0.0.1:1/0", api_hybrid=False)
-    for ann in (None, ItemIndexes.build(y, params)):
+    for ann in (None, ItemIndexes.build(y, params, params)):
         cache = ModelCache(settings)
         cache.publish(model=build_model("v1", {}, ids, y, y.T @ y, folded, ann), catalogue=catalogue,
                       unavailable=unavailable, trending=trending, popular=[])
@@ -127,7 +127,7 @@ def test_the_builder_builds_off_the_callers_thread_and_skips_small_or_broken_ver
     assert ready and index is not None and index.n_indexed == 3_000
     assert builder.index_for("small", y[:999]) == (None, True)
     assert IndexBuilder(Settings(api_ann=False)).index_for("v1", y) == (None, True)
-    broken = IndexBuilder(Settings(api_ann_min_items=1_000, api_ann_index="NoSuchIndex"))
+    broken = IndexBuilder(Settings(api_ann_min_items=1_000, api_ann_similar_index="NoSuchIndex"))
     assert broken.index_for("v2", y) == (None, False)
     while (got := broken.index_for("v2", y)) == (None, False) and time.monotonic() < deadline:
         time.sleep(0.05)
