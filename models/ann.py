@@ -186,8 +186,10 @@ def top_eligible(index: ItemIndex, factors: F32, vec: F32, n: int, *, allowed: B
     cand = np.unique(np.concatenate(parts)) if len(parts) > 1 else np.sort(cand)
     if allowed is not None:
         cand = cand[allowed[cand]]
-    if len(drop):
-        cand = cand[~np.isin(cand, drop, assume_unique=False)]
+    if len(drop):  # a binary search in the few dropped rows: cheaper than np.isin's sort of both arrays
+        ordered = np.sort(drop)
+        at = np.minimum(np.searchsorted(ordered, cand), len(ordered) - 1)
+        cand = cand[ordered[at] != cand]
     if len(cand) < n or len(cand) == 0:  # the exact scan may find more (or prove there are no more)
         return None
     return cand, exact_scores(factors, cand, vec)
