@@ -35,6 +35,9 @@ TREND_TOP = 200  # trending items kept for the blend and the fallback (beyond th
 # from another process that keeps the size, e.g. one item in and one out, shows within this time).
 UNAVAILABLE_FULL_REFRESH_S = 5.0
 CATEGORY_FULL_REFRESH_S = 30.0
+# ... per 100,000 categorised items: re-reading a million (HGETALL, decoding, the per-category indices) holds
+# the GIL for about a second, which every request then waits on, so big catalogues re-read less often.
+CATEGORY_FULL_REFRESH_PER_ITEMS = 100_000
 TREND_REFRESH_S = 2.0
 POPULAR_REFRESH_S = 5.0
 EMPTY_IDX: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
@@ -166,6 +169,12 @@ class ModelCache:
                                                                                    if not m[1]}
         return catalogue, unavailable
 
+    def catalogue_unchanged(self, catalogue: dict[str, str]) -> bool:
+        """Whether ``catalogue`` is what is published already, with no catalogue write of this process
+        pending over it."""
+        with self._lock:
+            return not self._marks and catalogue == self._catalogue
+
     def mark_item(self, item_id: str, category: str | None, available: bool) -> None:
         """Apply a catalogue write at once, without waiting for the next refresh."""
         with self._lock:
@@ -266,10 +275,13 @@ class Refresher:
             unavailable = frozenset(m.decode() for m in cast(set[bytes], store.client.smembers(k.unavailable)))
             self._unavail_card, self._unavail_at = card, now
         cat_len = int(store.client.hlen(k.item_category))
-        if cat_len != self._cat_len or now - self._cat_read_at > CATEGORY_FULL_REFRESH_S:
+        every = CATEGORY_FULL_REFRESH_S * max(1.0, cat_len / CATEGORY_FULL_REFRESH_PER_ITEMS)
+        if cat_len != self._cat_len or now - self._cat_read_at > every:
             raw = cast(dict[bytes, bytes], store.client.hgetall(k.item_category))
             catalogue = {i.decode(): c.decode() for i, c in raw.items()}
             self._cat_len, self._cat_read_at = cat_len, now
+            if self.cache.catalogue_unchanged(catalogue):
+                catalogue = None  # nothing to rebuild (the per-category indices cost more than the read)
         skip = set(unavailable if unavailable is not None else self.cache.view.unavailable)
         if now - self._trend_at >= TREND_REFRESH_S:
             trending = top_trending(store, "1h", k=TREND_TOP, exclude=skip)

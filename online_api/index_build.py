@@ -24,9 +24,13 @@ log = logging.getLogger("streamrec.api")
 
 def ann_params(settings: Settings) -> tuple[AnnParams, AnnParams]:
     """The descriptions of the two indexes (dot product, cosine) of these settings."""
-    fetch = {"min_fetch": settings.api_ann_min_fetch, "max_fetch": settings.api_ann_max_fetch}
-    return (AnnParams(factory=settings.api_ann_index, search=settings.api_ann_search, **fetch),
-            AnnParams(factory=settings.api_ann_similar_index, search=settings.api_ann_similar_search, **fetch))
+    lo, hi = settings.api_ann_min_fetch, settings.api_ann_max_fetch
+    # Inner product through the L2 transform (AnnParams.mips): exact order, balanced IVF lists. Unit rows
+    # need none: their inner product is the cosine.
+    return (AnnParams(factory=settings.api_ann_index, search=settings.api_ann_search, min_fetch=lo, max_fetch=hi,
+                      mips=True),
+            AnnParams(factory=settings.api_ann_similar_index, search=settings.api_ann_similar_search, min_fetch=lo,
+                      max_fetch=hi))
 
 
 class _Build:

@@ -142,10 +142,11 @@ class Settings(BaseSettings):
                           "(faiss) re-ranked exactly; false: always the exact scan (docs/operations.md#the-item-index)")
     api_ann_min_items: int = Field(20_000, ge=1, description="the index is built for model versions with at least "
                                    "this many refit items; smaller catalogues are scanned exactly")
-    api_ann_index: str = Field("HNSW16", description="faiss index factory string of the item index of "
-                               "recommendations (inner product; an IVF list count is capped at items/64)")
-    api_ann_search: str = Field("efSearch=128", description="its faiss search parameters (HNSW: efSearch=N, at "
-                                "least the candidates asked; IVF: nprobe=N)")
+    api_ann_index: str = Field("IVF2048,Flat", description="faiss index factory string of the item index of "
+                               "recommendations (inner product, searched as L2 on rows extended to one length; "
+                               "an IVF list count is capped at items/64)")
+    api_ann_search: str = Field("nprobe=64", description="its faiss search parameters (IVF: nprobe=N; HNSW: "
+                                "efSearch=N)")
     api_ann_similar_index: str = Field("IVF1024,Flat", description="faiss index factory string of the item index "
                                        "of similar items (over unit rows: cosine)")
     api_ann_similar_search: str = Field("nprobe=16", description="its faiss search parameters")

@@ -4,6 +4,7 @@ through the index lane; items folded in since the build are found; the index bui
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -45,7 +46,7 @@ def views(seed: int, params: AnnParams = EXHAUSTIVE, new: int = 0,
     unavailable = unavailable if unavailable is not None else frozenset(f"i{i}" for i in range(0, N, 17))
     out = []
     settings = Settings(redis_url="redis://127.0.0.1:1/0", api_hybrid=False)
-    for ann in (None, ItemIndexes.build(y, params, params)):
+    for ann in (None, ItemIndexes.build(y, replace(params, mips=True), params)):
         cache = ModelCache(settings)
         cache.publish(model=build_model("v1", {}, ids, y, y.T @ y, folded, ann), catalogue=catalogue,
                       unavailable=unavailable, trending=trending, popular=[])
