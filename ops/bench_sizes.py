@@ -8,7 +8,8 @@ RSS; then ask a fixed set of users through it and through a second API process w
 (``STREAMREC_API_ANN=false``) on the same data: ``recall_at_10`` is the share of the exact answers' items
 the indexed answers hold. At 50,000 items the exact process is also driven, for ``exact``.
 
-Last line: ``{"sizes": {"<n>": {"rps", "p50_ms", "p99_ms", "recall_at_10", "index_build_s", "rss_mb"}},
+Last line: ``{"sizes": {"<n>": {"rps", "p50_ms", "p99_ms", "recall_at_10", "index_build_s", "rss_mb",
+"exact_rss_mb", "non_200"}},
 "exact": {"50000": {"rps", "p99_ms"}}, "factors": <source>, "index": <factory, search>}``.
 """
 
@@ -145,6 +146,7 @@ def _one_size(settings: Settings, fit: FittedFactors, n: int, cfg: SizesConfig,
         with ApiProcess(settings.model_copy(update={"api_ann": False})) as plain:
             plain.wait_for("/readyz", 300)
             want = _answers(plain.url, asked)
+            rss_exact = _rss_mb(plain.pid)
             if n == EXACT_AT:
                 ex, ex_note = _load(plain, next_path, cfg.connections, cfg.duration_s)
                 exact[str(n)] = {"rps": round(ex.rps, 1), "p99_ms": round(ex.pct(ex.server_ms, 99), 3),
@@ -155,7 +157,8 @@ def _one_size(settings: Settings, fit: FittedFactors, n: int, cfg: SizesConfig,
         bad = sum(c for s, c in res.statuses.items() if s != 200)
         out = {"rps": round(res.rps, 1), "p50_ms": round(res.pct(res.server_ms, 50), 3),
                "p99_ms": round(res.pct(res.server_ms, 99), 3), "recall_at_10": round(recall, 4),
-               "index_build_s": round(build_s, 2), "rss_mb": rss, "non_200": bad + res.errors}
+               "index_build_s": round(build_s, 2), "rss_mb": rss, "exact_rss_mb": rss_exact,
+               "non_200": bad + res.errors}
         _say(f"{n:,} items: {json.dumps(out)}; {note}")
         return out
     finally:
