@@ -2,11 +2,12 @@
 
 For each size: publish item factors resampled from a real fit (:mod:`ops.bench_factors`) with the fit's
 own user vectors, histories, a catalogue with 1% unavailable items, trending counts and co-visitation of
-each user's newest items, under a private Redis prefix; start ``streamrec api`` (one uvicorn worker) with
-the index on (``STREAMREC_API_ANN_MIN_ITEMS=1``), wait until it serves through the index, drive it, read its
-RSS; then ask a fixed set of users through it and through a second API process with the exact scan
-(``STREAMREC_API_ANN=false``) on the same data: ``recall_at_10`` is the share of the exact answers' items
-the indexed answers hold. At 50,000 items the exact process is also driven, for ``exact``.
+each user's newest items, under a private Redis prefix, and start ``streamrec api`` (one uvicorn worker)
+with the index on (``STREAMREC_API_ANN_MIN_ITEMS=1``) once it serves through the index; at 50,000 items
+also one with the exact scan (``STREAMREC_API_ANN=false``), for ``exact``. Then every process is driven in
+turn, for ``ROUNDS`` rounds (so a load that drifts on a shared machine weighs on all alike), and its RSS is
+read. Last, a fixed set of users is asked through each indexed process and through an exact-scan process
+on the same data: ``recall_at_10`` is the share of the exact answers' items the indexed answers hold.
 
 Last line: ``{"sizes": {"<n>": {"rps", "p50_ms", "p99_ms", "recall_at_10", "index_build_s", "rss_mb",
 "exact_rss_mb", "non_200"}},
@@ -19,12 +20,14 @@ import json
 import re
 import sys
 import uuid
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import numpy as np
 
+from online_api.loadgen import LoadResult
 from online_api.server import ApiProcess
 from ops.bench_api import _load
 from ops.bench_factors import FittedFactors, fitted_factors, resample
@@ -33,6 +36,7 @@ from streamrec.store import RedisStore
 
 EXACT_AT = 50_000
 RECALL_USERS = 300
+ROUNDS = 3  # the measured seconds of each lane are split into this many turns
 
 
 @dataclass(frozen=True)
@@ -122,50 +126,100 @@ def _wait_index(api: ApiProcess, n: int, timeout_s: float = 600.0) -> float:
     raise RuntimeError(f"the API did not serve an index of {n} items within {timeout_s:.0f}s")
 
 
-def _one_size(settings: Settings, fit: FittedFactors, n: int, cfg: SizesConfig,
-              exact: dict[str, dict[str, float]]) -> dict[str, float]:
-    store = RedisStore(settings)
-    try:
+@dataclass
+class _Lane:
+    """One API process under load: a size, indexed or exact, and what was measured on it."""
+
+    name: str
+    api: ApiProcess
+    paths: list[str]
+    results: list[LoadResult] = field(default_factory=list)
+    at: int = 0
+
+    def next_path(self) -> str:
+        self.at += 1
+        return self.paths[self.at % len(self.paths)]
+
+    def figures(self) -> dict[str, float]:
+        server = [ms for r in self.results for ms in r.server_ms]
+        seconds = sum(r.duration_s for r in self.results)
+        bad = sum(c for r in self.results for s, c in r.statuses.items() if s != 200) + sum(
+            r.errors for r in self.results)
+        return {"rps": round(len(server) / seconds, 1) if seconds else 0.0,
+                "p50_ms": round(LoadResult.pct(server, 50), 3), "p99_ms": round(LoadResult.pct(server, 99), 3),
+                "non_200": bad}
+
+
+def _start(settings: Settings, name: str, users: list[str], cfg: SizesConfig, *, indexed: bool, n: int,
+           stack: ExitStack) -> tuple[_Lane, float]:
+    update: dict[str, object] = {"api_ann": True, "api_ann_min_items": 1} if indexed else {"api_ann": False}
+    api = stack.enter_context(ApiProcess(settings.model_copy(update=update)))
+    api.wait_for("/readyz", 300)
+    build_s = _wait_index(api, n) if indexed else 0.0
+    rng = np.random.default_rng(cfg.seed)
+    paths = [f"/v1/users/{users[i]}/recommendations?k=10" for i in rng.integers(0, len(users), 100_000)]
+    _say(f"{name}: serving" + (f" (index built in {build_s:.1f}s)" if indexed else ""))
+    return _Lane(name, api, paths), build_s
+
+
+@dataclass
+class _Size:
+    settings: Settings
+    users: list[str]
+    lane: _Lane
+    build_s: float
+    exact: _Lane | None = None
+
+
+def _recall(settings: Settings, users: list[str], got: list[list[str]]) -> tuple[float, float]:
+    """recall_at_10 of ``got`` against an exact-scan API on the same data, and that API's RSS."""
+    with ApiProcess(settings.model_copy(update={"api_ann": False})) as plain:
+        plain.wait_for("/readyz", 300)
+        want = _answers(plain.url, users)
+        rss = _rss_mb(plain.pid)
+    hits = sum(len(set(g) & set(w)) for g, w in zip(got, want, strict=True))
+    return hits / max(1, sum(len(w) for w in want)), rss
+
+
+def _measure(base: Settings, fit: FittedFactors, cfg: SizesConfig, stack: ExitStack,
+             prefixes: list[str]) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    lanes: list[_Lane] = []
+    per_size: dict[int, _Size] = {}
+    for n in cfg.sizes:
+        settings = base.model_copy(update={"redis_prefix": f"bench-sizes-{uuid.uuid4().hex[:8]}"})
+        prefixes.append(settings.redis_prefix)
         _say(f"{n:,} items: publishing (factors: {fit.source})")
-        users = publish_sized(store, fit, n, cfg)
-        rng = np.random.default_rng(cfg.seed)
-        picks = [f"/v1/users/{users[i]}/recommendations?k=10" for i in rng.integers(0, len(users), 100_000)]
-        counter = iter(range(10**9))
-
-        def next_path() -> str:
-            return picks[next(counter) % len(picks)]
-
-        asked = [users[i] for i in rng.choice(len(users), min(RECALL_USERS, len(users)), replace=False)]
-        with ApiProcess(settings.model_copy(update={"api_ann": True, "api_ann_min_items": 1})) as api:
-            api.wait_for("/readyz", 300)
-            build_s = _wait_index(api, n)
-            _say(f"{n:,} items: index built in {build_s:.1f}s; load for {cfg.duration_s:g}s")
-            res, note = _load(api, next_path, cfg.connections, cfg.duration_s)
-            rss = _rss_mb(api.pid)
-            got = _answers(api.url, asked)
-        with ApiProcess(settings.model_copy(update={"api_ann": False})) as plain:
-            plain.wait_for("/readyz", 300)
-            want = _answers(plain.url, asked)
-            rss_exact = _rss_mb(plain.pid)
-            if n == EXACT_AT:
-                ex, ex_note = _load(plain, next_path, cfg.connections, cfg.duration_s)
-                exact[str(n)] = {"rps": round(ex.rps, 1), "p99_ms": round(ex.pct(ex.server_ms, 99), 3),
-                                 "p50_ms": round(ex.pct(ex.server_ms, 50), 3)}
-                _say(f"{n:,} items, exact scan: {ex.rps:.0f} req/s, p99 {ex.pct(ex.server_ms, 99):.3f} ms; {ex_note}")
-        hits = sum(len(set(g) & set(w)) for g, w in zip(got, want, strict=True))
-        recall = hits / max(1, sum(len(w) for w in want))
-        bad = sum(c for s, c in res.statuses.items() if s != 200)
-        out = {"rps": round(res.rps, 1), "p50_ms": round(res.pct(res.server_ms, 50), 3),
-               "p99_ms": round(res.pct(res.server_ms, 99), 3), "recall_at_10": round(recall, 4),
-               "index_build_s": round(build_s, 2), "rss_mb": rss, "exact_rss_mb": rss_exact,
-               "non_200": bad + res.errors}
-        _say(f"{n:,} items: {json.dumps(out)}; {note}")
-        return out
-    finally:
-        keys = list(store.client.scan_iter(f"{settings.redis_prefix}:*", count=5000))
-        for i in range(0, len(keys), 1000):
-            store.client.unlink(*keys[i : i + 1000])
-        store.close()
+        users = publish_sized(RedisStore(settings), fit, n, cfg)
+        lane, build_s = _start(settings, f"{n:,} items, index", users, cfg, indexed=True, n=n, stack=stack)
+        size = per_size[n] = _Size(settings, users, lane, build_s)
+        lanes.append(lane)
+        if n == EXACT_AT:
+            size.exact, _ = _start(settings, f"{n:,} items, exact scan", users, cfg, indexed=False, n=n, stack=stack)
+            lanes.append(size.exact)
+    # Every lane in turn, round after round: a machine whose load drifts during the run (a shared box)
+    # then weighs on every lane alike, which the ratios compare.
+    each = cfg.duration_s / ROUNDS
+    for r in range(ROUNDS):
+        for lane in lanes:
+            res, note = _load(lane.api, lane.next_path, cfg.connections, each)
+            lane.results.append(res)
+            _say(f"round {r + 1}/{ROUNDS}, {lane.name}: {res.rps:.0f} req/s; {note}")
+    figures, exact = {}, {}
+    for n, size in per_size.items():
+        pick = np.random.default_rng(cfg.seed).choice(len(size.users), min(RECALL_USERS, len(size.users)),
+                                                      replace=False)
+        asked = [size.users[i] for i in pick]
+        got = _answers(size.lane.api.url, asked)
+        rss = _rss_mb(size.lane.api.pid)
+        size.lane.api.stop()  # before this size's exact API starts: one big process at a time
+        recall, rss_exact = _recall(size.settings, asked, got)
+        figures[str(n)] = {**size.lane.figures(), "recall_at_10": round(recall, 4),
+                           "index_build_s": round(size.build_s, 2), "rss_mb": rss, "exact_rss_mb": rss_exact}
+        if size.exact is not None:
+            ex = size.exact.figures()
+            exact[str(n)] = {k: ex[k] for k in ("rps", "p99_ms", "p50_ms")}
+        _say(f"{n:,} items: {json.dumps(figures[str(n)])}")
+    return figures, exact
 
 
 def run_sizes(base: Settings, cfg: SizesConfig, *, json_out: bool = False) -> int:
@@ -174,11 +228,17 @@ def run_sizes(base: Settings, cfg: SizesConfig, *, json_out: bool = False) -> in
         _say(f"redis at {base.redis_url} did not answer (is the stack up? streamrec stack up)")
         return 1
     fit = fitted_factors(base, cfg.factors)
-    figures: dict[str, dict[str, float]] = {}
-    exact: dict[str, dict[str, float]] = {}
-    for n in cfg.sizes:
-        settings = base.model_copy(update={"redis_prefix": f"bench-sizes-{uuid.uuid4().hex[:8]}"})
-        figures[str(n)] = _one_size(settings, fit, n, cfg, exact)
+    prefixes: list[str] = []
+    try:
+        with ExitStack() as stack:
+            figures, exact = _measure(base, fit, cfg, stack, prefixes)
+    finally:
+        store = RedisStore(base)
+        for prefix in prefixes:
+            keys = list(store.client.scan_iter(f"{prefix}:*", count=5000))
+            for i in range(0, len(keys), 1000):
+                store.client.unlink(*keys[i : i + 1000])
+        store.close()
     out = {"sizes": figures, "exact": exact, "factors": fit.source,
            "index": f"{base.api_ann_index} {base.api_ann_search} min_fetch={base.api_ann_min_fetch}",
            "similar_index": f"{base.api_ann_similar_index} {base.api_ann_similar_search}"}
