@@ -123,10 +123,11 @@ def covisitation_signal(sess: Session, neighbours: Callable[[int], tuple[IntArra
 
 
 def _source_top(sig: Signal, drop: IntArray, n: int) -> tuple[IntArray, F64]:
-    """A source's best ``n`` positive candidates outside ``drop``, divided by their best score."""
+    """A source's best ``n`` positive candidates outside ``drop`` (sorted, unique), divided by their best score."""
     keep = (sig.score > 0) & np.isfinite(sig.score)
-    if len(drop):
-        keep &= ~np.isin(sig.idx, drop)
+    if len(drop) and len(sig.idx):  # binary search in the sorted drop: a fraction of np.isin's cost per call
+        at = np.minimum(np.searchsorted(drop, sig.idx), len(drop) - 1)
+        keep &= drop[at] != sig.idx
     idx, score = sig.idx[keep], sig.score[keep]
     if len(idx) > n:
         order = np.lexsort((idx, -score))[:n]
@@ -136,7 +137,7 @@ def _source_top(sig: Signal, drop: IntArray, n: int) -> tuple[IntArray, F64]:
 
 def candidate_features(inputs: RankingInputs, cfg: RankingConfig) -> tuple[IntArray, F64]:
     """The candidates (ascending item index) and their features, one column per source in SOURCES order."""
-    drop = np.union1d(inputs.blocked, inputs.seen) if cfg.exclude_seen else np.asarray(inputs.blocked)
+    drop = np.union1d(inputs.blocked, inputs.seen) if cfg.exclude_seen else np.unique(inputs.blocked)
     parts = [_source_top(inputs.signals[s], drop.astype(np.int64), cfg.candidates) if s in inputs.signals
              else (np.zeros(0, dtype=np.int64), np.zeros(0)) for s in SOURCES]
     cand = np.unique(np.concatenate([p[0] for p in parts]))

@@ -24,13 +24,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from online_api.cache import ModelCache, Refresher
+from online_api.cache import ModelCache
 from online_api.collector import Collector
 from online_api.errors import RETRY_AFTER_S, install_error_handlers
 from online_api.fastpath import RecommendationsFastPath
 from online_api.ingest import install_event_schemas
 from online_api.metrics import ApiMetrics
 from online_api.middleware import Guard, HeadAsGet
+from online_api.refresher import Refresher
 from online_api.routes import read_router, route_named, write_router
 from online_api.schemas import Health, Ready
 from online_api.security import HEADER, WeakApiKey, check_key_strength, require_key

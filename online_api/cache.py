@@ -1,6 +1,6 @@
 """What requests score against, held in process memory and swapped atomically.
 
-A background thread (:class:`Refresher`) polls Redis about once a second: the current model version
+A background thread (:class:`online_api.refresher.Refresher`) polls Redis about once a second: the current model version
 (loading a new one off the request path), items folded in since the refit, the catalogue (unavailable
 items, categories), trending and popular items. It then publishes one immutable :class:`View`; a request
 reads ``cache.view`` once and uses that snapshot throughout, so a model swap never mixes versions inside
@@ -13,32 +13,22 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import redis
 
+from models.ann import ItemIndexes
 from models.similarity import normalize_rows
-from online_api.metrics import ApiMetrics
 from streamrec.settings import Settings
-from streamrec.store import RedisStore, from_bytes
-from streamrec.store.models import current_version, load_model
-from streamrec.store.trending import top_popular, top_trending
+from streamrec.store import from_bytes
 
 log = logging.getLogger("streamrec.api")
 
-TREND_TOP = 200  # trending items kept for the blend and the fallback (beyond them trending counts as 0)
-# The unavailable set and categories are re-read when their size changes, or at least this often (a write
-# from another process that keeps the size, e.g. one item in and one out, shows within this time).
-UNAVAILABLE_FULL_REFRESH_S = 5.0
-CATEGORY_FULL_REFRESH_S = 30.0
-TREND_REFRESH_S = 2.0
-POPULAR_REFRESH_S = 5.0
 EMPTY_IDX: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared by identity: a model is one load (its arrays have no ==)
 class ServedModel:
     """One model version as served: refit items plus items folded in since, with lookup structures."""
 
@@ -47,12 +37,16 @@ class ServedModel:
     item_ids: list[str]
     index: dict[str, int]
     factors: npt.NDArray[np.float32]  # n × f, C-contiguous
-    factors_t: npt.NDArray[np.float32]  # f × n, C-contiguous: ``vec @ factors_t`` is ~30% faster than ``factors @ vec``
-    normed: npt.NDArray[np.float32]  # unit rows, for cosine similarity
+    # f × n, C-contiguous: ``vec @ factors_t`` is ~30% faster than ``factors @ vec``. With an index it is only a
+    # transposed view of ``factors`` (no copy): the exact scan is then the rare fallback.
+    factors_t: npt.NDArray[np.float32]
+    normed: npt.NDArray[np.float32] | None  # unit rows, for cosine similarity; None with an index (norms suffice)
     gram: npt.NDArray[np.float32]  # YᵀY of the refit's items (what fold-in and explain use)
     n_base: int  # rows 0..n_base-1 are the refit's items, the rest were folded in since
     new_items: dict[bytes, bytes]  # raw new_items hash, to notice changes
     loaded_at: float
+    norms: npt.NDArray[np.float32]  # row lengths (0 for an all-zero row)
+    ann: ItemIndexes | None  # indexes over rows 0..ann.n_indexed-1 (the refit's); None: exact scan only
 
     @property
     def n_factors(self) -> int:
@@ -67,6 +61,7 @@ class View:
     unavailable: frozenset[str] = frozenset()
     unavailable_idx: npt.NDArray[np.int64] = field(default_factory=lambda: EMPTY_IDX)
     available_mask: npt.NDArray[np.bool_] | None = None
+    n_available: int = 0  # available_mask.sum(): sizes the index's over-fetch
     category_idx: dict[str, npt.NDArray[np.int64]] = field(default_factory=dict)
     # The 1h trending items in the model and their trending / max trending, for the blend (sparse: the
     # rest of the catalogue has 0, so adding trending to personal scores touches only these rows).
@@ -79,8 +74,9 @@ class View:
 
 
 def build_model(version: str, meta: dict[str, Any], item_ids: list[str], factors: np.ndarray,
-                gram: np.ndarray, new_items: dict[bytes, bytes]) -> ServedModel:
-    """Append folded-in new items (unknown ids only, right length) to a refit's items."""
+                gram: np.ndarray, new_items: dict[bytes, bytes], ann: ItemIndexes | None = None) -> ServedModel:
+    """Append folded-in new items (unknown ids only, right length) to a refit's items; ``ann`` is the
+    index over the refit's items (the folded-in ones are scanned exactly)."""
     ids, index = list(item_ids), {item: i for i, item in enumerate(item_ids)}
     f = int(factors.shape[1])
     extra = []
@@ -93,9 +89,12 @@ def build_model(version: str, meta: dict[str, Any], item_ids: list[str], factors
         extra.append(from_bytes(raw_vec))
     mat = np.vstack([factors, *extra]) if extra else factors
     mat = np.ascontiguousarray(mat, dtype=np.float32)
+    norms = np.linalg.norm(mat, axis=1).astype(np.float32)
+    if ann is not None:  # one float32 copy of the factors (re-ranking gathers rows; cosine divides by norms)
+        return ServedModel(version, meta, ids, index, mat, mat.T, None, np.asarray(gram, dtype=np.float32),
+                           len(item_ids), dict(new_items), time.time(), norms, ann)
     return ServedModel(version, meta, ids, index, mat, np.ascontiguousarray(mat.T), normalize_rows(mat),
-                       np.asarray(gram, dtype=np.float32),
-                       len(item_ids), dict(new_items), time.time())
+                       np.asarray(gram, dtype=np.float32), len(item_ids), dict(new_items), time.time(), norms, None)
 
 
 class ModelCache:
@@ -155,6 +154,12 @@ class ModelCache:
                                                                                    if not m[1]}
         return catalogue, unavailable
 
+    def catalogue_unchanged(self, catalogue: dict[str, str]) -> bool:
+        """Whether ``catalogue`` is what is published already, with no catalogue write of this process
+        pending over it."""
+        with self._lock:
+            return not self._marks and catalogue == self._catalogue
+
     def mark_item(self, item_id: str, category: str | None, available: bool) -> None:
         """Apply a catalogue write at once, without waiting for the next refresh."""
         with self._lock:
@@ -193,99 +198,5 @@ class ModelCache:
                     trend_of[i] = score / top
         trend_idx = np.fromiter(trend_of.keys(), dtype=np.int64, count=len(trend_of))
         trend_val = np.fromiter(trend_of.values(), dtype=np.float32, count=len(trend_of))
-        return View(model, self._unavailable, unavailable_idx, available, self._category_idx, trend_idx, trend_val,
-                    trend_of, self._trending, self._popular, self._catalogue)
-
-
-class Refresher:
-    """Background thread keeping a :class:`ModelCache` current; survives Redis outages."""
-
-    def __init__(self, settings: Settings, cache: ModelCache, metrics: ApiMetrics,
-                 interval_s: float = 1.0) -> None:
-        self.settings, self.cache, self.metrics, self.interval_s = settings, cache, metrics, interval_s
-        self.store = RedisStore(settings)
-        self.redis_ok = False
-        self.last_ok = 0.0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._cat_len = self._unavail_card = -1
-        self._cat_read_at = self._unavail_at = self._trend_at = self._popular_at = -1e9
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="api-refresher", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self.store.close()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.tick()
-            self._stop.wait(self.interval_s)
-
-    def tick(self) -> None:
-        """One refresh; errors are logged and counted, the previous view keeps serving."""
-        try:
-            self._refresh()
-            self.redis_ok, self.last_ok = True, time.monotonic()
-            self.metrics.redis_up.set(1)
-        except redis.RedisError as exc:
-            self.redis_ok = False
-            self.metrics.redis_up.set(0)
-            self.metrics.refresh_errors.inc()
-            log.warning("refresh failed, serving the previous state: %s", exc)
-        except Exception:  # a bad model payload must not kill the thread
-            self.metrics.refresh_errors.inc()
-            log.exception("refresh failed, serving the previous state")
-
-    def _refresh(self) -> None:
-        store, k = self.store, self.store.keys
-        now = read_at = time.monotonic()
-        model = self._model_update()
-        unavailable = catalogue = trending = popular = None
-        # Cheap change detectors every tick (SCARD, HLEN); full reads only on a change or now and then.
-        card = int(store.client.scard(k.unavailable))
-        if card != self._unavail_card or now - self._unavail_at > UNAVAILABLE_FULL_REFRESH_S:
-            unavailable = frozenset(m.decode() for m in cast(set[bytes], store.client.smembers(k.unavailable)))
-            self._unavail_card, self._unavail_at = card, now
-        cat_len = int(store.client.hlen(k.item_category))
-        if cat_len != self._cat_len or now - self._cat_read_at > CATEGORY_FULL_REFRESH_S:
-            raw = cast(dict[bytes, bytes], store.client.hgetall(k.item_category))
-            catalogue = {i.decode(): c.decode() for i, c in raw.items()}
-            self._cat_len, self._cat_read_at = cat_len, now
-        skip = set(unavailable if unavailable is not None else self.cache.view.unavailable)
-        if now - self._trend_at >= TREND_REFRESH_S:
-            trending = top_trending(store, "1h", k=TREND_TOP, exclude=skip)
-            self._trend_at = now
-        if now - self._popular_at >= POPULAR_REFRESH_S:
-            popular = top_popular(store, k=TREND_TOP, exclude=skip)
-            self._popular_at = now
-        if any(part is not None for part in (model, catalogue, unavailable, trending, popular)):
-            self.cache.publish(model=model, catalogue=catalogue, unavailable=unavailable, trending=trending,
-                               popular=popular, read_at=read_at)
-
-    def _model_update(self) -> ServedModel | None:
-        """A new :class:`ServedModel` when the current version or its folded-in items changed, else None."""
-        store, k = self.store, self.store.keys
-        served = self.cache.view.model
-        version = current_version(store)
-        if version is None:
-            return None
-        new_raw = cast(dict[bytes, bytes], store.client.hgetall(k.model(version, "new_items")))
-        model = None
-        if served is None or served.version != version:
-            loaded = load_model(store, version)
-            if loaded is not None:
-                model = build_model(version, loaded.meta, loaded.item_ids, loaded.item_factors, loaded.gram, new_raw)
-                self.metrics.model_swaps.inc()
-                log.info("serving model %s (%d items)", version, len(model.item_ids))
-        elif new_raw != served.new_items:
-            base = served.n_base
-            model = build_model(version, served.meta, served.item_ids[:base], served.factors[:base], served.gram,
-                                new_raw)
-        if model is not None:
-            self.metrics.observe_model(model.version, model.meta, len(model.item_ids))
-        return model
+        return View(model, self._unavailable, unavailable_idx, available, int(available.sum()),
+                    self._category_idx, trend_idx, trend_val, trend_of, self._trending, self._popular, self._catalogue)

@@ -5,10 +5,11 @@ stamp, the history's items, weights and timestamps, and the co-visitation hashes
 session's newest ``session_items`` distinct items (posted session items first, then the history). The
 inputs are then built by the evaluation's own :func:`models.ranking.build_inputs` (co-visitation, repeat,
 trending, popular) plus the personal signal (:func:`personal_signal`: the same top ``candidates`` as
-:func:`models.ranking.personal_signal`, scored with the served model's transposed factors, which is
-several times faster on a big catalogue), and ranked by :func:`models.ranking.rank`, the function the
-evaluation calls. Items the model does not know (new since the refit, only in co-visitation or trending)
-get request-local indices after the model's (:class:`LocalIndex`), so they rank like any other.
+:func:`models.ranking.personal_signal`, from the item index re-ranked exactly on a big catalogue, else
+scored with the served model's transposed factors, several times faster than ``factors @ vec``), and
+ranked by :func:`models.ranking.rank`, the function the evaluation calls. Items the model does not know
+(new since the refit, only in co-visitation or trending) get request-local indices after the model's
+(:class:`LocalIndex`), so they rank like any other.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import numpy.typing as npt
 from models.profile import repeat_profile
 from models.ranking import Ranking, RankingConfig, RankingInputs, Signal, UserState, build_inputs
 from online_api.cache import View
+from online_api.retrieval import personal_top
 from online_api.schemas import Ranked, Source
-from online_api.topk import top_candidates
 from streamrec.store.covisitation import parse_neighbours
 
 IntArray = npt.NDArray[np.int64]
@@ -175,21 +176,12 @@ def list_signal(ranked: Sequence[tuple[str, float]], index: LocalIndex) -> Signa
 def personal_signal(view: View, vec: npt.NDArray[np.float32], n: int, drop: IntArray,
                     usable: npt.NDArray[np.bool_] | None) -> Signal:
     """The best ``n`` positive ALS scores among usable items outside ``drop`` (ties to the lower index):
-    the candidates of :func:`models.ranking.personal_signal`, from ``vec @ factors_t``."""
-    model = view.model
-    assert model is not None
-    scores = vec @ model.factors_t
-    if usable is not None:
-        scores[~usable] = -np.inf
-    else:
-        scores[view.unavailable_idx] = -np.inf
-    inside = drop[drop < len(scores)]
-    if len(inside):
-        scores[inside] = -np.inf
-    best = top_candidates(scores, min(n, len(scores)))
-    vals = scores[best].astype(np.float64)
-    keep = (vals > 0) & np.isfinite(vals)
-    return Signal(best[keep], vals[keep])
+    the candidates of :func:`models.ranking.personal_signal`, through the item index when the model has one
+    (:mod:`online_api.retrieval`), else from ``vec @ factors_t``."""
+    best, vals = personal_top(view, vec, n, drop, usable)
+    scores = vals.astype(np.float64)
+    keep = scores > 0
+    return Signal(best[keep], scores[keep])
 
 
 @dataclass(frozen=True)

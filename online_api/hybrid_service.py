@@ -5,7 +5,8 @@ Similar items, ``kind``:
 
 * ``covisitation``: the item's co-visitation hash (what the worker keeps, so an item new since the refit
   has neighbours within seconds of its first events), true scores at now;
-* ``factors``: cosine similarity of the served model's item factors (404 for an item it does not know);
+* ``factors``: cosine similarity of the served model's item factors (404 for an item it does not know),
+  through the item index on a big catalogue (:func:`online_api.retrieval.similar_top`);
 * ``blend`` (default): each of the two divided by its best score, weighted by
   ``similar_weight_covisitation`` and ``similar_weight_factors`` and summed; an item with only one of
   them answers with that one, an item with neither is a 404.
@@ -22,7 +23,6 @@ from prometheus_client import Counter
 
 from models.foldin import fold_in_users
 from models.ranking import rank
-from models.similarity import similar_items
 from online_api.cache import ModelCache, ServedModel, View
 from online_api.deadline import redis_deadline
 from online_api.errors import NotFound, Unavailable
@@ -36,6 +36,7 @@ from online_api.hybrid import (
     ranked_items,
     shop_signals,
 )
+from online_api.retrieval import similar_top
 from online_api.schemas import RecommendationList, SimilarItem, SimilarItems, Source
 from streamrec.events import now_ms
 from streamrec.ranking_settings import ranking_config
@@ -166,8 +167,7 @@ class HybridRecommender:
                 raise NotFound(f"item {item_id!r} is not in model {version} and has no co-visitation neighbours")
             if idx is not None and model is not None:
                 n = k if kind == "factors" else max(k, self.svc.settings.covis_top_n)
-                best, scores = similar_items(idx, model.factors, n, normed=model.normed,
-                                             candidate_mask=view.available_mask)
+                best, scores = similar_top(view, idx, n)
                 factors = [(model.item_ids[i], float(s)) for i, s in zip(best.tolist(), scores.tolist(), strict=True)]
         if kind == "covisitation":
             picked = covis[:k]

@@ -53,6 +53,10 @@ class ApiMetrics:
             "streamrec_model_trained_timestamp_seconds",
             "When the model version this API serves was trained (meta trained_at_ms, else vectors_at_ms); "
             "0 while unknown. Its age is time() minus this; it goes back on a rollback", registry=r)
+        self.index_items = Gauge("streamrec_api_index_items", "Items in the served model's approximate index "
+                                 "(0: the exact scan serves; docs/operations.md#the-item-index)", registry=r)
+        self.index_build = Gauge("streamrec_api_index_build_seconds", "How long the served model's index took to "
+                                 "build (0 without one)", registry=r)
         self.model_swaps = Counter("streamrec_api_model_swaps_total", "Model versions loaded", registry=r)
         self.refresh_errors = Counter("streamrec_api_refresh_errors_total",
                                       "Failed background refreshes (model, catalogue, trending)", registry=r)

@@ -37,6 +37,7 @@ from online_api.errors import NotFound, Unavailable
 from online_api.hybrid import Request
 from online_api.hybrid_service import HybridRecommender
 from online_api.metrics import ApiMetrics
+from online_api.retrieval import blend_candidates
 from online_api.schemas import (
     Contribution,
     Explanation,
@@ -144,22 +145,64 @@ class Recommender:
                   exclude: Sequence[str]) -> list[Ranked]:
         model = view.model
         assert model is not None
-        scores = vec @ model.factors_t  # the scan over every item: the dominant cost of a request
-        # Mask before normalising: the user's own (seen) items usually score highest, and scaling by them
-        # would shrink every recommendable item and let trending take over the rail.
-        scores[view.unavailable_idx] = -np.inf
         get = model.index.get
         drop = [i for i in map(get, seen) if i is not None]
         if exclude:
             drop += [i for i in map(get, exclude) if i is not None]
+        weight = self.settings.blend_weight
+        ranked = None
+        if category is None and weight < 1:  # the index lane (None without an index or when too few remain)
+            ranked = self._blend_indexed(view, vec, k, np.array(drop, dtype=np.int64), weight)
+        if ranked is None:
+            ranked = self._blend_scan(view, vec, k, drop, category, weight)
+        if ranked is None:
+            return []
+        best, raws, scale = ranked
+        out = []
+        ids, trend_of = model.item_ids, view.trend_of
+        for i, raw in zip(best.tolist(), raws.tolist(), strict=True):
+            if raw == -np.inf:
+                break
+            final = raw * scale
+            trend = weight * trend_of.get(i, 0.0)
+            out.append(Ranked(ids[i], round(final, 6), TRENDING if trend > final - trend else PERSONAL))
+        return out
+
+    def _blend_indexed(self, view: View, vec: np.ndarray, k: int, drop: np.ndarray,
+                       weight: float) -> tuple[np.ndarray, np.ndarray, float] | None:
+        """The blend over the index's candidates plus the trending rows: the same order as the scan's, as an
+        item outside both has a blended score below the k-th candidate's."""
+        got = blend_candidates(view, vec, k, drop)
+        if got is None:
+            return None
+        cand, scores = got
+        best_raw = float(scores.max())
+        if not 0 < best_raw < math.inf:
+            return None
+        scale = (1.0 - weight) / best_raw
+        if weight > 0 and len(view.trend_idx):
+            pos = np.minimum(np.searchsorted(cand, view.trend_idx), len(cand) - 1)
+            hit = cand[pos] == view.trend_idx  # trending rows that are candidates (not unavailable or dropped)
+            scores[pos[hit]] += np.float32(weight / scale) * view.trend_val[hit]
+        order = top_candidates(scores, k)
+        return cand[order], scores[order], scale
+
+    def _blend_scan(self, view: View, vec: np.ndarray, k: int, drop: list[int], category: str | None,
+                    weight: float) -> tuple[np.ndarray, np.ndarray, float] | None:
+        """The blend over every item (the exact scan)."""
+        model = view.model
+        assert model is not None
+        scores = vec @ model.factors_t  # the scan over every item: the dominant cost of a request
+        # Mask before normalising: the user's own (seen) items usually score highest, and scaling by them
+        # would shrink every recommendable item and let trending take over the rail.
+        scores[view.unavailable_idx] = -np.inf
         if drop:
             scores[drop] = -np.inf
         best_raw = float(scores.max())
         if not 0 < best_raw < math.inf:  # a zero (empty history) or corrupt vector ranks nothing: fallback
-            return []
+            return None
         # Rank by final/scale = s + (w·max s / (1-w))·t̂: the same order as the blend formula, but only the
         # few trending rows change (no pass over the whole catalogue); scale converts back to [0, 1].
-        weight = self.settings.blend_weight
         if weight < 1:
             scale = (1.0 - weight) / best_raw
             if weight > 0 and len(view.trend_idx):
@@ -173,19 +216,11 @@ class Recommender:
         if category is not None:
             cand = view.category_idx.get(category)
             if cand is None:
-                return []
+                return None
             best = cand[top_candidates(scores[cand], k)]
         else:
             best = top_candidates(scores, k)
-        out = []
-        ids, trend_of = model.item_ids, view.trend_of
-        for i, raw in zip(best.tolist(), scores[best].tolist(), strict=True):
-            if raw == -np.inf:
-                break
-            final = raw * scale
-            trend = weight * trend_of.get(i, 0.0)
-            out.append(Ranked(ids[i], round(final, 6), TRENDING if trend > final - trend else PERSONAL))
-        return out
+        return best, scores[best], scale
 
     async def _fallback(self, view: View, k: int, category: str | None, skip: set[str]) -> list[Ranked]:
         skip = skip | view.unavailable

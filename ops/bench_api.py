@@ -124,8 +124,9 @@ async def _inprocess(settings: Settings, users: list[str], n: int) -> tuple[list
     """The service call without HTTP (same Redis round trip, scoring and JSON answer), and scoring alone."""
     import redis.asyncio as aredis
 
-    from online_api.cache import ModelCache, Refresher
+    from online_api.cache import ModelCache
     from online_api.metrics import ApiMetrics
+    from online_api.refresher import Refresher
     from online_api.service import Recommender
 
     metrics = ApiMetrics()

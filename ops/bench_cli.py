@@ -55,6 +55,18 @@ def cmd_stream(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     from ops.bench_api import BenchConfig, run
 
+    if args.sizes:
+        from ops.bench_sizes import SizesConfig, run_sizes
+
+        try:
+            sizes = tuple(int(s) for s in args.sizes.split(",") if s.strip())
+        except ValueError:
+            _err(f"--sizes wants comma-separated item counts, got {args.sizes!r}")
+            return 2
+        return run_sizes(settings, SizesConfig(sizes=sizes, users=args.users, factors=args.factors,
+                                               duration_s=args.duration, connections=args.connections),
+                         json_out=args.json)
+
     cfg = BenchConfig(items=args.items, users=args.users, factors=args.factors, duration_s=args.duration,
                       connections=args.connections, inprocess_requests=args.inprocess,
                       compare_als=args.compare_als)
@@ -145,6 +157,10 @@ def _api(bench: argparse._SubParsersAction) -> None:
     p.add_argument("--connections", type=int, default=2,
                    help="concurrent keep-alive connections (2 keep one worker busy; more only add queueing)")
     p.add_argument("--inprocess", type=int, default=3_000, help="requests for the in-process floor")
+    p.add_argument("--sizes", metavar="N,N,...",
+                   help="instead: for each catalogue size, factors resampled from a real fit, served through the "
+                   "item index (recall_at_10 against the exact scan, index_build_s, RSS) and, at 50000, the exact "
+                   "scan too (docs/operations.md#the-item-index)")
     p.add_argument("--compare-als", action="store_true",
                    help="then drive the ALS-only path (STREAMREC_API_HYBRID=false) on the same data and report "
                    "both with the ratios p99_ratio and rps_ratio")

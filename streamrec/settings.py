@@ -141,6 +141,22 @@ class Settings(BaseSettings):
                                                "co-visitation neighbours (divided by the best one's score)")
     similar_weight_factors: float = Field(1.0, ge=0, description="similar?kind=blend: weight of the factors' "
                                           "cosine similarity (divided by the best one's)")
+    api_ann: bool = Field(True, description="serve big catalogues through an approximate nearest-neighbour index "
+                          "(faiss) re-ranked exactly; false: always the exact scan (docs/operations.md#the-item-index)")
+    api_ann_min_items: int = Field(20_000, ge=1, description="the index is built for model versions with at least "
+                                   "this many refit items; smaller catalogues are scanned exactly")
+    api_ann_index: str = Field("IVF2048,Flat", description="faiss index factory string of the item index of "
+                               "recommendations (inner product, searched as L2 on rows extended to one length; "
+                               "an IVF list count is capped at items/64)")
+    api_ann_search: str = Field("nprobe=64", description="its faiss search parameters (IVF: nprobe=N; HNSW: "
+                                "efSearch=N)")
+    api_ann_similar_index: str = Field("IVF1024,Flat", description="faiss index factory string of the item index "
+                                       "of similar items (over unit rows: cosine)")
+    api_ann_similar_search: str = Field("nprobe=16", description="its faiss search parameters")
+    api_ann_min_fetch: int = Field(200, ge=1, description="candidates asked of the index at least, then re-ranked "
+                                   "exactly (more: higher recall, slower)")
+    api_ann_max_fetch: int = Field(4_096, ge=1, description="a request whose filters would need more candidates "
+                                   "than this (a small category) is scanned exactly instead")
     max_k: int = Field(100, ge=1, description="largest k a request may ask for")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="largest request body (413 beyond)")
     api_produce_timeout_s: float = Field(5.0, gt=0, le=60, description="longest wait for Kafka to acknowledge "
