@@ -259,7 +259,5 @@ def run(base: Settings, cfg: BenchConfig, *, json_out: bool = False) -> int:
     finally:
         if api is not None:
             api.stop()
-        keys = list(store.client.scan_iter(f"{settings.redis_prefix}:*", count=5000))
-        for i in range(0, len(keys), 1000):
-            store.client.unlink(*keys[i : i + 1000])
+        store.delete_prefix()
         store.close()

@@ -100,9 +100,7 @@ def _produce(settings: Settings, df: pd.DataFrame, progress: Progress, seed: int
 def _cleanup(settings: Settings, snapshot_dir: Path) -> None:
     store = RedisStore(settings)
     try:
-        keys = list(store.client.scan_iter(f"{settings.redis_prefix}:*", count=1000))
-        for k in range(0, len(keys), 500):
-            store.client.unlink(*keys[k : k + 500])
+        store.delete_prefix()
     finally:
         store.close()
     admin = admin_client(settings)  # keep a reference: a destroyed client cancels its pending requests

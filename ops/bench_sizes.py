@@ -235,9 +235,7 @@ def run_sizes(base: Settings, cfg: SizesConfig, *, json_out: bool = False) -> in
     finally:
         store = RedisStore(base)
         for prefix in prefixes:
-            keys = list(store.client.scan_iter(f"{prefix}:*", count=5000))
-            for i in range(0, len(keys), 1000):
-                store.client.unlink(*keys[i : i + 1000])
+            store.delete_prefix(prefix)
         store.close()
     out = {"sizes": figures, "exact": exact, "factors": fit.source,
            "index": f"{base.api_ann_index} {base.api_ann_search} min_fetch={base.api_ann_min_fetch}",

@@ -215,9 +215,7 @@ def summarise(timed: list[dict[str, Any]], first_ms: int) -> dict[str, Any]:
 def cleanup(s: Settings, prefixes: list[str]) -> None:
     store = RedisStore(s)
     for prefix in prefixes:
-        keys = list(store.client.scan_iter(f"{prefix}:*", count=5_000))
-        for i in range(0, len(keys), 1_000):
-            store.client.unlink(*keys[i : i + 1_000])
+        store.delete_prefix(prefix)
     store.close()
     admin = admin_client(s)
     futures = admin.delete_topics([*s.event_topics, s.topic_dead_letter], operation_timeout=30)

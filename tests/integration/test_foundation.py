@@ -62,3 +62,19 @@ def test_bad_producer_endpoint_reports_unreachable() -> None:
     # A closed loopback port: ping must say no rather than hang or raise.
     producer = EventProducer(Settings(kafka_bootstrap="127.0.0.1:1"))
     assert producer.ping(timeout=1.0) is False
+
+
+def test_delete_prefix_removes_every_key_of_the_prefix_and_nothing_else(settings: Settings) -> None:
+    store = RedisStore(settings)
+    mine = [f"{settings.redis_prefix}:k{i}" for i in range(2_500)]  # more than one scan page and one UNLINK
+    other = f"{settings.redis_prefix}-other:k"  # a prefix that merely starts the same way
+    for i in range(0, len(mine), 500):
+        store.client.mset({k: b"x" for k in mine[i : i + 500]})
+    store.client.set(other, b"kept")
+    try:
+        assert store.delete_prefix() == len(mine)
+        assert store.client.exists(*mine) == 0
+        assert store.client.get(other) == b"kept"
+    finally:
+        store.client.delete(other)
+        store.close()
