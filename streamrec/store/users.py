@@ -100,15 +100,11 @@ return #users
 ENTRY_SEP = "\x1e"
 
 
-def encode_interaction(item: str, weight: float, ts_ms: int, etype: str) -> str:
-    """:meth:`Interaction.encode` without building the object (the worker encodes thousands per batch)."""
-    return f"{item}{SEP}{weight:.6g}{SEP}{ts_ms}{SEP}{etype}"
-
-
 def encode_interactions(items: Sequence[str], weights: Sequence[float], ts_ms: Sequence[int],
                         types: Sequence[str]) -> list[str]:
-    """:func:`encode_interaction` of many interactions at once (each type's weight formatted once: the worker
-    encodes thousands per batch, and formatting a float is most of the cost of one)."""
+    """:meth:`Interaction.encode` of many interactions at once, without building the objects (each type's
+    weight formatted once: the worker encodes thousands per batch, and formatting a float is most of the
+    cost of one)."""
     mids: dict[tuple[str, float], tuple[str, str]] = {}
     out = []
     for item, weight, ts, etype in zip(items, weights, ts_ms, types, strict=True):
@@ -123,7 +119,7 @@ def append_histories(
     pipe: Pipeline, store: RedisStore, histories: Mapping[str, Sequence[Interaction | str]], cap: int
 ) -> None:
     """Queue on ``pipe`` (one EVAL): for every user push the interactions (oldest first; objects or
-    :func:`encode_interaction` strings), keep the newest ``cap`` and add their number to the user's
+    :func:`encode_interactions` strings), keep the newest ``cap`` and add their number to the user's
     ``user_events`` count -- :func:`append_history` plus HINCRBY for a whole batch."""
     users = [u for u, items in histories.items() if items]
     if not users:
