@@ -75,7 +75,8 @@ class Settings(BaseSettings):
     worker_batch_within_s: float = Field(0.2, gt=0, description="longest wait to fill a batch")
     worker_delivery: Literal["batch", "stream"] = Field(
         "batch", description="how the worker's Faust consumer hands records over: `batch` (whole fetches, "
-        "acknowledged per batch; about 20 µs less CPU per event) or `stream` (Faust's agent stream, per event)")
+        "acknowledged per batch; about 20 µs less CPU per event) or `stream` (Faust's agent stream, per event; it "
+        "lost an event across a rebalance in a test: not exactly-once there, use `batch`)")
     history_cap: int = Field(200, ge=1, description="interactions kept per user, oldest dropped first")
     new_item_min_interactions: int = Field(3, ge=1, description="interactions before a new item is folded in")
     dedup_window_s: int = Field(3_600, ge=60, description="how long an event_id is remembered for de-duplication")
