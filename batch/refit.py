@@ -27,6 +27,7 @@ from batch.fastredis import BulkStore
 from batch.foldback import refold_users, users_since
 from batch.reader import TP, Progress, ReadStats, read_events
 from batch.snapshot import Snapshot, SnapshotError, SnapshotOutdated
+from models.rank_features import item_stats
 from models.training import ALSModelFactors, ALSParams, train_als
 from models.weighting import weighted_matrix
 from streamrec.events import now_ms
@@ -79,6 +80,7 @@ class TrainingSet:
     user_ids: list[str]
     item_ids: list[str]
     ref_ms: int
+    item_stats: np.ndarray | None = None  # models.rank_features.item_stats, in item_ids order
 
 
 def training_set(snap: Snapshot, settings: Settings, at_ms: int) -> TrainingSet:
@@ -94,7 +96,8 @@ def training_set(snap: Snapshot, settings: Settings, at_ms: int) -> TrainingSet:
     u_map, i_map = np.cumsum(used_u) - 1, np.cumsum(used_i) - 1
     matrix = weighted_matrix(u_map[u], i_map[i], w[keep], shape=(int(used_u.sum()), int(used_i.sum())))
     return TrainingSet(matrix, [snap.users[k] for k in np.flatnonzero(used_u).tolist()],
-                       [snap.items[k] for k in np.flatnonzero(used_i).tolist()], ref)
+                       [snap.items[k] for k in np.flatnonzero(used_i).tolist()], ref,
+                       item_stats(i_map[i], snap.count[keep], int(used_i.sum())))
 
 
 @contextlib.contextmanager
@@ -282,7 +285,7 @@ def _publish(settings: Settings, store: RedisStore, version: str, meta: dict[str
         bulk = BulkStore.like(store, settings)
         try:
             write_version(bulk, version, meta, train.item_ids, model.item_factors, model.gram, train.user_ids,
-                          model.user_factors)
+                          model.user_factors, train.item_stats)
             # XᵀX of the user factors: the worker folds new items in with it (it would otherwise sum it
             # from the users hash itself)
             store.client.set(store.keys.model(version, "user_gram"), to_bytes(model.user_gram))

@@ -20,7 +20,20 @@ import numpy as np
 from models.covisitation import CovisConfig
 from models.evaluation import Progress, ReplayResult, _fallback, _masked_scores, _personal
 from models.eventlog import F32, BatchModel, EventLog, IntArray
-from models.ranking import DAY_S, RankingConfig, RankingInputs, Signal, UserState, build_inputs, rank, top_signal
+from models.learned_ranker import LearnedRanker
+from models.ranking import (
+    DAY_S,
+    RankingConfig,
+    RankingInputs,
+    Scorer,
+    Signal,
+    UserState,
+    build_inputs,
+    candidate_features,
+    rank,
+    ranker_rows,
+    top_signal,
+)
 from models.replay_state import ReplayConfig, StreamingState, TrendingConfig, TrendingScores
 from models.signal_state import SignalState, fill, ranked
 
@@ -38,6 +51,7 @@ class MethodConfig:
     session_items: int = 3
     session_decay: float = 0.5
     hybrid: RankingConfig = field(default_factory=RankingConfig)
+    ranker: LearnedRanker | None = None  # the learned ranker the hybrid orders with, when it won on validation
 
 
 @dataclass
@@ -55,6 +69,7 @@ class Query:
     trends: list[TrendingScores]
     model: BatchModel | None
     stream: StreamingState | None
+    cap: int = 0  # the API's history cap (settings history_cap): what the hybrid sees of the history; 0: all
     cache: dict[str, F32 | None] = field(default_factory=dict)
 
     def vector(self) -> F32 | None:
@@ -108,23 +123,24 @@ def hybrid_inputs(q: Query, cfg: RankingConfig, covis: int = 0, popular: int = 0
     drop = q.seen if cfg.exclude_seen else np.zeros(0, dtype=np.int64)
     n = cfg.candidates
     shop = {"trending": top_signal(q.trends[0].score, n, drop), "popular": st.popular_signal(popular, n, drop)}
-    user = UserState(q.vector(), log.item[q.hist], log.ts_ms[q.hist],
-                     st.repeat_signal(q.hist, q.now, cfg.repeat_half_life_s))
+    hist = q.hist[-q.cap:] if q.cap else q.hist  # the history the API reads (the worker keeps the newest cap)
+    user = UserState(q.vector(), log.item[hist], log.ts_ms[hist], st.repeat_signal(hist, q.now, cfg.repeat_half_life_s))
     factors = q.stream.item_factors if q.stream is not None else None
     usable = q.stream.has_vec if q.stream is not None else None
-    return build_inputs(user, q.now, factors, usable, st.covis[covis].table.neighbours, shop, q.seen, cfg)
+    return build_inputs(user, q.now, factors, usable, st.covis[covis].table.neighbours, shop, q.seen, cfg,
+                        item_stats=st.item_stats)
 
 
 def hybrid_answer(cfg: RankingConfig, covis: int = 0, popular: int = 0,
-                  capture: list[tuple[IntArray, np.ndarray]] | None = None) -> Answer:
-    """The hybrid: :func:`models.ranking.rank` over every source; ``capture`` collects each query's features."""
-    from models.ranking import candidate_features
-
+                  capture: list[tuple[IntArray, np.ndarray]] | None = None, ranker: Scorer | None = None) -> Answer:
+    """The hybrid: :func:`models.ranking.rank` over every source (ordered by ``ranker`` when given);
+    ``capture`` collects each query's candidates and their :func:`models.ranking.ranker_rows` (float32)."""
     def answer(q: Query) -> IntArray:
         inputs = hybrid_inputs(q, cfg, covis, popular)
         if capture is not None:
-            capture.append(candidate_features(inputs, cfg))
-        return fill(rank(inputs, cfg, q.k).items, np.zeros(0, dtype=np.int64), q.k)
+            cand, feats = candidate_features(inputs, cfg)
+            capture.append((cand, ranker_rows(inputs, cand, feats).astype(np.float32)))
+        return fill(rank(inputs, cfg, q.k, ranker).items, np.zeros(0, dtype=np.int64), q.k)
     return answer
 
 
@@ -135,7 +151,7 @@ def answers(cfg: MethodConfig, with_model: bool) -> dict[str, Answer]:
            "covisitation": covis_answer(0, cfg.session_items, cfg.session_decay)}
     if with_model:
         out |= {"als_batch": als_answer(False), "als_streaming": als_answer(True)}
-    out["hybrid"] = hybrid_answer(cfg.hybrid)
+    out["hybrid"] = hybrid_answer(cfg.hybrid, ranker=cfg.ranker)
     return out
 
 
@@ -158,7 +174,7 @@ def replay_answers(log: EventLog, start: int, stop: int, queries: IntArray, user
         hist = state.history(u, j)
         seen = np.unique(log.item[hist[-rcfg.history_cap:]]) if rcfg.exclude_seen else none
         fb = _fallback(trends[0].score, state.popular[0], seen, k)
-        q = Query(j, u, int(log.ts_ms[j]), k, hist, seen, fb, state, trends, model, stream)
+        q = Query(j, u, int(log.ts_ms[j]), k, hist, seen, fb, state, trends, model, stream, rcfg.history_cap)
         for name, answer in methods.items():
             recs[name][qi] = answer(q)
         if progress is not None and (qi + 1) % 5000 == 0:

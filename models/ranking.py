@@ -19,12 +19,14 @@ weighted term. The API and the offline evaluation both call :func:`rank`; the we
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from models.profile import Session, session
+from models.rank_features import candidate_item_stats, history_features
 
 IntArray = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -65,13 +67,28 @@ class Signal:
         return Signal(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
 
 
+def _empty() -> IntArray:
+    return np.zeros(0, dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class RankingInputs:
-    """Everything :func:`rank` needs about one request: the signals, the seen and the blocked items."""
+    """Everything :func:`rank` needs about one request: the signals, the seen and the blocked items, and
+    the user's history (items and timestamps, oldest first) at ``now_ms`` for a learned ranker's features."""
 
     signals: Mapping[str, Signal]
-    seen: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    blocked: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    seen: IntArray = field(default_factory=_empty)
+    blocked: IntArray = field(default_factory=_empty)
+    history_items: IntArray = field(default_factory=_empty)
+    history_ts_ms: IntArray = field(default_factory=_empty)
+    now_ms: int = 0
+    item_stats: F64 | None = None  # models.rank_features.item_stats of the model's items (index < len)
+
+
+class Scorer(Protocol):
+    """A learned ranker (:class:`models.learned_ranker.LearnedRanker`): one score per feature row."""
+
+    def score(self, x: npt.ArrayLike) -> F64: ...
 
 
 @dataclass(frozen=True)
@@ -147,11 +164,19 @@ def candidate_features(inputs: RankingInputs, cfg: RankingConfig) -> tuple[IntAr
     return cand.astype(np.int64), feats
 
 
-def rank(inputs: RankingInputs, cfg: RankingConfig, k: int) -> Ranking:
-    """The top ``k`` candidates by ``features · weights``, best first, ties to the lower item index."""
+def ranker_rows(inputs: RankingInputs, cand: IntArray, feats: F64) -> F64:
+    """A learned ranker's feature rows: the source features, the user's history features and the item's
+    statistics per candidate (columns :data:`models.learned_ranker.FEATURES`)."""
+    return np.hstack([feats, history_features(cand, inputs.history_items, inputs.history_ts_ms, inputs.now_ms),
+                      candidate_item_stats(cand, inputs.item_stats)])
+
+
+def rank(inputs: RankingInputs, cfg: RankingConfig, k: int, ranker: Scorer | None = None) -> Ranking:
+    """The top ``k`` candidates by ``features · weights`` (or by ``ranker``'s score of :func:`ranker_rows`),
+    best first, ties to the lower item index. The dominant source is the largest weighted term either way."""
     cand, feats = candidate_features(inputs, cfg)
     terms = feats * cfg.weights()
-    score = terms.sum(axis=1)
+    score = terms.sum(axis=1) if ranker is None else ranker.score(ranker_rows(inputs, cand, feats))
     order = np.lexsort((cand, -score))[: max(k, 0)]
     dominant = np.argmax(terms[order], axis=1) if len(order) else np.zeros(0, dtype=np.int64)
     return Ranking(cand[order], score[order], [SOURCES[d] for d in dominant.tolist()])
@@ -170,7 +195,7 @@ class UserState:
 def build_inputs(user: UserState, now_ms: int, item_factors: npt.NDArray[np.floating] | None,
                  usable: npt.NDArray[np.bool_] | None, neighbours: Callable[[int], tuple[IntArray, F64]],
                  shop: Mapping[str, Signal], seen: IntArray, cfg: RankingConfig,
-                 blocked: IntArray | None = None) -> RankingInputs:
+                 blocked: IntArray | None = None, item_stats: F64 | None = None) -> RankingInputs:
     """The :class:`RankingInputs` of one request: personal, co-visitation and repeat signals of the user
     plus the shop-wide ``trending`` and ``popular`` signals in ``shop``."""
     drop = np.union1d(seen, blocked if blocked is not None else []) if cfg.exclude_seen else blocked
@@ -181,6 +206,14 @@ def build_inputs(user: UserState, now_ms: int, item_factors: npt.NDArray[np.floa
     sess = session(user.items, user.ts_ms, now_ms, cfg.session_items, cfg.session_decay)
     signals["covisitation"] = covisitation_signal(sess, neighbours)
     signals["repeat"] = user.repeat
-    empty = np.zeros(0, dtype=np.int64)
     return RankingInputs(signals, np.asarray(seen, dtype=np.int64),
-                         empty if blocked is None else np.asarray(blocked, dtype=np.int64))
+                         _empty() if blocked is None else np.asarray(blocked, dtype=np.int64),
+                         np.asarray(user.items, dtype=np.int64), np.asarray(user.ts_ms, dtype=np.int64), int(now_ms),
+                         item_stats)
+
+
+def with_signals(inputs: RankingInputs, signals: Mapping[str, Signal], blocked: IntArray,
+                 item_stats: F64 | None = None) -> RankingInputs:
+    """``inputs`` with other signals, blocked items and item statistics (the API adds its own personal
+    signal, blocks and the served version's statistics)."""
+    return replace(inputs, signals=signals, blocked=blocked, item_stats=item_stats)

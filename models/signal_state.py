@@ -17,6 +17,7 @@ import numpy.typing as npt
 from models.covisitation import CovisConfig, CovisTable, decay_units, log_pairs
 from models.eventlog import EventLog, IntArray
 from models.profile import repeat_profile, session
+from models.rank_features import log_item_stats
 from models.ranking import Signal, covisitation_signal, top_signal
 from models.replay_state import Segments
 
@@ -53,6 +54,8 @@ class SignalState:
         self.half_lives = tuple(popular_half_lives)
         self.popular = [np.zeros(log.n_items, dtype=np.float64) for _ in self.half_lives]
         self.applied = 0
+        # what the refit at ``start`` would publish with its version (the learned ranker's item columns)
+        self.item_stats = log_item_stats(log.user[:start], log.item[:start], log.n_users, log.n_items)
         self.advance(start)
 
     def advance(self, j: int) -> None:

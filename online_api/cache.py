@@ -47,6 +47,7 @@ class ServedModel:
     loaded_at: float
     norms: npt.NDArray[np.float32]  # row lengths (0 for an all-zero row)
     ann: ItemIndexes | None  # indexes over rows 0..ann.n_indexed-1 (the refit's); None: exact scan only
+    item_stats: npt.NDArray[np.float64] | None = None  # the refit's items' statistics (the learned ranker's)
 
     @property
     def n_factors(self) -> int:
@@ -74,7 +75,8 @@ class View:
 
 
 def build_model(version: str, meta: dict[str, Any], item_ids: list[str], factors: np.ndarray,
-                gram: np.ndarray, new_items: dict[bytes, bytes], ann: ItemIndexes | None = None) -> ServedModel:
+                gram: np.ndarray, new_items: dict[bytes, bytes], ann: ItemIndexes | None = None,
+                item_stats: np.ndarray | None = None) -> ServedModel:
     """Append folded-in new items (unknown ids only, right length) to a refit's items; ``ann`` is the
     index over the refit's items (the folded-in ones are scanned exactly)."""
     ids, index = list(item_ids), {item: i for i, item in enumerate(item_ids)}
@@ -92,9 +94,10 @@ def build_model(version: str, meta: dict[str, Any], item_ids: list[str], factors
     norms = np.linalg.norm(mat, axis=1).astype(np.float32)
     if ann is not None:  # one float32 copy of the factors (re-ranking gathers rows; cosine divides by norms)
         return ServedModel(version, meta, ids, index, mat, mat.T, None, np.asarray(gram, dtype=np.float32),
-                           len(item_ids), dict(new_items), time.time(), norms, ann)
+                           len(item_ids), dict(new_items), time.time(), norms, ann, item_stats)
     return ServedModel(version, meta, ids, index, mat, np.ascontiguousarray(mat.T), normalize_rows(mat),
-                       np.asarray(gram, dtype=np.float32), len(item_ids), dict(new_items), time.time(), norms, None)
+                       np.asarray(gram, dtype=np.float32), len(item_ids), dict(new_items), time.time(), norms, None,
+                       item_stats)
 
 
 class ModelCache:

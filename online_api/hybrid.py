@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.profile import repeat_profile
-from models.ranking import Ranking, RankingConfig, RankingInputs, Signal, UserState, build_inputs
+from models.ranking import Ranking, RankingConfig, RankingInputs, Signal, UserState, build_inputs, with_signals
 from online_api.cache import View
 from online_api.retrieval import personal_top
 from online_api.schemas import Ranked, Source
@@ -219,7 +219,8 @@ def hybrid_inputs(view: View, cfg: RankingConfig, reply: UserReply, now_ms: int,
     out = dict(built.signals)
     if vec is not None and view.model is not None:
         out["personal"] = personal_signal(view, vec, cfg.candidates, drop, usable)
-    return RankingInputs(out, seen, blocked), index
+    stats = view.model.item_stats if view.model is not None else None
+    return with_signals(built, out, blocked, stats), index
 
 
 def _with_exclude_seen(cfg: RankingConfig, exclude_seen: bool) -> RankingConfig:

@@ -15,6 +15,7 @@ Similar items, ``kind``:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol, cast
 
 import numpy as np
@@ -22,6 +23,7 @@ import redis.asyncio as aredis
 from prometheus_client import Counter
 
 from models.foldin import fold_in_users
+from models.learned_ranker import LearnedRanker, RankerFileError
 from models.ranking import rank
 from online_api.cache import ModelCache, ServedModel, View
 from online_api.deadline import redis_deadline
@@ -58,6 +60,20 @@ class Host(Protocol):
 
     async def _list(self, kind: str, window: str, category: str | None) -> list[tuple[str, float]]: ...
 
+def load_ranker(path: str | None) -> LearnedRanker | None:
+    """The learned ranker of ``STREAMREC_RANK_MODEL_FILE`` (read once at start), or None: the blend orders.
+
+    A missing or foreign file stops the API at start with the reason (a typed
+    :class:`models.learned_ranker.RankerFileError`), rather than serving another order than configured."""
+    if not path:
+        return None
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise RankerFileError(f"STREAMREC_RANK_MODEL_FILE={path}: {exc.strerror or exc}") from exc
+    return LearnedRanker.from_text(text)
+
+
 USER_SOURCES = frozenset({Source.PERSONAL, Source.COVISITATION, Source.REPEAT})
 KINDS = ("covisitation", "factors", "blend")
 
@@ -72,6 +88,7 @@ class HybridRecommender:
         self.covis = (s.covis_half_life_s, s.covis_top_n)
         self.covis_prefix = covis_key(svc.store, "")
         self._state = svc.client.register_script(HYBRID_STATE_LUA)
+        self.ranker = load_ranker(s.rank_model_file)
         self._shop_cache: tuple[View, Shop] | None = None
 
     async def _read(self, user_id: str, model: ServedModel | None, posted: Sequence[str]) -> UserReply:
@@ -98,7 +115,7 @@ class HybridRecommender:
                       vec: np.ndarray | None) -> tuple[list, bool]:
         shop = await self._shop(view, req.category)
         inputs, index = hybrid_inputs(view, self.cfg, reply, now, req, shop, self.covis, vec)
-        items = ranked_items(rank(inputs, self.cfg, req.k), index)
+        items = ranked_items(rank(inputs, self.cfg, req.k, self.ranker), index)
         personalized = any(r.source in USER_SOURCES for r in items)
         (self.svc._n_personal if personalized else self.svc._n_fallback).inc()
         return items, personalized

@@ -135,7 +135,7 @@ class Refresher:
             self._loading = loaded if not ready and served is not None else None
             if ready or served is None:
                 model = build_model(version, loaded.meta, loaded.item_ids, loaded.item_factors, loaded.gram, new_raw,
-                                    ann)
+                                    ann, loaded.item_stats)
                 self.metrics.model_swaps.inc()
                 log.info("serving model %s (%d items, %s)", version, len(model.item_ids),
                          "exact scan" if ann is None else f"index {ann.dot.params.factory}")
@@ -146,7 +146,7 @@ class Refresher:
                 ann, _ = self.builder.index_for(version, served.factors[:base])
             if new_raw != served.new_items or ann is not served.ann:
                 model = build_model(version, served.meta, served.item_ids[:base], served.factors[:base], served.gram,
-                                    new_raw, ann)
+                                    new_raw, ann, served.item_stats)
         if model is not None:
             self.metrics.observe_model(model.version, model.meta, len(model.item_ids))
             self.metrics.index_items.set(model.ann.n_indexed if model.ann is not None else 0)

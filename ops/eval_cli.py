@@ -102,8 +102,8 @@ def _als_start(settings: Settings) -> dict[str, Any]:
             "half_life_days": settings.half_life_days}
 
 
-def run_eval(ds: Any, proto: Protocol, settings: Settings, *, k: int, sample: int, val_sample: int, seed: int
-             ) -> dict[str, Any]:
+def run_eval(ds: Any, proto: Protocol, settings: Settings, *, k: int, sample: int, val_sample: int, seed: int,
+             ranker_sample: int = 0) -> dict[str, Any]:
     """Validation search, then the test replay of every method; the result as a JSON-able dict."""
     from models import evaluation as ev
     from models.hybrid_replay import answers
@@ -120,8 +120,11 @@ def run_eval(ds: Any, proto: Protocol, settings: Settings, *, k: int, sample: in
     if val_hi <= val_lo or test_hi <= test_lo:
         raise ValueError("the validation and test windows must both hold events")
     val = _window(log, val_lo, val_hi, proto.exclude_seen, val_sample, seed, settings, k, say)
+    wide = _window(log, val_lo, val_hi, proto.exclude_seen, ranker_sample, seed, settings, k, say) \
+        if ranker_sample > val_sample else None
     mc, als, record = tune(val, _als_start(settings), replace(ranking_config(settings),
-                                                              exclude_seen=proto.exclude_seen))
+                                                              exclude_seen=proto.exclude_seen),
+                           wide, learn_ranker=ranker_sample > 0)
     model = fit(log, test_lo, als)
     say(f"test refit: {model.fit_seconds:.1f}s; replaying the test window")
     test = _window(log, test_lo, test_hi, proto.exclude_seen, sample, seed, settings, k, say)
@@ -137,6 +140,7 @@ def run_eval(ds: Any, proto: Protocol, settings: Settings, *, k: int, sample: in
             "windows_ms": asdict(proto), "events_per_window": {"train": val_lo, "validation": val_hi - val_lo,
                                                                "refit": test_lo, "test": test_hi - test_lo},
             "test": res.metrics(k), "chosen": _chosen(mc, als), "validation": record,
+            "ranker_text": mc.ranker.to_text() if mc.ranker is not None else None,
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
@@ -144,7 +148,8 @@ def _chosen(mc: Any, als: dict[str, Any]) -> dict[str, Any]:
     return {"trending": asdict(mc.trending), "trending_label": mc.trending.label,
             "popular_half_life_s": mc.popular_half_life_s, "frequency_half_life_s": mc.frequency_half_life_s,
             "covisitation": asdict(mc.covis), "session_items": mc.session_items,
-            "session_decay": mc.session_decay, "als": als, "hybrid": asdict(mc.hybrid)}
+            "session_decay": mc.session_decay, "als": als, "hybrid": asdict(mc.hybrid),
+            "learned_ranker": mc.ranker is not None}
 
 
 def summary(result: dict[str, Any]) -> dict[str, Any]:
@@ -163,6 +168,10 @@ def write_settings(result: dict[str, Any], path: Path) -> None:
 
     chosen = result["chosen"]
     lines = settings_lines(RankingConfig(**chosen["hybrid"]), CovisConfig(**chosen["covisitation"]))
+    if result.get("ranker_text"):  # LightGBM's text model beside the env file, named by it
+        model_file = path.with_name(path.name + ".ranker.txt")
+        model_file.write_text(result["ranker_text"])
+        lines.append(f"STREAMREC_RANK_MODEL_FILE={model_file.resolve()}")
     k = result["k"]
     ndcg = result["test"]["hybrid"][f"ndcg@{k}"]
     head = [f"# streamrec eval on {result['dataset']} (exclude_seen={result['exclude_seen']}): hybrid NDCG@{k} "
@@ -193,6 +202,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sample", type=int, default=10_000,
                    help="test queries evaluated (fixed, seeded subset; every event is still applied)")
     p.add_argument("--val-sample", type=int, default=3_000, help="validation queries evaluated per candidate")
+    p.add_argument("--ranker-sample", type=int, default=20_000,
+                   help="validation queries the hybrid's weights and learned ranker are fitted on (0: no learned "
+                   "ranker, the blend only)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--data-path", help="Globo clicks CSV (default ../shared/datasets/globo-g1-clicks/...)")
     p.add_argument("--out", type=Path, help="markdown report to update in place (e.g. docs/evaluation.md)")
@@ -204,6 +216,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _check(args: argparse.Namespace) -> str | None:
     if args.k < 1 or args.sample < 1 or args.val_sample < 1:
         return "--k, --sample and --val-sample must be positive"
+    if args.ranker_sample < 0:
+        return "--ranker-sample must be 0 or positive"
     if args.events is not None:
         missing = [f"--{n.replace('_', '-')}" for n in ("columns", "validate_from", "test_from", "test_until")
                    if getattr(args, n) is None]
@@ -224,7 +238,7 @@ def _handler(args: argparse.Namespace, settings: Settings) -> int:
     try:
         ds, proto = _load(args, settings)
         result = run_eval(ds, proto, settings, k=args.k, sample=args.sample, val_sample=args.val_sample,
-                          seed=args.seed)
+                          seed=args.seed, ranker_sample=args.ranker_sample)
     except (DatasetUnavailable, ValueError, KeyError) as exc:
         print(f"streamrec: {exc}", file=sys.stderr)
         return 1

@@ -7,8 +7,12 @@ Grids are the method's, never a dataset's (the same command runs on logs we have
 2. co-visitation: a coordinate search (half-life, previous items, window, reverse weight), each
    coordinate one replay holding one table per value, each table read with a few session sizes;
 3. ALS: alpha, then the half-life of the training weights, scored by the streaming fold-in;
-4. the hybrid: one replay with the chosen signals captures every query's candidate features, and
-   :func:`models.blend_tuning.tune_blend` learns the weights from them.
+4. the hybrid: one replay with the chosen signals captures every query's candidate features (on a
+   larger sample of the window: a learned ranker needs many queries), then
+   :func:`models.blend_tuning.tune_blend` learns the blend weights from them, and
+   :func:`models.learned_ranker.fit_ranker` a LightGBM lambdarank on the sources plus the user's history
+   features; the ranker is kept only when it beats the tuned blend on the newest fifth of the queries
+   (held out from its fit; the blend saw them, so the comparison favours the blend).
 
 Only the validation window is replayed here; the test window is never looked at.
 """
@@ -23,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from models import evaluation as ev
-from models.blend_tuning import feature_set, tune_blend
+from models.blend_tuning import feature_set, ndcg, tune_blend
 from models.covisitation import CovisConfig
 from models.eventlog import BatchModel, EventLog, IntArray
 from models.hybrid_replay import (
@@ -37,7 +41,9 @@ from models.hybrid_replay import (
     replay_answers,
     trending_answer,
 )
-from models.ranking import RankingConfig
+from models.learned_ranker import LearnedRanker, fit_ranker
+from models.learned_ranker import Query as RankerQuery
+from models.ranking import SOURCES, RankingConfig
 from models.signal_state import SignalState
 from models.training import ALSParams
 
@@ -149,32 +155,63 @@ def tune_als(w: Window, trending: ev.TrendingConfig, start: dict[str, Any]
     return current, models[best], tried
 
 
-def tune_hybrid(w: Window, mc: MethodConfig, model: BatchModel, start: RankingConfig
-                ) -> tuple[RankingConfig, dict[str, Any]]:
-    """Capture the hybrid's candidate features on validation and learn the blend weights from them."""
+Captured = list[tuple[IntArray, np.ndarray]]
+
+
+def tune_hybrid(w: Window, mc: MethodConfig, model: BatchModel, start: RankingConfig, learn_ranker: bool = True
+                ) -> tuple[RankingConfig, LearnedRanker | None, dict[str, Any]]:
+    """Capture the hybrid's candidate features on ``w``, learn the blend weights, then try a learned ranker."""
     base = replace(start, exclude_seen=w.rcfg.exclude_seen, session_items=mc.session_items,
                    session_decay=mc.session_decay, repeat_half_life_s=mc.frequency_half_life_s)
-    captured: list[tuple[IntArray, np.ndarray]] = []
+    captured: Captured = []
     state = SignalState(w.log, w.lo, w.hi, (mc.covis,), (mc.popular_half_life_s,))
     before = w.run(state, (mc.trending,), {"hybrid": hybrid_answer(base, capture=captured)}, model)["hybrid"]
-    weights, score, how = tune_blend(feature_set(captured, w.relevant), w.rcfg.k, base.weights())
-    names = ("personal", "covisitation", "repeat", "trending", "popular")
-    learned: dict[str, Any] = {n: round(float(v), 4) for n, v in zip(names, weights, strict=True)}
+    blend = [(c, f[:, : len(SOURCES)].astype(np.float64)) for c, f in captured]
+    weights, score, how = tune_blend(feature_set(blend, w.relevant), w.rcfg.k, base.weights())
+    learned: dict[str, Any] = {n: round(float(v), 4) for n, v in zip(SOURCES, weights, strict=True)}
     chosen = replace(base, **learned)
-    w.say(f"hybrid weights by {how}: {dict(zip(names, chosen.weights().tolist(), strict=True))} "
+    w.say(f"hybrid weights by {how}: {dict(zip(SOURCES, chosen.weights().tolist(), strict=True))} "
           f"(validation NDCG {before:.4f} at the starting weights, {score:.4f} learned)")
-    return chosen, {"start_ndcg": before, "learned_ndcg": score, "how": how}
+    record: dict[str, Any] = {"start_ndcg": before, "learned_ndcg": score, "how": how}
+    ranker = None
+    if learn_ranker:
+        ranker, record["ranker"] = _try_ranker(w, captured, chosen.weights())
+    return chosen, ranker, record
 
 
-def tune(w: Window, als_start: dict[str, Any], hybrid_start: RankingConfig
-         ) -> tuple[MethodConfig, dict[str, Any], dict[str, Any]]:
-    """Every method's parameters chosen on the validation window; returns them, the ALS params and a log."""
+def _try_ranker(w: Window, captured: Captured, weights: np.ndarray) -> tuple[LearnedRanker | None, dict[str, Any]]:
+    """Fit the lambdarank on the older four fifths; keep it if it beats the blend on the newest fifth."""
+    k = w.rcfg.k
+    queries = [RankerQuery(f.astype(np.float64), np.isin(c, rel)) for (c, f), rel in zip(captured, w.relevant,
+                                                                                       strict=True)]
+    cut = int(len(queries) * 0.8)
+    try:
+        ranker = fit_ranker(queries[:cut], k, seed=0)
+    except ValueError as exc:
+        w.say(f"learned ranker: not fitted ({exc})")
+        return None, {"used": False, "reason": str(exc)}
+    held = captured[cut:], w.relevant[cut:]
+    scored = [(c, ranker.score(f.astype(np.float64))[:, None]) for c, f in held[0]]
+    ranker_ndcg = ndcg(feature_set(scored, held[1]), [1.0], k)
+    blend_ndcg = ndcg(feature_set([(c, f[:, : len(SOURCES)]) for c, f in held[0]], held[1]), weights, k)
+    used = ranker_ndcg > blend_ndcg
+    w.say(f"learned ranker ({ranker.iterations} trees, {cut:,} queries): held-out validation NDCG "
+          f"{ranker_ndcg:.4f} vs the blend's {blend_ndcg:.4f}: {'used' if used else 'not used'}")
+    info = {"used": used, "iterations": ranker.iterations, "fit_queries": cut, "holdout_queries": len(held[1]),
+            "holdout_ndcg": ranker_ndcg, "blend_holdout_ndcg": blend_ndcg}
+    return (ranker if used else None), info
+
+
+def tune(w: Window, als_start: dict[str, Any], hybrid_start: RankingConfig, hybrid_window: Window | None = None,
+         learn_ranker: bool = True) -> tuple[MethodConfig, dict[str, Any], dict[str, Any]]:
+    """Every method's parameters chosen on the validation window (the hybrid's weights and ranker on
+    ``hybrid_window``, a larger sample of it, when given); returns them, the ALS params and a log."""
     trending, popular, freq, simple = tune_simple(w)
     covis, (n, d), covis_tried = tune_covis(w, trending, popular, CovisConfig())
     als, model, als_tried = tune_als(w, trending, als_start)
     mc = MethodConfig(trending, popular, freq, covis, n, d, hybrid_start)
-    hybrid, blend = tune_hybrid(w, mc, model, hybrid_start)
-    mc = replace(mc, hybrid=hybrid)
+    hybrid, ranker, blend = tune_hybrid(hybrid_window or w, mc, model, hybrid_start, learn_ranker)
+    mc = replace(mc, hybrid=hybrid, ranker=ranker)
     record = {"simple": simple, "covisitation": covis_tried, "als": als_tried, "blend": blend,
               "covis_config": asdict(covis)}
     return mc, als, record

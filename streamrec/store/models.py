@@ -22,7 +22,9 @@ import numpy as np
 from streamrec.store import RedisStore, as_str, from_bytes, to_bytes
 
 # Every key a version owns (the worker's per-item pending keys expire by themselves).
-VERSION_PARTS = ("meta", "items", "item_factors", "gram", "users", "user_ts", "new_items", "user_gram", "pending_n")
+VERSION_PARTS = ("meta", "items", "item_factors", "gram", "users", "user_ts", "new_items", "user_gram", "pending_n",
+                 "item_stats")
+ITEM_STATS_COLUMNS = 2  # models.rank_features.ITEM_STATS
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,9 @@ class ModelVersion:
     item_factors: np.ndarray  # n_items × factors, float32
     gram: np.ndarray  # factors × factors, YᵀY of item_factors
     item_index: dict[str, int] = field(default_factory=dict, compare=False)
+    # n_items × ITEM_STATS_COLUMNS (models.rank_features.item_stats), for the learned ranker; None: a version
+    # published before it had them
+    item_stats: np.ndarray | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not self.item_index:
@@ -57,9 +62,9 @@ def load_model(store: RedisStore, version: str | None = None) -> ModelVersion | 
     if version is None:
         return None
     k = store.keys
-    meta, items, factors, gram = store.client.mget(
+    meta, items, factors, gram, stats = store.client.mget(
         [k.model(version, "meta"), k.model(version, "items"), k.model(version, "item_factors"),
-         k.model(version, "gram")]
+         k.model(version, "gram"), k.model(version, "item_stats")]
     )
     if meta is None or items is None or factors is None or gram is None:
         return None  # removed after its grace period, or a publish that never completed
@@ -72,7 +77,15 @@ def load_model(store: RedisStore, version: str | None = None) -> ModelVersion | 
         item_ids=item_ids,
         item_factors=from_bytes(factors, f).reshape(len(item_ids), f),
         gram=from_bytes(gram, f),
+        item_stats=_item_stats(stats if isinstance(stats, bytes) else None, len(item_ids)),
     )
+
+
+def _item_stats(raw: bytes | None, n_items: int) -> np.ndarray | None:
+    """The stored item statistics (float32 rows), or None when absent or of another shape."""
+    if raw is None or len(raw) != 4 * ITEM_STATS_COLUMNS * n_items:
+        return None
+    return from_bytes(raw).reshape(n_items, ITEM_STATS_COLUMNS).astype(np.float64)
 
 
 def new_version_name(now: float | None = None) -> str:
@@ -90,8 +103,10 @@ def write_version(
     gram: np.ndarray,
     user_ids: Sequence[str],
     user_factors: np.ndarray,
+    item_stats: np.ndarray | None = None,
 ) -> None:
-    """Write every key of a version without making it current (see :func:`activate`)."""
+    """Write every key of a version without making it current (see :func:`activate`); ``item_stats`` are
+    :func:`models.rank_features.item_stats` rows in ``item_ids`` order."""
     k = store.keys
     meta = {**meta, "version": version, "factors": int(item_factors.shape[1]),
             "n_items": len(item_ids), "n_users": len(user_ids), "vectors_at_ms": int(time.time() * 1000)}
@@ -103,6 +118,8 @@ def write_version(
     pipe.set(k.model(version, "items"), json.dumps(list(item_ids)))
     pipe.set(k.model(version, "item_factors"), to_bytes(item_factors))
     pipe.set(k.model(version, "gram"), to_bytes(gram))
+    if item_stats is not None:
+        pipe.set(k.model(version, "item_stats"), to_bytes(np.asarray(item_stats, dtype=np.float32)))
     pipe.set(k.model(version, "meta"), json.dumps(meta))  # last: a version without meta is incomplete
     pipe.execute()
 
