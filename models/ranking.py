@@ -173,9 +173,10 @@ def ranker_rows(inputs: RankingInputs, cand: IntArray, feats: F64) -> F64:
 
 def rank(inputs: RankingInputs, cfg: RankingConfig, k: int, ranker: Scorer | None = None) -> Ranking:
     """The top ``k`` candidates by ``features · weights`` (or by ``ranker``'s score of :func:`ranker_rows`),
-    best first, ties to the lower item index. The dominant source is the largest weighted term either way."""
+    best first, ties to the lower item index. The dominant source is the largest weighted term; with a
+    ranker, which weighs sources its own way, the largest normalised feature (where the item ranks best)."""
     cand, feats = candidate_features(inputs, cfg)
-    terms = feats * cfg.weights()
+    terms = feats * cfg.weights() if ranker is None else feats
     score = terms.sum(axis=1) if ranker is None else ranker.score(ranker_rows(inputs, cand, feats))
     order = np.lexsort((cand, -score))[: max(k, 0)]
     dominant = np.argmax(terms[order], axis=1) if len(order) else np.zeros(0, dtype=np.int64)

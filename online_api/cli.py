@@ -24,11 +24,14 @@ def serve(host: str, port: int, *, workers: int = 1, log_level: str = "info", ac
 
 
 def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    from models.learned_ranker import RankerFileError
+    from online_api.hybrid_service import load_ranker
     from online_api.security import WeakApiKey, check_key_strength
 
     try:
         check_key_strength(settings)
-    except WeakApiKey as exc:
+        load_ranker(settings.rank_model_file)  # fail here, with the reason, not in every uvicorn worker
+    except (WeakApiKey, RankerFileError) as exc:
         print(f"streamrec: api: {exc}", file=sys.stderr, flush=True)
         return 2
     host = args.host or settings.api_host

@@ -68,10 +68,15 @@ def load_ranker(path: str | None) -> LearnedRanker | None:
     if not path:
         return None
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise RankerFileError(f"STREAMREC_RANK_MODEL_FILE={path}: {exc.strerror or exc}") from exc
-    return LearnedRanker.from_text(text)
+    except UnicodeDecodeError as exc:
+        raise RankerFileError(f"STREAMREC_RANK_MODEL_FILE={path}: not a streamrec ranker file (not text)") from exc
+    try:
+        return LearnedRanker.from_text(text)
+    except RankerFileError as exc:
+        raise RankerFileError(f"STREAMREC_RANK_MODEL_FILE={path}: {exc}") from exc
 
 
 USER_SOURCES = frozenset({Source.PERSONAL, Source.COVISITATION, Source.REPEAT})

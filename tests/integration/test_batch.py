@@ -82,6 +82,16 @@ def test_simulated_events_publish_a_version_and_the_next_run_reads_only_new_even
     assert model.meta["source_offsets"] == {f"{t}:{p}": o for (t, p), o in ends.items()}
     assert model.meta["n_interactions"] == len({(e.user_id, e.item_id) for e in first})
     assert model.meta["params"]["factors"] == 16 and model.meta["fit_seconds"] > 0
+    # the learned ranker's item statistics: log(1 + events) and the share of buyers who came back, per item
+    assert model.item_stats is not None and model.item_stats.shape == (len(model.item_ids), 2)
+    per_item: dict[str, list[str]] = {}
+    for e in first:
+        per_item.setdefault(e.item_id, []).append(e.user_id)
+    item = max(per_item, key=lambda i: len(per_item[i]))
+    users = per_item[item]
+    again = sum(users.count(u) >= 2 for u in set(users))
+    row = model.item_stats[model.item_ids.index(item)]
+    np.testing.assert_allclose(row, [np.log1p(len(users)), (again + 0.1) / (len(set(users)) + 1)], rtol=1e-5)
     assert json.loads(store.client.get(last_run_key(store)) or b"{}")["status"] == "ok"
 
     second = produce_sim(bsettings, 500, 3, world)  # the same world goes on: new users and items appear

@@ -61,13 +61,13 @@ class ByRepeatCount:
         return np.asarray(x, dtype=np.float64)[:, FEATURES.index("count")]
 
 
-def test_rank_orders_by_the_ranker_and_names_sources_by_the_weights() -> None:
+def test_rank_orders_by_the_ranker_and_names_the_source_where_each_item_ranks_best() -> None:
     signals = {"repeat": Signal(np.array([1, 2]), np.array([1.0, 0.2])),
                "trending": Signal(np.array([3]), np.array([5.0]))}
     inputs = RankingInputs(signals, history_items=np.array([2, 2, 2, 1]), history_ts_ms=np.array([1, 2, 3, 4]),
                            now_ms=10)
-    cfg = RankingConfig(exclude_seen=False, repeat=1.0, trending=0.5)
-    assert rank(inputs, cfg, 3).items.tolist() == [1, 3, 2]  # the blend
+    cfg = RankingConfig(exclude_seen=False, repeat=0.0, trending=0.5)
+    assert rank(inputs, cfg, 3).items.tolist() == [3, 1, 2]  # the blend (repeat weighs nothing)
     by_count = rank(inputs, cfg, 3, ByRepeatCount())
     assert by_count.items.tolist() == [2, 1, 3]
     assert by_count.sources == ["repeat", "repeat", "trending"]
