@@ -103,8 +103,8 @@ class Settings(BaseSettings):
     rank_candidates: int = Field(100, ge=1, description="candidates taken from each source before blending")
     rank_model_file: str | None = Field(None, description="a learned ranker (LightGBM text model written by "
                                         "`streamrec eval --write-settings`); the hybrid orders its candidates by "
-                                        "it instead of the weighted blend (the weights still name each item's "
-                                        "source); unset: the blend")
+                                        "it instead of the weighted blend, and names each item's source by its "
+                                        "largest normalised feature; unset: the blend")
     rank_exclude_seen: bool = Field(True, description="default of exclude_seen for recommendations (false for "
                                     "groceries and other repeat purchases)")
     session_items: int = Field(3, ge=1, description="newest distinct items of the user whose co-visitation "
