@@ -141,6 +141,7 @@ def run_eval(ds: Any, proto: Protocol, settings: Settings, *, k: int, sample: in
                                                                "refit": test_lo, "test": test_hi - test_lo},
             "test": res.metrics(k), "chosen": _chosen(mc, als), "validation": record,
             "ranker_text": mc.ranker.to_text() if mc.ranker is not None else None,
+            "history_cap": settings.history_cap,
             "seconds": round(time.perf_counter() - t0, 1)}
 
 

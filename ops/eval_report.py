@@ -50,6 +50,18 @@ def chosen_lines(c: dict[str, Any]) -> list[str]:
             f"- hybrid weights: {weights} (candidates {h['candidates']} per source)"]
 
 
+def ranker_line(info: dict[str, Any] | None, k: int) -> str:
+    """What became of the learned ranker on validation."""
+    if not info:
+        return "No learned ranker (--ranker-sample 0)."
+    if "holdout_ndcg" not in info:
+        return f"No learned ranker ({info.get('reason', 'not fitted')})."
+    verdict = "serves the hybrid" if info["used"] else "not used: the blend serves"
+    return (f"Learned ranker: {info['iterations']} trees fitted on {info['fit_queries']:,} validation queries, "
+            f"held-out NDCG@{k} {info['holdout_ndcg']:.4f} vs the blend's {info['blend_holdout_ndcg']:.4f} on the "
+            f"newest {info['holdout_queries']:,}: {verdict}.")
+
+
 def section_key(r: dict[str, Any]) -> str:
     """The marker key of a run's section: dataset and exclusion."""
     return f"{r['dataset']}-{'exclude-seen' if r['exclude_seen'] else 'repeats'}"
@@ -74,9 +86,9 @@ def markdown_section(r: dict[str, Any]) -> str:
         "",
         *chosen_lines(r["chosen"]),
         "",
-        f"Hybrid weights learned by {blend['how']} on {r['val_sample']:,} validation queries "
-        f"(validation NDCG@{r['k']} {blend['start_ndcg']:.4f} with the default weights, "
-        f"{blend['learned_ndcg']:.4f} learned).",
+        f"Hybrid weights learned by {blend['how']} (validation NDCG@{r['k']} {blend['start_ndcg']:.4f} with the "
+        f"default weights, {blend['learned_ndcg']:.4f} learned). {ranker_line(blend.get('ranker'), r['k'])} "
+        f"The hybrid read the newest {r.get('history_cap', 200):,} interactions per user (STREAMREC_HISTORY_CAP).",
         "",
         f"<!-- eval:{key}:end -->"])
 

@@ -116,3 +116,30 @@ def test_eval_on_an_event_file_prints_every_method_and_writes_settings(tmp_path:
     lines = env.read_text().splitlines()
     assert f"STREAMREC_RANK_WEIGHT_REPEAT={out['chosen']['hybrid']['repeat']:g}" in lines
     assert "STREAMREC_RANK_EXCLUDE_SEEN=true" in lines
+
+
+def test_a_learned_ranker_is_written_beside_the_settings_and_loads_back(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from models.covisitation import CovisConfig
+    from models.learned_ranker import FEATURES, Query, fit_ranker
+    from models.ranking import RankingConfig
+    from online_api.hybrid_service import load_ranker
+    from ops.eval_cli import write_settings
+
+    rng = np.random.default_rng(1)
+    rows = [rng.random((20, len(FEATURES))) for _ in range(30)]
+    ranker = fit_ranker([Query(x, x[:, 0] > 0.8) for x in rows], 10, threads=1)
+    from dataclasses import asdict
+
+    result = {"dataset": "x", "exclude_seen": False, "k": 10, "test": {"hybrid": {"ndcg@10": 0.5}},
+              "chosen": {"hybrid": asdict(RankingConfig()), "covisitation": asdict(CovisConfig()),
+                         "trending_label": "1h"}, "ranker_text": ranker.to_text()}
+    env = tmp_path / "shop.env"
+    write_settings(result, env)
+    line = next(x for x in env.read_text().splitlines() if x.startswith("STREAMREC_RANK_MODEL_FILE="))
+    monkeypatch.setenv(*line.split("=", 1))
+    loaded = load_ranker(Settings().rank_model_file)
+    assert loaded is not None
+    np.testing.assert_array_equal(loaded.score(rows[0]), ranker.score(rows[0]))
