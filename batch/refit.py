@@ -23,6 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from batch import snapshot as snapshots
+from batch.content_fit import ColdStart, fit_cold_start, publish_cold_start
 from batch.fastredis import BulkStore
 from batch.foldback import refold_users, users_since
 from batch.reader import TP, Progress, ReadStats, read_events
@@ -172,10 +173,11 @@ def _run(settings: Settings, store: RedisStore, fit: FitFn, rebuild: bool, progr
     fit_wall_s = time.perf_counter() - t_fit
     progress(f"fitted in {model.fit_seconds:.1f}s; publishing")
 
+    cold = _cold_start(settings, store, train, model)
     version = new_version_name()
     meta = _metadata(settings, train, model, merged, end)
     t_pub = time.perf_counter()
-    abandoned = _publish(settings, store, version, meta, train, model)
+    abandoned = _publish(settings, store, version, meta, train, model, cold)
     publish_s = time.perf_counter() - t_pub
     progress(f"published {version} in {publish_s:.1f}s; re-folding users with newer events")
 
@@ -193,8 +195,18 @@ def _run(settings: Settings, store: RedisStore, fit: FitFn, rebuild: bool, progr
         "publish_s": round(publish_s, 3),
         "refold_s": round(time.perf_counter() - t_fold, 3), **fold, "removed_versions": removed,
         "snapshot_saved": saved, "abandoned_versions_removed": abandoned,
-        "source_offsets": meta["source_offsets"],
+        "source_offsets": meta["source_offsets"], **(cold.summary if cold is not None else {}),
     }
+
+
+def _cold_start(settings: Settings, store: RedisStore, train: TrainingSet, model: ALSModelFactors) -> ColdStart | None:
+    """The content and profile regressions (batch/content_fit.py); a failure is logged, never fails the run:
+    the version is then published without cold start."""
+    try:
+        return fit_cold_start(settings, store, train.item_ids, train.user_ids, train.matrix, model)
+    except Exception:
+        log.exception("cold start (content and profile regressions) failed; publishing without it")
+        return None
 
 
 def _load_snapshot(settings: Settings, rebuild: bool) -> Snapshot:
@@ -274,7 +286,7 @@ def _metadata(settings: Settings, train: TrainingSet, model: ALSModelFactors, me
 
 
 def _publish(settings: Settings, store: RedisStore, version: str, meta: dict[str, Any], train: TrainingSet,
-             model: ALSModelFactors) -> list[str]:
+             model: ALSModelFactors, cold: ColdStart | None = None) -> list[str]:
     """Write the version and make it current; never leaves a half-written version. Returns the abandoned
     versions removed first."""
     with _stage("publish"):
@@ -286,6 +298,8 @@ def _publish(settings: Settings, store: RedisStore, version: str, meta: dict[str
             # XᵀX of the user factors: the worker folds new items in with it (it would otherwise sum it
             # from the users hash itself)
             store.client.set(store.keys.model(version, "user_gram"), to_bytes(model.user_gram))
+            if cold is not None:  # before activation: new items are recommendable from the version's first read
+                publish_cold_start(store, version, cold, int(model.item_factors.shape[1]))
             activate(store, version)
         except BaseException:
             with contextlib.suppress(Exception):  # never leave a half-written version behind

@@ -33,7 +33,7 @@ def pending_count_key(store: RedisStore, version: str) -> str:
 
 
 def pending_list_key(store: RedisStore, version: str, item: str) -> str:
-    return store.keys.model(version, f"pending:{{{item}}}")
+    return store.keys.pending(version, item)
 
 
 def user_gram_key(store: RedisStore, version: str) -> str:

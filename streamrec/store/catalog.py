@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from streamrec.store import RedisStore, as_str
@@ -37,8 +37,10 @@ def put_items(store: RedisStore, items: Iterable[dict[str, Any]]) -> int:
 def get_item(store: RedisStore, item_id: str) -> dict[str, Any] | None:
     """The catalogue entry of one item, or None."""
     raw = store.client.hgetall(store.keys.item(item_id))
-    if not raw:
-        return None
+    return _entry(item_id, raw) if raw else None
+
+
+def _entry(item_id: str, raw: dict[Any, Any]) -> dict[str, Any]:
     fields = {as_str(k): as_str(v) for k, v in raw.items()}
     return {
         "item_id": item_id,
@@ -54,3 +56,31 @@ def categories_of(store: RedisStore, item_ids: list[str]) -> list[str | None]:
         return []
     raw = store.client.hmget(store.keys.item_category, item_ids)
     return [as_str(r) if r is not None else None for r in raw]
+
+
+def content_record(entry: dict[str, Any]) -> dict[str, Any]:
+    """What content features are made of: the category and the attributes (not the id or availability)."""
+    return {k: v for k, v in entry.items() if k not in ("item_id", "available")}
+
+
+def iter_catalogue(store: RedisStore, chunk: int = 1_000) -> Iterator[dict[str, Any]]:
+    """Every catalogue entry (as :func:`get_item` returns it), scanned in pages (for the refit)."""
+    head = f"{store.keys.prefix}:item:{{"
+    pattern = "".join(f"\\{c}" if c in "*?[]\\" else c for c in head) + "*"  # glob-escape the prefix
+    keys: list[bytes] = []
+
+    def read(batch: list[bytes]) -> Iterator[dict[str, Any]]:
+        pipe = store.client.pipeline(transaction=False)
+        for key in batch:
+            pipe.hgetall(key)
+        for key, raw in zip(batch, pipe.execute(), strict=True):
+            if raw:
+                yield _entry(as_str(key)[len(head) : -1], raw)
+
+    for key in store.client.scan_iter(match=pattern, count=5_000):
+        keys.append(key)
+        if len(keys) >= chunk:
+            yield from read(keys)
+            keys = []
+    if keys:
+        yield from read(keys)

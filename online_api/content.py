@@ -1,0 +1,129 @@
+"""Cold start in the API: content features of the served version, content similarity, new items' vectors at
+``PUT`` time, and profile vectors for users without (much) history.
+
+:class:`ContentView` is the served version's cold-start state (featurizers, regressions, every item's
+content feature row as one unit-row matrix), loaded by the refresher (:func:`load_content`) when the
+version or its ``content_gen`` counter changes, and swapped whole like the model view. Writes go through
+:class:`ContentService`: a ``PUT`` item is featurized here with the published featurizer, its predicted
+vector written to the version's ``new_items`` (every API process and worker reads it within a second),
+and this process's refresher woken so it serves it at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+
+from models.content import normalized_rows
+from models.ridge import cosine_top, fade_weight
+from streamrec.settings import Settings
+from streamrec.store import RedisStore
+from streamrec.store.catalog import content_record
+from streamrec.store.content import (
+    ContentPart,
+    content_gen,
+    encode_row,
+    put_item_content,
+    read_features,
+    read_part,
+)
+
+F32 = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, eq=False)
+class ContentView:
+    """One version's cold-start state as served (immutable; replaced whole)."""
+
+    version: str
+    gen: int
+    items: ContentPart | None
+    profiles: ContentPart | None
+    ids: list[str] = field(default_factory=list)
+    index: dict[str, int] = field(default_factory=dict)
+    normed: sp.csr_matrix = field(default_factory=lambda: sp.csr_matrix((0, 0), dtype=np.float32))
+
+
+def load_content(store: RedisStore, version: str, served: ContentView | None) -> ContentView | None:
+    """The version's :class:`ContentView`, or None when ``served`` is still it (same version and counter).
+
+    The counter is read first: a write landing during the read bumps it again, and the next call reloads."""
+    gen = content_gen(store, version)
+    if served is not None and served.version == version and served.gen == gen:
+        return None
+    same = served is not None and served.version == version
+    items = served.items if same and served is not None else read_part(store, version, "content")
+    profiles = served.profiles if same and served is not None else read_part(store, version, "profile")
+    if items is None:
+        return ContentView(version, gen, None, profiles)
+    ids, matrix = read_features(store, version, items.featurizer.n_features)
+    return ContentView(version, gen, items, profiles, ids, {i: n for n, i in enumerate(ids)}, normalized_rows(matrix))
+
+
+class ContentService:
+    """Content writes and reads of one API process (``view`` is kept current by the refresher)."""
+
+    def __init__(self, settings: Settings, store: RedisStore) -> None:
+        self.settings, self.store = settings, store
+        self.view: ContentView | None = None
+        self.wake: Callable[[], None] = lambda: None  # the refresher's wake-up, set by the app
+
+    def put_item(self, item_id: str, entry: Mapping[str, Any], fitted: bool) -> bool:
+        """Featurize a catalogue entry and store its row; an item the served version was not ``fitted`` on
+        also gets the regression's vector. False when no content model is published yet (the next refit
+        featurizes every catalogue item)."""
+        view = self.view
+        if view is None or view.items is None:
+            return False
+        x = view.items.featurizer.transform([content_record(dict(entry))])
+        vector = view.items.ridge.predict(x)[0] if view.items.ridge is not None and not fitted else None
+        row = x.getrow(0)
+        put_item_content(self.store, view.version, item_id, encode_row(row.indices, row.data), vector)
+        self.wake()
+        return True
+
+    def similar(self, item_id: str, k: int, unavailable: frozenset[str]) -> list[tuple[str, float]] | None:
+        """The ``k`` available items with the most cosine-similar content, or None when ``item_id`` has no
+        content features in the served version."""
+        view = self.view
+        row = view.index.get(item_id) if view is not None else None
+        if view is None or row is None:
+            return None
+        usable = None
+        if unavailable:
+            usable = np.ones(len(view.ids), dtype=np.bool_)
+            usable[[i for i in map(view.index.get, unavailable) if i is not None]] = False
+        best, scores = cosine_top(view.normed, row, k, usable)
+        return [(view.ids[i], float(s)) for i, s in zip(best.tolist(), scores.tolist(), strict=True)]
+
+    def profile_weight(self, events: int, version: str | None) -> float:
+        """How much a profile vector counts for a user with ``events`` events (0: do not read the profile)."""
+        view = self.view
+        if view is None or view.profiles is None or view.profiles.ridge is None or view.version != version:
+            return 0.0
+        return fade_weight(events, self.settings.profile_fade_events)
+
+    def profile_vector(self, raw: bytes | None, n_factors: int) -> F32 | None:
+        """The regression's vector of a stored profile (``raw`` JSON), or None."""
+        view = self.view
+        if raw is None or view is None or view.profiles is None or view.profiles.ridge is None:
+            return None
+        attrs = json.loads(raw)
+        vec = view.profiles.ridge.predict(view.profiles.featurizer.transform([attrs]))[0]
+        return vec if len(vec) == n_factors and np.isfinite(vec).all() else None
+
+
+def with_profile(vec: F32 | None, profile: F32 | None, weight: float) -> F32 | None:
+    """The user's vector blended with their profile's: ``(1 - w)·vec + w·profile`` (the profile alone for a
+    user without a vector)."""
+    if profile is None or weight <= 0:
+        return vec
+    if vec is None:
+        return profile
+    return ((1.0 - weight) * vec + weight * profile).astype(np.float32)
