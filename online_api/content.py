@@ -74,11 +74,20 @@ class ContentService:
         self.view: ContentView | None = None
         self.wake: Callable[[], None] = lambda: None  # the refresher's wake-up, set by the app
 
-    def put_item(self, item_id: str, entry: Mapping[str, Any], fitted: bool) -> bool:
-        """Featurize a catalogue entry and store its row; an item the served version was not ``fitted`` on
-        also gets the regression's vector. False when no content model is published yet (the next refit
-        featurizes every catalogue item)."""
+    def refresh(self, store: RedisStore, version: str) -> ContentView | None:
+        """Reload :attr:`view` if ``version`` or its content changed (:func:`load_content`); the view now."""
+        fresh = load_content(store, version, self.view)
+        if fresh is not None:
+            self.view = fresh
+        return self.view
+
+    def put_item(self, item_id: str, entry: Mapping[str, Any], version: str | None, fitted: bool) -> bool:
+        """Featurize a catalogue entry and store its row in ``version`` (the served one); an item the version
+        was not ``fitted`` on also gets the regression's vector. False when no content model is published
+        yet (the next refit featurizes every catalogue item)."""
         view = self.view
+        if version is not None and (view is None or view.version != version):
+            view = self.refresh(self.store, version)  # the refresher has not caught up with the model yet
         if view is None or view.items is None:
             return False
         x = view.items.featurizer.transform([content_record(dict(entry))])

@@ -16,7 +16,7 @@ from typing import cast
 import redis
 
 from online_api.cache import ModelCache, ServedModel, build_model
-from online_api.content import ContentService, load_content
+from online_api.content import ContentService
 from online_api.index_build import IndexBuilder
 from online_api.metrics import ApiMetrics
 from streamrec.settings import Settings
@@ -97,7 +97,7 @@ class Refresher:
         store, k = self.store, self.store.keys
         now = read_at = time.monotonic()
         model = self._model_update()
-        self._content_update()
+        self._content_update(model or self.cache.view.model)
         unavailable = catalogue = trending = popular = None
         # Cheap change detectors every tick (SCARD, HLEN); full reads only on a change or now and then.
         card = int(store.client.scard(k.unavailable))
@@ -123,15 +123,11 @@ class Refresher:
             self.cache.publish(model=model, catalogue=catalogue, unavailable=unavailable, trending=trending,
                                popular=popular, read_at=read_at)
 
-    def _content_update(self) -> None:
+    def _content_update(self, model: ServedModel | None) -> None:
         """Reload the cold-start view when the served version or its content counter changed; it follows the
         served model (a new version's content is swapped in with its model)."""
-        model = self.cache.view.model
-        if self.content is None or model is None:
-            return
-        fresh = load_content(self.store, model.version, self.content.view)
-        if fresh is not None:
-            self.content.view = fresh
+        if self.content is not None and model is not None:
+            self.content.refresh(self.store, model.version)
 
     def _model_update(self) -> ServedModel | None:
         """A new :class:`ServedModel` when the current version, its folded-in items or its index changed.

@@ -225,7 +225,7 @@ def write_router(settings: Settings, svc: Recommender, collector: Collector, aut
         svc.cache.mark_item(item_id, item.category, item.available)
         model = svc.cache.view.model
         fitted = model is not None and model.index.get(item_id, model.n_base) < model.n_base
-        await asyncio.to_thread(svc.content.put_item, item_id, entry, fitted)
+        await asyncio.to_thread(svc.content.put_item, item_id, entry, model.version if model else None, fitted)
         return Item(item_id=item_id, category=item.category, available=item.available, attributes=item.attributes)
 
     _user_routes(r, svc, catalogue)

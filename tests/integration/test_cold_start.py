@@ -1,0 +1,194 @@
+"""Cold start on real Kafka and Redis: a simulated shop with a catalogue and profiles, refitted by the real
+batch job and served by a real API process. A new item put with metadata is in ``similar?kind=content``
+and in the recommendations of users who like its category within a second, before anyone clicked it; a
+new user with a profile gets personalised answers; deleting a user leaves no key or field about them."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from batch.refit import run_refit
+from online_api.server import ApiProcess
+from streamrec import simulate
+from streamrec.kafka_io import EventProducer, ensure_topics
+from streamrec.settings import Settings
+from streamrec.store import RedisStore
+from streamrec.store.catalog import put_items
+from streamrec.store.content import put_profile
+from streamrec.store.models import current_version
+from tests.integration.services import isolated_settings
+
+KEY = "cold-start-key-0123456789"
+SHOP = simulate.SimConfig(seed=11, users=300, items=240, categories=4, new_item_every=10**9)
+
+
+@dataclass
+class Shop:
+    settings: Settings
+    store: RedisStore
+    world: simulate.Storefront
+    http: httpx.Client
+    summary: dict[str, Any]
+
+    def favourite(self, user: str) -> str:
+        shares = np.diff([0.0, *self.world.taste[user]])
+        return self.world.category_names[int(np.argmax(shares))]
+
+    def fans_of(self, category: str, active: set[str]) -> list[str]:
+        """Users with a vector whose taste is mostly ``category``."""
+        return [u for u in self.world.users if u in active and self.favourite(u) == category
+                and np.diff([0.0, *self.world.taste[u]]).max() > 0.8]
+
+    def category_of(self, item: str) -> str | None:
+        return self.world.item_category.get(item)
+
+
+def entry(item: str, category: str, n: int, price: float) -> dict[str, Any]:
+    noun = simulate._NOUN.get(category, "item")
+    return {"item_id": item, "category": category, "title": f"{noun} {n}", "brand": f"{category}-works",
+            "price": price}
+
+
+@pytest.fixture(scope="module")
+def shop(endpoints: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+    snapshot: Path = tmp_path_factory.mktemp("cold-snapshot")
+    settings = isolated_settings(*endpoints, api_keys=KEY, batch_snapshot_dir=snapshot, als_factors=16,
+                                 als_iterations=8, content_min_interactions=3, profile_fade_events=10)
+    ensure_topics(settings)
+    store = RedisStore(settings)
+    world = simulate.Storefront(SHOP)
+    producer = EventProducer(settings)
+    simulate.run(producer.send, rate=0, count=9_000, store=world)
+    assert producer.flush(30) == 0
+    put_items(store, [entry(i, c, n, world.item_price[i]) for n, (i, c) in enumerate(world.item_category.items())])
+    for user in world.users[:200]:  # profiles of the older users: what the regression learns from
+        shares = np.diff([0.0, *world.taste[user]])
+        put_profile(store, user, {"segment": world.category_names[int(np.argmax(shares))], "age": 20 + len(user)})
+    summary = run_refit(settings, store)
+    try:
+        with ApiProcess(settings) as api, httpx.Client(base_url=api.url, headers={"X-API-Key": KEY},
+                                                        timeout=10) as http:
+            api.wait_for("/readyz")
+            yield Shop(settings, store, world, http, summary)
+    finally:
+        store.delete_prefix()
+        store.close()
+
+
+def poll(fetch: Callable[[], Any], done: Callable[[Any], bool], timeout_s: float) -> tuple[Any, float]:
+    start = time.monotonic()
+    while True:
+        got = fetch()
+        if done(got) or time.monotonic() - start > timeout_s:
+            return got, time.monotonic() - start
+        time.sleep(0.02)
+
+
+def test_the_refit_publishes_both_regressions_without_pickles(shop: Shop) -> None:
+    s, k = shop.summary, shop.store.keys
+    assert s["content_items"] == len(shop.world.item_category) and s["content_training_items"] >= 100, s
+    assert s["profiles"] == 200 and s["profile_training_users"] >= 50, s
+    version = current_version(shop.store)
+    assert version == s["version"]
+    for part in ("content", "profile"):
+        meta = json.loads(shop.store.client.get(k.model(version, f"{part}_model")))  # JSON, never a pickle
+        coef = shop.store.client.get(k.model(version, f"{part}_coef"))
+        assert len(coef) == 4 * (meta["n_features"] + 1) * 16  # raw float32, intercept last
+    assert shop.store.client.hlen(k.model(version, "content_features")) == len(shop.world.item_category)
+
+
+def test_a_new_item_with_metadata_is_recommended_and_has_content_neighbours_at_once(shop: Shop) -> None:
+    category = shop.world.category_names[0]
+    fresh = f"new-{uuid.uuid4().hex[:6]}"
+    body = {"category": category, "attributes": {"title": f"{simulate._NOUN[category]} deluxe",
+                                                 "brand": f"{category}-works", "price": 50.0}}
+    active = {u.decode() for u in shop.store.client.hkeys(shop.store.keys.model(shop.summary["version"], "users"))}
+    fans = shop.fans_of(category, active)[:8]
+    assert len(fans) >= 3
+    assert shop.http.get(f"/v1/items/{fresh}/similar", params={"kind": "content"}).status_code == 404
+
+    assert shop.http.put(f"/v1/items/{fresh}", json=body).status_code == 200
+    t0 = time.monotonic()
+
+    def similar() -> list[str]:
+        resp = shop.http.get(f"/v1/items/{fresh}/similar", params={"kind": "content", "k": 10})
+        return [i["item_id"] for i in resp.json()["items"]] if resp.status_code == 200 else []
+
+    neighbours, _ = poll(similar, bool, 1.0)
+    assert time.monotonic() - t0 <= 1.0 and len(neighbours) == 10, neighbours
+    assert all(shop.category_of(i) == category for i in neighbours), neighbours
+
+    def recommended(user: str) -> bool:
+        items = shop.http.get(f"/v1/users/{user}/recommendations", params={"k": 20}).json()["items"]
+        return fresh in [i["item_id"] for i in items]
+
+    _, waited = poll(lambda: recommended(fans[0]), bool, 1.0)
+    assert waited <= 1.0
+    hits = sum(recommended(u) for u in fans)
+    assert hits >= len(fans) * 3 // 4, (hits, len(fans))
+    others = [u for c in shop.world.category_names[1:] for u in shop.fans_of(c, active)[:3]]
+    assert sum(recommended(u) for u in others) <= len(others) // 4  # its category's fans, not everyone
+    # the catalogue write gave the item a vector of the version's items: every API process and worker reads it
+    assert shop.store.client.hexists(shop.store.keys.model(shop.summary["version"], "new_items"), fresh)
+
+
+def test_a_new_user_with_a_profile_gets_personalised_answers(shop: Shop) -> None:
+    category = shop.world.category_names[1]
+    user, stranger = f"newcomer-{uuid.uuid4().hex[:6]}", f"stranger-{uuid.uuid4().hex[:6]}"
+    resp = shop.http.put(f"/v1/users/{user}/profile", json={"attributes": {"segment": category, "age": 25}})
+    assert resp.status_code == 200, resp.text
+    assert shop.http.get(f"/v1/users/{user}/profile").json()["attributes"] == {"segment": category, "age": 25}
+    got = shop.http.get(f"/v1/users/{user}/recommendations", params={"k": 10}).json()
+    assert got["personalized"] is True, got
+    in_category = [shop.category_of(i["item_id"]) == category for i in got["items"]]
+    assert sum(in_category) >= 7, got  # the segment's items, not the shop's trending ones
+    plain = shop.http.get(f"/v1/users/{stranger}/recommendations", params={"k": 10}).json()
+    assert plain["personalized"] is False
+    # bad profiles are a 422 that says why, never a 500
+    bad = shop.http.put(f"/v1/users/{user}/profile", json={"attributes": {"nested": {"a": 1}}})
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_input"
+    assert shop.http.put(f"/v1/users/{user}/profile", json={"attributes": {}}, headers={"X-API-Key": "wrong"}
+                         ).status_code in (401, 403)
+
+
+def test_deleting_a_user_removes_every_key_and_field(shop: Shop) -> None:
+    store, k = shop.store, shop.store.keys
+    version = shop.summary["version"]
+    user = next(u for u in shop.world.users[:200] if store.client.hexists(k.model(version, "users"), u)
+                and store.client.exists(k.history(u)) == 0)  # a profiled user with a vector (no worker runs here)
+    store.client.rpush(k.history(user), f"i1\x1f1\x1f{int(time.time() * 1000)}\x1fclick")
+    store.client.hset(k.user_events, user, 1)
+    store.client.rpush(k.pending(version, "someitem"), f"{user}\x1f1", "other\x1f1")
+    store.client.hset(k.model(version, "pending_n"), "someitem", 2)
+
+    def traces() -> list[str]:
+        found = []
+        for key in store.client.scan_iter(f"{k.prefix}:*", count=5_000):
+            name = key.decode()
+            if user in name.split(":") or f"{{{user}}}" in name:
+                found.append(name)
+            kind = store.client.type(key)
+            if kind == b"hash" and store.client.hexists(key, user):
+                found.append(f"{name}[{user}]")
+            elif kind == b"list" and any(e.split(b"\x1f")[0] == user.encode() for e in store.client.lrange(key, 0, -1)):
+                found.append(f"{name} entry")
+        return found
+
+    assert len(traces()) >= 5
+    resp = shop.http.delete(f"/v1/users/{user}")
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["removed"] == {"profile": 1, "history": 1, "event_count": 1, "vectors": 1, "pending": 1}
+    assert traces() == []
+    assert store.client.lrange(k.pending(version, "someitem"), 0, -1) == [b"other\x1f1"]
+    assert shop.http.get(f"/v1/users/{user}/recommendations").json()["personalized"] is False
+    assert shop.http.delete(f"/v1/users/{user}").json()["removed"]["profile"] == 0  # idempotent
