@@ -24,15 +24,7 @@ from models.content import normalized_rows
 from models.ridge import cosine_top, fade_weight
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
-from streamrec.store.catalog import content_record
-from streamrec.store.content import (
-    ContentPart,
-    content_gen,
-    encode_row,
-    put_item_content,
-    read_features,
-    read_part,
-)
+from streamrec.store.content import ContentPart, content_gen, read_features, read_part, store_item_content
 
 F32 = npt.NDArray[np.float32]
 
@@ -90,10 +82,7 @@ class ContentService:
             view = self.refresh(self.store, version)  # the refresher has not caught up with the model yet
         if view is None or view.items is None:
             return False
-        x = view.items.featurizer.transform([content_record(dict(entry))])
-        vector = view.items.ridge.predict(x)[0] if view.items.ridge is not None and not fitted else None
-        row = x.getrow(0)
-        put_item_content(self.store, view.version, item_id, encode_row(row.indices, row.data), vector)
+        store_item_content(self.store, view.version, view.items, [{**entry, "item_id": item_id}], lambda _i: fitted)
         self.wake()
         return True
 

@@ -19,7 +19,7 @@ User profiles are version independent: ``<p>:profiles`` HASH user → JSON attri
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -30,6 +30,7 @@ import scipy.sparse as sp
 from models.content import Featurizer
 from models.ridge import RidgeModel
 from streamrec.store import F32, RedisStore, as_str, from_bytes, to_bytes
+from streamrec.store.catalog import content_record
 from streamrec.store.models import list_versions
 
 I32 = np.dtype("<i4")
@@ -120,12 +121,24 @@ return redis.call('INCR', KEYS[4])
 """
 
 
-def put_item_content(store: RedisStore, version: str, item: str, row: bytes, vector: np.ndarray | None) -> int:
-    """Store one item's feature row and (for an item the version was not fitted on) its content vector, in
-    one script; returns the new ``content_gen``."""
+def store_item_content(store: RedisStore, version: str, part: ContentPart, entries: Sequence[Mapping[str, Any]],
+                       fitted: Callable[[str], bool], chunk: int = 2_000) -> int:
+    """Featurize catalogue entries with ``part`` and store each one's row and, for items the version was not
+    ``fitted`` on, the regression's vector (:data:`PUT_ITEM_LUA`, pipelined); returns how many were stored."""
     k = store.keys
     keys = [k.model(version, p) for p in ("content_features", "content_items", "new_items", "content_gen")]
-    return int(store.client.eval(PUT_ITEM_LUA, 4, *keys, item, row, to_bytes(vector) if vector is not None else b""))
+    script = store.client.register_script(PUT_ITEM_LUA)
+    for start in range(0, len(entries), chunk):
+        batch = entries[start : start + chunk]
+        x = part.featurizer.transform([content_record(dict(e)) for e in batch])
+        cold = [n for n, e in enumerate(batch) if not fitted(str(e["item_id"]))]
+        vectors = dict(zip(cold, part.ridge.predict(x[cold]), strict=True)) if part.ridge is not None and cold else {}
+        pipe = store.client.pipeline(transaction=False)
+        for n, (row, e) in enumerate(zip(rows_of(x), batch, strict=True)):
+            vec = vectors.get(n)
+            script(keys=keys, args=[str(e["item_id"]), row, to_bytes(vec) if vec is not None else b""], client=pipe)
+        pipe.execute()
+    return len(entries)
 
 
 def content_gen(store: RedisStore, version: str) -> int:

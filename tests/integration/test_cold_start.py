@@ -192,3 +192,21 @@ def test_deleting_a_user_removes_every_key_and_field(shop: Shop) -> None:
     assert store.client.lrange(k.pending(version, "someitem"), 0, -1) == [b"other\x1f1"]
     assert shop.http.get(f"/v1/users/{user}/recommendations").json()["personalized"] is False
     assert shop.http.delete(f"/v1/users/{user}").json()["removed"]["profile"] == 0  # idempotent
+
+
+def test_an_imported_catalogue_is_featurized_with_the_serving_content_model(shop: Shop, tmp_path: Path) -> None:
+    from ops.catalog_import import ColumnMap, import_catalogue
+
+    category = shop.world.category_names[2]
+    noun = simulate._NOUN[category]
+    path = tmp_path / "new.csv"
+    path.write_text("sku,category,title,price\n" + "".join(f"imp-{n},{category},{noun} import {n},{10 + n}\n"
+                                                            for n in range(3)))
+    report = import_catalogue(shop.settings, path, ColumnMap(id="sku"), progress=False)
+    assert (report.accepted, report.featurized) == (3, 3)
+    version = shop.summary["version"]
+    assert shop.store.client.hexists(shop.store.keys.model(version, "new_items"), "imp-0")
+    got, _ = poll(lambda: shop.http.get("/v1/items/imp-0/similar", params={"kind": "content", "k": 5}), lambda r:
+                  r.status_code == 200, 2.0)
+    ids = [i["item_id"] for i in got.json()["items"]]
+    assert {"imp-1", "imp-2"} <= set(ids) and all(shop.category_of(i) in (category, None) for i in ids), ids
