@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
-from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
 Record = Mapping[str, Any]
 F32 = npt.NDArray[np.float32]
@@ -88,6 +88,7 @@ class Featurizer:
     idf: F32
     bin_edges: dict[str, list[float]]
     _term_index: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    _bucket_cache: dict[str, int] = field(default_factory=dict, compare=False, repr=False)  # term → column
 
     def __post_init__(self) -> None:
         if not self._term_index:
@@ -98,47 +99,56 @@ class Featurizer:
         return len(self.vocabulary) + self.cfg.hash_buckets + sum(len(e) + 1 for e in self.bin_edges.values())
 
     def transform(self, records: Sequence[Record]) -> sp.csr_matrix:
-        """The feature rows of ``records`` (float32 CSR, ``len(records)`` × :attr:`n_features`)."""
-        analyze = _analyzer()
-        indptr, indices, values = [0], [], []
-        for record in records:
-            idx, val = self._row(record, analyze)
-            indices.append(idx)
-            values.append(val)
-            indptr.append(indptr[-1] + len(idx))
-        return sp.csr_matrix(
-            (np.concatenate(values or [np.zeros(0, np.float32)]).astype(np.float32),
-             np.concatenate(indices or [np.zeros(0, np.int64)]).astype(np.int32), np.array(indptr)),
-            shape=(len(records), self.n_features))
+        """The feature rows of ``records`` (float32 CSR, ``len(records)`` × :attr:`n_features`), a block at a
+        time over all records (a catalogue import featurizes thousands per call)."""
+        blocks = [self._text(records) * np.float32(self.cfg.weight_text),
+                  self._categorical(records) * np.float32(self.cfg.weight_categorical),
+                  self._numbers(records) * np.float32(self.cfg.weight_numeric)]
+        return sp.csr_matrix(sp.hstack(blocks, format="csr"), dtype=np.float32)
 
-    def _row(self, record: Record, analyze: Any) -> tuple[npt.NDArray[np.int64], F32]:
-        blocks: list[tuple[npt.NDArray[np.int64], F32, float]] = []
-        # text: sublinear tf × idf, l2-normalised (TfidfVectorizer's transform)
-        counts: dict[int, int] = {}
-        for token in analyze(text_of(record, self.cfg.text_fields)):
-            col = self._term_index.get(token)
-            if col is not None:
-                counts[col] = counts.get(col, 0) + 1
-        if counts:
-            cols = np.fromiter(sorted(counts), dtype=np.int64, count=len(counts))
-            tf = np.log(np.array([counts[c] for c in cols.tolist()], dtype=np.float64)) + 1.0
-            blocks.append((cols, (tf * self.idf[cols]).astype(np.float32), self.cfg.weight_text))
-        base = len(self.vocabulary)
-        hashed = {base + bucket_of(t, self.cfg.hash_buckets)
-                  for t in categorical_terms(record, self.cfg, self.bin_edges)}
-        if hashed:
-            cols = np.array(sorted(hashed), dtype=np.int64)
-            blocks.append((cols, np.ones(len(cols), np.float32), self.cfg.weight_categorical))
-        base += self.cfg.hash_buckets
-        bins = []
+    def _text(self, records: Sequence[Record]) -> sp.csr_matrix:
+        """TF-IDF as TfidfVectorizer's transform: sublinear tf × idf, rows l2-normalised."""
+        n = len(records)
+        if not self.vocabulary:
+            return sp.csr_matrix((n, 0), dtype=np.float32)
+        counts = CountVectorizer(lowercase=True, token_pattern=TOKEN_PATTERN, vocabulary=self._term_index,
+                                 dtype=np.float32).transform([text_of(r, self.cfg.text_fields) for r in records])
+        counts.data = np.log(counts.data) + 1.0
+        return normalized_rows(counts @ sp.diags(self.idf))
+
+    def _categorical(self, records: Sequence[Record]) -> sp.csr_matrix:
+        """Hashed ``field=value`` terms, each record's row scaled to unit length."""
+        buckets, cache = self.cfg.hash_buckets, self._bucket_cache
+        if len(cache) > 200_000:  # bounded: values come from requests and files
+            cache.clear()
+        cols: list[int] = []
+        indptr = [0]
+        for record in records:
+            row = set()
+            for term in categorical_terms(record, self.cfg, self.bin_edges):
+                col = cache.get(term)
+                if col is None:
+                    col = cache[term] = bucket_of(term, buckets)
+                row.add(col)
+            cols += sorted(row)
+            indptr.append(len(cols))
+        ones = np.ones(len(cols), dtype=np.float32)
+        matrix = sp.csr_matrix((ones, np.array(cols, dtype=np.int32), np.array(indptr)), shape=(len(records), buckets))
+        return normalized_rows(matrix)
+
+    def _numbers(self, records: Sequence[Record]) -> sp.csr_matrix:
+        """One-hot bins of each numeric field, each record's row scaled to unit length."""
+        rows, cols = [], []
+        base = 0
         for name, edges in self.bin_edges.items():
-            value = record.get(name)
-            if _numeric(value):
-                bins.append(base + int(np.searchsorted(np.asarray(edges), np.float64(value), side="right")))
+            at = [(r, float(rec[name])) for r, rec in enumerate(records) if _numeric(rec.get(name))]
+            if at:
+                bins = np.searchsorted(np.asarray(edges), np.array([v for _, v in at]), side="right")
+                rows += [r for r, _ in at]
+                cols += (base + bins).tolist()
             base += len(edges) + 1
-        if bins:
-            blocks.append((np.array(bins, dtype=np.int64), np.ones(len(bins), np.float32), self.cfg.weight_numeric))
-        return _join_blocks(blocks)
+        matrix = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(records), base))
+        return normalized_rows(matrix)
 
     def to_json(self) -> dict[str, Any]:
         """Everything but the idf array, as JSON-ready data (the idf is stored as raw float32)."""
@@ -161,26 +171,10 @@ class Featurizer:
         return Featurizer(cfg, vocab, idf_arr, {k: [float(x) for x in v] for k, v in data["bin_edges"].items()})
 
 
-def _join_blocks(blocks: list[tuple[npt.NDArray[np.int64], F32, float]]) -> tuple[npt.NDArray[np.int64], F32]:
-    """The blocks' columns and values, each block scaled to unit length times its weight."""
-    if not blocks:
-        return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    vals = []
-    for _, val, weight in blocks:
-        norm = float(np.linalg.norm(val))
-        vals.append(val * np.float32(weight / norm) if norm > 0 else val)
-    return np.concatenate([b[0] for b in blocks]), np.concatenate(vals).astype(np.float32)
-
-
 def _vectorizer(cfg: ContentConfig, vocabulary: Sequence[str] | None = None) -> TfidfVectorizer:
     return TfidfVectorizer(lowercase=True, token_pattern=TOKEN_PATTERN, sublinear_tf=True, smooth_idf=True,
                            norm="l2", max_features=cfg.max_terms, min_df=cfg.min_df, dtype=np.float32,
                            vocabulary=vocabulary)
-
-
-def _analyzer() -> Any:
-    """scikit-learn's analyzer with the fitted settings (lower-case, the default token pattern)."""
-    return TfidfVectorizer(lowercase=True, token_pattern=TOKEN_PATTERN).build_analyzer()
 
 
 def fit_featurizer(records: Sequence[Record], cfg: ContentConfig | None = None) -> Featurizer:

@@ -9,11 +9,33 @@ from typing import Any
 from streamrec.store import RedisStore, as_str
 
 
-def put_items(store: RedisStore, items: Iterable[dict[str, Any]]) -> int:
-    """Upsert items (``item_id``, optional ``category``, ``available`` (default true), other attributes)."""
+def put_items(store: RedisStore, items: Iterable[dict[str, Any]], chunk: int = 1_000) -> int:
+    """Upsert items (``item_id``, optional ``category``, ``available`` (default true), other attributes).
+
+    One HSET per item plus, per chunk, one HSET of the categories and one SREM/SADD of availability (a
+    catalogue import writes tens of thousands a second); an item given twice keeps its last entry."""
     k = store.keys
-    pipe = store.client.pipeline(transaction=False)
     n = 0
+    pending: dict[str, tuple[dict[str, str], bool]] = {}
+
+    def flush() -> None:
+        if not pending:
+            return
+        pipe = store.client.pipeline(transaction=False)
+        for item_id, (fields, _) in pending.items():
+            pipe.hset(k.item(item_id), mapping=fields)  # type: ignore[arg-type]
+        categories = {i: f["category"] for i, (f, _) in pending.items() if "category" in f}
+        if categories:
+            pipe.hset(k.item_category, mapping=categories)  # type: ignore[arg-type]
+        available = [i for i, (_, a) in pending.items() if a]
+        if available:
+            pipe.srem(k.unavailable, *available)
+        gone = [i for i, (_, a) in pending.items() if not a]
+        if gone:
+            pipe.sadd(k.unavailable, *gone)
+        pipe.execute()
+        pending.clear()
+
     for item in items:
         item_id = str(item["item_id"])
         available = bool(item.get("available", True))
@@ -21,16 +43,13 @@ def put_items(store: RedisStore, items: Iterable[dict[str, Any]]) -> int:
         fields: dict[str, str] = {"available": "1" if available else "0", "attrs": json.dumps(attrs)}
         if item.get("category") is not None:
             fields["category"] = str(item["category"])
-            pipe.hset(k.item_category, item_id, fields["category"])
-        pipe.hset(k.item(item_id), mapping=fields)  # type: ignore[arg-type]
-        if available:
-            pipe.srem(k.unavailable, item_id)
-        else:
-            pipe.sadd(k.unavailable, item_id)
+        if item_id in pending:  # the earlier entry is written first: the last one wins, as one by one
+            flush()
+        pending[item_id] = (fields, available)
         n += 1
-        if n % 1000 == 0:
-            pipe.execute()
-    pipe.execute()
+        if len(pending) >= chunk:
+            flush()
+    flush()
     return n
 
 

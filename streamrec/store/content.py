@@ -106,16 +106,20 @@ def write_cold_vectors(store: RedisStore, version: str, ids: Sequence[str], vect
     store.write_vectors(store.keys.model(version, "new_items"), ids, vectors)
 
 
-# KEYS = [content_features, content_items, new_items, content_gen]; ARGV = [item, feature row, vector or ''].
-# The vector replaces the item's new_items entry only while that entry is absent or is the previous content
-# vector: a vector the worker folded in from interactions is never overwritten by a metadata update.
-PUT_ITEM_LUA = """
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-if ARGV[3] ~= '' then
-  local old = redis.call('HGET', KEYS[2], ARGV[1])
-  local cur = redis.call('HGET', KEYS[3], ARGV[1])
-  redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-  if (not cur) or cur == old then redis.call('HSET', KEYS[3], ARGV[1], ARGV[3]) end
+# KEYS = [content_features, content_items, new_items, content_gen]; ARGV = [item, feature row, vector or '',
+# item, row, vector, ...]. A vector replaces the item's new_items entry only while that entry is absent or is
+# the previous content vector: a vector the worker folded in from interactions is never overwritten by a
+# metadata update (the worker blends the two itself).
+PUT_ITEMS_LUA = """
+for i = 1, #ARGV, 3 do
+  local item, row, vec = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  redis.call('HSET', KEYS[1], item, row)
+  if vec ~= '' then
+    local old = redis.call('HGET', KEYS[2], item)
+    local cur = redis.call('HGET', KEYS[3], item)
+    redis.call('HSET', KEYS[2], item, vec)
+    if (not cur) or cur == old then redis.call('HSET', KEYS[3], item, vec) end
+  end
 end
 return redis.call('INCR', KEYS[4])
 """
@@ -124,20 +128,20 @@ return redis.call('INCR', KEYS[4])
 def store_item_content(store: RedisStore, version: str, part: ContentPart, entries: Sequence[Mapping[str, Any]],
                        fitted: Callable[[str], bool], chunk: int = 2_000) -> int:
     """Featurize catalogue entries with ``part`` and store each one's row and, for items the version was not
-    ``fitted`` on, the regression's vector (:data:`PUT_ITEM_LUA`, pipelined); returns how many were stored."""
+    ``fitted`` on, the regression's vector (:data:`PUT_ITEMS_LUA`, one script per chunk); returns how many."""
     k = store.keys
     keys = [k.model(version, p) for p in ("content_features", "content_items", "new_items", "content_gen")]
-    script = store.client.register_script(PUT_ITEM_LUA)
+    script = store.client.register_script(PUT_ITEMS_LUA)
     for start in range(0, len(entries), chunk):
         batch = entries[start : start + chunk]
         x = part.featurizer.transform([content_record(dict(e)) for e in batch])
         cold = [n for n, e in enumerate(batch) if not fitted(str(e["item_id"]))]
         vectors = dict(zip(cold, part.ridge.predict(x[cold]), strict=True)) if part.ridge is not None and cold else {}
-        pipe = store.client.pipeline(transaction=False)
+        args: list[Any] = []
         for n, (row, e) in enumerate(zip(rows_of(x), batch, strict=True)):
             vec = vectors.get(n)
-            script(keys=keys, args=[str(e["item_id"]), row, to_bytes(vec) if vec is not None else b""], client=pipe)
-        pipe.execute()
+            args += [str(e["item_id"]), row, to_bytes(vec) if vec is not None else b""]
+        script(keys=keys, args=args)
     return len(entries)
 
 
