@@ -65,6 +65,7 @@ class ContentService:
         self.settings, self.store = settings, store
         self.view: ContentView | None = None
         self.wake: Callable[[], None] = lambda: None  # the refresher's wake-up, set by the app
+        self._neighbours: tuple[ContentView | None, dict[str, list[tuple[str, float]]]] = (None, {})
 
     def refresh(self, store: RedisStore, version: str) -> ContentView | None:
         """Reload :attr:`view` if ``version`` or its content changed (:func:`load_content`); the view now."""
@@ -99,6 +100,22 @@ class ContentService:
             usable[[i for i in map(view.index.get, unavailable) if i is not None]] = False
         best, scores = cosine_top(view.normed, row, k, usable)
         return [(view.ids[i], float(s)) for i, s in zip(best.tolist(), scores.tolist(), strict=True)]
+
+    def neighbours(self, item_id: str) -> list[tuple[str, float]]:
+        """An item's ``covis_top_n`` content neighbours (unavailable ones included: the ranking blocks them),
+        cached per view: the hybrid asks for the same session items again and again."""
+        view = self.view
+        if view is None or item_id not in view.index:
+            return []
+        cache = self._neighbours
+        if cache[0] is not view:
+            cache = self._neighbours = (view, {})
+        got = cache[1].get(item_id)
+        if got is None:
+            if len(cache[1]) > 50_000:  # bounded: session items come from requests
+                cache[1].clear()
+            got = cache[1][item_id] = self.similar(item_id, self.settings.covis_top_n, frozenset()) or []
+        return got
 
     def profile_weight(self, events: int, version: str | None) -> float:
         """How much a profile vector counts for a user with ``events`` events (0: do not read the profile)."""

@@ -101,7 +101,8 @@ class HybridRecommender:
     async def _answer(self, view: View, reply: UserReply, now: int, req: Request,
                       vec: np.ndarray | None) -> tuple[list, bool]:
         shop = await self._shop(view, req.category)
-        inputs, index = hybrid_inputs(view, self.cfg, reply, now, req, shop, self.covis, vec)
+        content = self.svc.content.neighbours if self.svc.settings.rank_content_neighbours else None
+        inputs, index = hybrid_inputs(view, self.cfg, reply, now, req, shop, self.covis, vec, content)
         items = ranked_items(rank(inputs, self.cfg, req.k), index)
         personalized = any(r.source in USER_SOURCES for r in items)
         (self.svc._n_personal if personalized else self.svc._n_fallback).inc()

@@ -134,6 +134,8 @@ class Settings(BaseSettings):
     content_ridge_alpha: float = Field(1.0, gt=0, description="L2 penalty of the content regression")
     content_prior_interactions: float = Field(3.0, ge=0, description="a new item's content vector counts as this "
                                               "many interactions when its folded-in vector is blended with it")
+    rank_content_neighbours: bool = Field(True, description="hybrid: content neighbours stand in for the "
+                                          "co-visitation neighbours of session items that have none (new items)")
     profile_min_interactions: int = Field(3, ge=1, description="users with at least this many items train the "
                                           "regression from profile to user factors at refit")
     profile_ridge_alpha: float = Field(1.0, gt=0, description="L2 penalty of the profile regression")

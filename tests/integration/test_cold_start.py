@@ -141,6 +141,12 @@ def test_a_new_item_with_metadata_is_recommended_and_has_content_neighbours_at_o
     # the catalogue write gave the item a vector of the version's items: every API process and worker reads it
     assert shop.store.client.hexists(shop.store.keys.model(shop.summary["version"], "new_items"), fresh)
 
+    # A visitor who viewed only the new item: no co-visitation exists (no worker runs here), so its content
+    # neighbours stand in as the co-visitation candidates, all of its category.
+    session = shop.http.post("/v1/recommendations", json={"items": [fresh], "k": 10}).json()
+    from_content = [i["item_id"] for i in session["items"] if i["source"] == "covisitation"]
+    assert len(from_content) >= 3 and all(shop.category_of(i) == category for i in from_content), session
+
 
 def test_a_new_user_with_a_profile_gets_personalised_answers(shop: Shop) -> None:
     category = shop.world.category_names[1]
