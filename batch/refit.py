@@ -33,6 +33,7 @@ from models.weighting import weighted_matrix
 from streamrec.events import now_ms
 from streamrec.settings import Settings
 from streamrec.store import RedisStore, to_bytes
+from streamrec.store.content import erased_users, forget_erased
 from streamrec.store.models import (
     VERSION_PARTS,
     activate,
@@ -162,6 +163,8 @@ def _run(settings: Settings, store: RedisStore, fit: FitFn, rebuild: bool, progr
     load_s = time.perf_counter() - t0
     progress(f"snapshot: {snap.events:,} events, {len(snap):,} user-item pairs")
     merged, end, stats, merge_s = _read_and_merge(settings, snap, progress)
+    erased = erased_users(store)  # deleted users (DELETE /v1/users/{id}): never fitted again
+    merged = snapshots.without_users(merged, erased)
     duplicates = merged.duplicates - snap.duplicates
     train = training_set(merged, settings, now_ms())
     progress(f"read {stats.read:,} new events in {stats.seconds:.1f}s; fitting {train.matrix.shape[0]:,} users x "
@@ -187,6 +190,8 @@ def _run(settings: Settings, store: RedisStore, fit: FitFn, rebuild: bool, progr
         recent = users_since(settings, end)
         fold = refold_users(settings, store, version, model.item_factors, model.gram, item_index, recent)
     removed = cleanup_versions(store, settings.model_grace_s)
+    if saved:  # the saved snapshot no longer holds them
+        forget_erased(store, erased)
     return {
         "version": version, **stats.as_dict(), "duplicates": duplicates,
         "n_users": len(train.user_ids), "n_items": len(train.item_ids), "n_interactions": int(train.matrix.nnz),

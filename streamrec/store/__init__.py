@@ -119,6 +119,11 @@ class Keys:
     def profiles(self) -> str:
         return f"{self.prefix}:profiles"
 
+    @property
+    def erased(self) -> str:
+        """Users deleted since the last refit (user → deleted at, ms): the refit drops their interactions."""
+        return f"{self.prefix}:erased"
+
     def popular(self, category: str | None = None) -> str:
         return f"{self.prefix}:popular:c:{category}" if category else f"{self.prefix}:popular"
 

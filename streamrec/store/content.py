@@ -19,6 +19,7 @@ User profiles are version independent: ``<p>:profiles`` HASH user → JSON attri
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -185,9 +186,21 @@ def iter_profiles(store: RedisStore) -> Iterator[tuple[str, dict[str, Any]]]:
         yield as_str(user), json.loads(raw)
 
 
+def erased_users(store: RedisStore) -> set[str]:
+    """Users deleted since the last refit."""
+    return {as_str(u) for u in store.client.hkeys(store.keys.erased)}
+
+
+def forget_erased(store: RedisStore, users: set[str]) -> None:
+    """Drop users from the erased list once a refit published without them."""
+    if users:
+        store.client.hdel(store.keys.erased, *users)
+
+
 def delete_user(store: RedisStore, user: str) -> dict[str, int]:
     """Remove everything stored about ``user``: profile, history, event count, and the user's vector and its
-    stamp in every model version, plus their entries in the pending interactions of new items. Returns how
+    stamp in every model version, plus their entries in the pending interactions of new items; the user is
+    listed in ``<p>:erased`` until the next refit dropped their interactions from its snapshot. Returns how
     many of each were removed."""
     k = store.keys
     versions = {v for v, _ in list_versions(store)}
@@ -195,13 +208,16 @@ def delete_user(store: RedisStore, user: str) -> dict[str, int]:
     if current:
         versions.add(as_str(current))
     pipe = store.client.pipeline(transaction=True)
+    # the refit's snapshot still holds the user's summed interactions: the next refit drops them (and then
+    # this entry), so no vector comes back
+    pipe.hset(k.erased, user, int(time.time() * 1000))
     pipe.hdel(k.profiles, user)
     pipe.delete(k.history(user))
     pipe.hdel(k.user_events, user)
     for v in sorted(versions):
         pipe.hdel(k.model(v, "users"), user)
         pipe.hdel(k.model(v, "user_ts"), user)
-    got = pipe.execute()
+    got = pipe.execute()[1:]
     removed = {"profile": int(got[0]), "history": int(got[1]), "event_count": int(got[2]),
                "vectors": int(sum(got[3::2])), "pending": 0}
     for v in sorted(versions):
