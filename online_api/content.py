@@ -22,6 +22,8 @@ import scipy.sparse as sp
 
 from models.content import normalized_rows
 from models.ridge import cosine_top, fade_weight
+from online_api.cache import View
+from online_api.schemas import Ranked, Source
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
 from streamrec.store.content import ContentPart, content_gen, read_features, read_part, store_item_content
@@ -142,3 +144,23 @@ def with_profile(vec: F32 | None, profile: F32 | None, weight: float) -> F32 | N
     if vec is None:
         return profile
     return ((1.0 - weight) * vec + weight * profile).astype(np.float32)
+
+
+def new_arrivals(view: View, vec: F32 | None, k: int, seen: frozenset[str]) -> list[Ranked]:
+    """Available items new since the refit (metadata or fold-in vectors), best first: by the user's score when
+    there is a vector (``personal``), else by vector length, which the regression and the fold-in make
+    longer for items like popular ones (``popular``)."""
+    model = view.model
+    if model is None or len(model.item_ids) == model.n_base:
+        return []
+    rows = np.arange(model.n_base, len(model.item_ids))
+    if view.available_mask is not None:
+        rows = rows[view.available_mask[rows]]
+    if seen:
+        rows = np.array([r for r in rows.tolist() if model.item_ids[r] not in seen], dtype=np.int64)
+    if not len(rows):
+        return []
+    scores = model.factors[rows] @ vec if vec is not None else model.norms[rows]
+    order = np.lexsort((rows, -scores))[:k]
+    source = Source.PERSONAL if vec is not None else Source.POPULAR
+    return [Ranked(model.item_ids[rows[i]], round(float(scores[i]), 6), source) for i in order.tolist()]

@@ -26,7 +26,7 @@ from prometheus_client import Counter
 from models.foldin import fold_in_users
 from models.ranking import rank
 from online_api.cache import ModelCache, ServedModel, View
-from online_api.content import ContentService, with_profile
+from online_api.content import ContentService, new_arrivals, with_profile
 from online_api.deadline import redis_deadline
 from online_api.errors import NotFound, Unavailable
 from online_api.hybrid import (
@@ -131,6 +131,15 @@ class HybridRecommender:
         async with redis_deadline():
             raw = cast(bytes | None, await self.svc.client.hget(self.svc.keys.profiles, user_id))
         return with_profile(vec, content.profile_vector(raw, model.n_factors), weight)
+
+    async def new_arrivals(self, user_id: str, k: int) -> RecommendationList:
+        """Items new since the refit (a PUT item with metadata from its first second), for this user."""
+        view = self.svc.cache.view
+        model = view.model
+        reply = await self._read(user_id, model, ())
+        vec = await self._with_profile(user_id, model, _vector(model, reply.vec_raw), len(reply.items))
+        items = new_arrivals(view, vec, k, frozenset(reply.items))
+        return RecommendationList(user_id, model.version if model else None, None, vec is not None, items)
 
     async def recommend_session(self, posted: Sequence[str], user_id: str | None, req: Request) -> RecommendationList:
         """Recommendations for a session (recent items, newest last), optionally of a known user: the fold-in

@@ -111,6 +111,15 @@ def _recommendation_routes(r: APIRouter, settings: Settings, svc: Recommender) -
         needs its catalogue entry (404 otherwise), and answers within a second of its PUT."""
         return await svc.similar(item_id, k, kind)
 
+    @r.get("/users/{user_id}/new-arrivals", response_model=Recommendations, responses=reads,
+           tags=["recommendations"], summary="New arrivals for you")
+    async def new_arrivals(user_id: UserId, k: K = DEFAULT_K) -> Response:
+        """Available items new since the last refit (put with metadata, or folded in from their first
+        interactions), ranked by the user's vector (their profile's for a new user): ``personalized`` and
+        source ``personal``; without either, by the length of the items' vectors (source ``popular``)."""
+        answer = await svc.hybrid.new_arrivals(user_id, k)
+        return Response(answer.to_json(), media_type="application/json")
+
     @r.post("/recommendations", response_model=SessionRecommendations, responses=reads,
             tags=["recommendations"], summary="Recommendations for a session (anonymous visitors)")
     async def session_recommendations(body: SessionIn) -> Response:

@@ -141,6 +141,18 @@ def test_a_new_item_with_metadata_is_recommended_and_has_content_neighbours_at_o
     # the catalogue write gave the item a vector of the version's items: every API process and worker reads it
     assert shop.store.client.hexists(shop.store.keys.model(shop.summary["version"], "new_items"), fresh)
 
+    # "New arrivals for you": the new item leads for its category's fans, ahead of one of another category
+    far = shop.world.category_names[3]
+    other = {"category": far, "attributes": {"title": f"{simulate._NOUN[far]} deluxe", "brand": f"{far}-works"}}
+    assert shop.http.put(f"/v1/items/{fresh}-other", json=other).status_code == 200
+    poll(lambda: shop.http.get("/v1/users/nobody-at-all/new-arrivals").json()["items"], lambda i: len(i) == 2, 1.0)
+    arrivals = shop.http.get(f"/v1/users/{fans[0]}/new-arrivals", params={"k": 5}).json()
+    assert arrivals["personalized"] is True and [(i["item_id"], i["source"]) for i in arrivals["items"]] == [
+        (fresh, "personal"), (f"{fresh}-other", "personal")], arrivals
+    anonymous = shop.http.get("/v1/users/nobody-at-all/new-arrivals").json()
+    assert anonymous["personalized"] is False and fresh in [i["item_id"] for i in anonymous["items"]]
+    assert {i["source"] for i in anonymous["items"]} == {"popular"} and len(anonymous["items"]) == 2
+
     # A visitor who viewed only the new item: no co-visitation exists (no worker runs here), so its content
     # neighbours stand in as the co-visitation candidates, all of its category.
     session = shop.http.post("/v1/recommendations", json={"items": [fresh], "k": 10}).json()
