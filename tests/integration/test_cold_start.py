@@ -26,6 +26,7 @@ from streamrec.store import RedisStore
 from streamrec.store.catalog import put_items
 from streamrec.store.content import put_profile
 from streamrec.store.models import current_version
+from tests.helpers.processes import Started
 from tests.integration.services import isolated_settings
 
 KEY = "cold-start-key-0123456789"
@@ -239,3 +240,42 @@ def test_deleting_a_user_removes_every_key_and_field(shop: Shop) -> None:
     from batch import snapshot as snapshots
 
     assert user not in snapshots.load(shop.settings.snapshot_dir, shop.settings.event_topics, None).users
+
+
+def test_the_worker_blends_a_new_items_fold_in_with_its_content_vector(shop: Shop, procs: Started) -> None:
+    """Runs last: the worker applies the whole topic (the deleted user's old events included)."""
+    from online_api.server import free_port
+    from stream_processors import new_items as ni
+    from streamrec.store import from_bytes
+
+    store, k = shop.store, shop.store.keys
+    version = current_version(store)
+    assert version is not None
+    served, _ = poll(lambda: shop.http.get("/readyz").json()["model_version"], lambda v: v == version, 10)
+    assert served == version  # the refit of the deletion test published a new version
+    settings = shop.settings.model_copy(update={"worker_web_port": free_port(), "worker_batch_within_s": 0.05})
+    category = shop.world.category_names[0]
+    item = f"blend-{uuid.uuid4().hex[:6]}"
+    body = {"category": category, "attributes": {"title": f"{simulate._NOUN[category]} blend", "price": 20.0}}
+    assert shop.http.put(f"/v1/items/{item}", json=body).status_code == 200
+    content = store.client.hget(k.model(version, "content_items"), item)
+    assert content is not None and store.client.hget(k.model(version, "new_items"), item) == content
+    worker = procs.worker(settings, log_level="warning")
+    now = int(time.time() * 1000)
+    users = [u.decode() for u in store.client.hkeys(k.model(version, "users"))][:3]
+    events = [{"event_id": str(uuid.uuid4()), "user_id": u, "item_id": item, "type": "click", "ts": now}
+              for u in users]
+    assert shop.http.post("/v1/events:batch", json={"events": events}).status_code == 202
+    blended, _ = poll(lambda: store.client.hget(k.model(version, "new_items"), item), lambda v: v != content, 60)
+    worker.assert_alive()
+    assert blended != content, "the worker never folded the item in"
+    # what the worker folded, recomputed from the same state: its pending interactions and users' vectors
+    pending = [ni.decode_pending(e) for e in store.client.lrange(k.pending(version, item), 0, -1)]
+    vectors = {u: from_bytes(v) for u, v in zip(users, store.client.hmget(k.model(version, "users"), users),
+                                                 strict=True)}
+    gram = ni.load_user_gram(store, version, 16)
+    folded = ni.fold_items({item: pending}, vectors, gram, settings.als_regularization, settings.als_alpha)[item]
+    expect = ni.blend_content({item: folded}, {item: content}, {item: len(pending)},
+                              settings.content_prior_interactions)[item]
+    np.testing.assert_allclose(from_bytes(blended), expect, rtol=1e-3, atol=1e-4)
+    assert not np.allclose(from_bytes(blended), folded, atol=1e-4)  # the metadata still counts
