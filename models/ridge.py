@@ -88,10 +88,13 @@ def cosine_top(normed: sp.csr_matrix, row: int, k: int,
                usable: npt.NDArray[np.bool_] | None = None) -> tuple[npt.NDArray[np.int64], F32]:
     """The ``k`` rows of unit-row ``normed`` most cosine-similar to ``row`` (itself excluded, only
     positive similarities, ``usable`` rows when given), best first, ties to the lower row."""
-    scores = np.asarray((normed @ normed[row].T).todense()).ravel().astype(np.float32)
+    scores = np.asarray(normed @ normed[row].toarray().ravel(), dtype=np.float32).ravel()  # sparse · dense
     scores[row] = 0.0
     if usable is not None:
         scores[~usable] = 0.0
     cand = np.flatnonzero(scores > 0)
+    if 0 < k < len(cand):  # a category shares a column with thousands: keep those reaching the k-th score
+        kth = np.partition(scores[cand], len(cand) - k)[len(cand) - k]
+        cand = cand[scores[cand] >= kth]
     order = np.lexsort((cand, -scores[cand]))[:k]
     return cand[order].astype(np.int64), scores[cand[order]]

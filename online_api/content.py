@@ -3,7 +3,7 @@
 
 :class:`ContentView` is the served version's cold-start state (featurizers, regressions, every item's
 content feature row as one unit-row matrix), loaded by the refresher (:func:`load_content`) when the
-version or its ``content_gen`` counter changes, and swapped whole like the model view. Writes go through
+version changes or items are written (its ``content_log``), and swapped whole like the model view. Writes go through
 :class:`ContentService`: a ``PUT`` item is featurized here with the published featurizer, its predicted
 vector written to the version's ``new_items`` (every API process and worker reads it within a second),
 and this process's refresher woken so it serves it at once.
@@ -12,8 +12,9 @@ and this process's refresher woken so it serves it at once.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -26,38 +27,66 @@ from online_api.cache import View
 from online_api.schemas import Ranked, Source
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
-from streamrec.store.content import ContentPart, content_gen, read_features, read_part, store_item_content
+from streamrec.store.content import (
+    ContentPart,
+    content_log_len,
+    read_changes,
+    read_features,
+    read_part,
+    store_item_content,
+)
 
 F32 = npt.NDArray[np.float32]
+NEIGHBOURS_TTL_S = 30.0
 
 
 @dataclass(frozen=True, eq=False)
 class ContentView:
-    """One version's cold-start state as served (immutable; replaced whole)."""
+    """One version's cold-start state as served (immutable; replaced whole).
+
+    Rows of ``normed`` are appended as items are written (``PUT``, import); an item written again gets a new
+    row and its old one is no longer ``live``, so an update never rebuilds the whole matrix."""
 
     version: str
-    gen: int
+    log_len: int  # the version's content_log entries applied
     items: ContentPart | None
     profiles: ContentPart | None
-    ids: list[str] = field(default_factory=list)
-    index: dict[str, int] = field(default_factory=dict)
+    ids: list[str] = field(default_factory=list)  # of each row (an updated item's old rows too)
+    index: dict[str, int] = field(default_factory=dict)  # item → its live row
     normed: sp.csr_matrix = field(default_factory=lambda: sp.csr_matrix((0, 0), dtype=np.float32))
+    live: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))
+
+    def with_rows(self, log_len: int, ids: list[str], rows: sp.csr_matrix) -> ContentView:
+        """This view with ``ids``' rows (new or replacing their old ones) appended."""
+        if not ids:
+            return replace(self, log_len=log_len)
+        live = np.concatenate([self.live, np.ones(len(ids), dtype=np.bool_)])
+        index = dict(self.index)
+        for n, item in enumerate(ids):
+            old = index.get(item)
+            if old is not None:
+                live[old] = False
+            index[item] = len(self.ids) + n
+        normed = sp.csr_matrix(sp.vstack([self.normed, normalized_rows(rows)], format="csr"), dtype=np.float32)
+        return replace(self, log_len=log_len, ids=[*self.ids, *ids], index=index, normed=normed, live=live)
 
 
 def load_content(store: RedisStore, version: str, served: ContentView | None) -> ContentView | None:
-    """The version's :class:`ContentView`, or None when ``served`` is still it (same version and counter).
+    """The version's :class:`ContentView`, or None when ``served`` is still it.
 
-    The counter is read first: a write landing during the read bumps it again, and the next call reloads."""
-    gen = content_gen(store, version)
-    if served is not None and served.version == version and served.gen == gen:
-        return None
-    same = served is not None and served.version == version
-    items = served.items if same and served is not None else read_part(store, version, "content")
-    profiles = served.profiles if same and served is not None else read_part(store, version, "profile")
+    The served version's view only reads the items written since (its ``content_log``); a new version is
+    read whole, the log's length first: a write landing during the read is applied again at the next call."""
+    if served is not None and served.version == version:
+        if served.items is None or content_log_len(store, version) == served.log_len:
+            return None
+        return served.with_rows(*read_changes(store, version, served.log_len, served.items.featurizer.n_features))
+    log_len = content_log_len(store, version)
+    items, profiles = read_part(store, version, "content"), read_part(store, version, "profile")
     if items is None:
-        return ContentView(version, gen, None, profiles)
+        return ContentView(version, log_len, None, profiles)
     ids, matrix = read_features(store, version, items.featurizer.n_features)
-    return ContentView(version, gen, items, profiles, ids, {i: n for n, i in enumerate(ids)}, normalized_rows(matrix))
+    return ContentView(version, log_len, items, profiles, ids, {i: n for n, i in enumerate(ids)},
+                       normalized_rows(matrix), np.ones(len(ids), dtype=np.bool_))
 
 
 class ContentService:
@@ -67,7 +96,7 @@ class ContentService:
         self.settings, self.store = settings, store
         self.view: ContentView | None = None
         self.wake: Callable[[], None] = lambda: None  # the refresher's wake-up, set by the app
-        self._neighbours: tuple[ContentView | None, dict[str, list[tuple[str, float]]]] = (None, {})
+        self._neighbours: dict[tuple[str, str], tuple[float, list[tuple[str, float]]]] = {}
 
     def refresh(self, store: RedisStore, version: str) -> ContentView | None:
         """Reload :attr:`view` if ``version`` or its content changed (:func:`load_content`); the view now."""
@@ -96,27 +125,29 @@ class ContentService:
         row = view.index.get(item_id) if view is not None else None
         if view is None or row is None:
             return None
-        usable = None
+        usable = view.live
         if unavailable:
-            usable = np.ones(len(view.ids), dtype=np.bool_)
+            usable = usable.copy()
             usable[[i for i in map(view.index.get, unavailable) if i is not None]] = False
         best, scores = cosine_top(view.normed, row, k, usable)
         return [(view.ids[i], float(s)) for i, s in zip(best.tolist(), scores.tolist(), strict=True)]
 
     def neighbours(self, item_id: str) -> list[tuple[str, float]]:
         """An item's ``covis_top_n`` content neighbours (unavailable ones included: the ranking blocks them),
-        cached per view: the hybrid asks for the same session items again and again."""
+        cached per version for ``NEIGHBOURS_TTL_S``: the hybrid asks for the same session items again and
+        again, and one scan costs about 2 ms at 50,000 items (catalogue writes in between may show late)."""
         view = self.view
         if view is None or item_id not in view.index:
             return []
-        cache = self._neighbours
-        if cache[0] is not view:
-            cache = self._neighbours = (view, {})
-        got = cache[1].get(item_id)
-        if got is None:
-            if len(cache[1]) > 50_000:  # bounded: session items come from requests
-                cache[1].clear()
-            got = cache[1][item_id] = self.similar(item_id, self.settings.covis_top_n, frozenset()) or []
+        now = time.monotonic()
+        key = (view.version, item_id)
+        hit = self._neighbours.get(key)
+        if hit is not None and now - hit[0] < NEIGHBOURS_TTL_S:
+            return hit[1]
+        if len(self._neighbours) > 50_000:  # bounded: session items come from requests
+            self._neighbours.clear()
+        got = self.similar(item_id, self.settings.covis_top_n, frozenset()) or []
+        self._neighbours[key] = (now, got)
         return got
 
     def profile_weight(self, events: int, version: str | None) -> float:

@@ -8,7 +8,8 @@ Per model version ``v`` (all in :data:`streamrec.store.models.VERSION_PARTS`, re
 * ``content_coef`` / ``profile_coef``: the ridge coefficients with the intercept as last row, raw float32
   (absent when too few items/users had interactions to fit one);
 * ``content_features``: HASH item → its sparse feature row (``n`` int32 column indices then ``n`` float32
-  values, little-endian); ``content_gen``: a counter bumped on every write to it, so readers notice;
+  values, little-endian); ``content_log``: LIST of the items written to it since the version was published
+  (``PUT`` and ``catalog import``), so readers re-read only those;
 * ``content_items``: HASH item → the vector the regression predicted for an item without interactions.
   It is also written to ``new_items`` (which every API process and worker reads) unless the item has a
   vector of its own there (folded in by the worker, which blends it with this one).
@@ -89,13 +90,12 @@ def read_part(store: RedisStore, version: str, name: str) -> ContentPart | None:
 
 def write_features(store: RedisStore, version: str, ids: Sequence[str], rows: Sequence[bytes],
                    chunk: int = 5_000) -> None:
-    """Set the content feature rows of many items (pipelined chunks) and bump ``content_gen``."""
+    """Set the content feature rows of many items (pipelined chunks), for a version being published."""
     key = store.keys.model(version, "content_features")
     for start in range(0, len(ids), chunk):
         pipe = store.client.pipeline(transaction=False)
         pipe.hset(key, mapping=dict(zip(ids[start : start + chunk], rows[start : start + chunk], strict=True)))
         pipe.execute()
-    store.client.incr(store.keys.model(version, "content_gen"))
 
 
 def write_cold_vectors(store: RedisStore, version: str, ids: Sequence[str], vectors: np.ndarray) -> None:
@@ -107,7 +107,7 @@ def write_cold_vectors(store: RedisStore, version: str, ids: Sequence[str], vect
     store.write_vectors(store.keys.model(version, "new_items"), ids, vectors)
 
 
-# KEYS = [content_features, content_items, new_items, content_gen]; ARGV = [item, feature row, vector or '',
+# KEYS = [content_features, content_items, new_items, content_log]; ARGV = [item, feature row, vector or '',
 # item, row, vector, ...]. A vector replaces the item's new_items entry only while that entry is absent or is
 # the previous content vector: a vector the worker folded in from interactions is never overwritten by a
 # metadata update (the worker blends the two itself).
@@ -115,6 +115,7 @@ PUT_ITEMS_LUA = """
 for i = 1, #ARGV, 3 do
   local item, row, vec = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   redis.call('HSET', KEYS[1], item, row)
+  redis.call('RPUSH', KEYS[4], item)
   if vec ~= '' then
     local old = redis.call('HGET', KEYS[2], item)
     local cur = redis.call('HGET', KEYS[3], item)
@@ -122,7 +123,7 @@ for i = 1, #ARGV, 3 do
     if (not cur) or cur == old then redis.call('HSET', KEYS[3], item, vec) end
   end
 end
-return redis.call('INCR', KEYS[4])
+return redis.call('LLEN', KEYS[4])
 """
 
 
@@ -131,7 +132,7 @@ def store_item_content(store: RedisStore, version: str, part: ContentPart, entri
     """Featurize catalogue entries with ``part`` and store each one's row and, for items the version was not
     ``fitted`` on, the regression's vector (:data:`PUT_ITEMS_LUA`, one script per chunk); returns how many."""
     k = store.keys
-    keys = [k.model(version, p) for p in ("content_features", "content_items", "new_items", "content_gen")]
+    keys = [k.model(version, p) for p in ("content_features", "content_items", "new_items", "content_log")]
     script = store.client.register_script(PUT_ITEMS_LUA)
     for start in range(0, len(entries), chunk):
         batch = entries[start : start + chunk]
@@ -146,26 +147,40 @@ def store_item_content(store: RedisStore, version: str, part: ContentPart, entri
     return len(entries)
 
 
-def content_gen(store: RedisStore, version: str) -> int:
-    """The version's content write counter (0 before any)."""
-    raw = store.client.get(store.keys.model(version, "content_gen"))
-    return int(raw) if raw else 0
+def content_log_len(store: RedisStore, version: str) -> int:
+    """How many content writes the version has had since it was published."""
+    return int(store.client.llen(store.keys.model(version, "content_log")))
+
+
+def read_changes(store: RedisStore, version: str, start: int, n_features: int
+                 ) -> tuple[int, list[str], sp.csr_matrix]:
+    """The items written since log position ``start``: (the log's length now, their ids, their rows)."""
+    k = store.keys
+    logged = [as_str(i) for i in store.client.lrange(k.model(version, "content_log"), start, -1)]
+    ids = list(dict.fromkeys(logged))
+    raw = cast(list[bytes | None], store.client.hmget(k.model(version, "content_features"), ids)) if ids else []
+    found = [(i, r) for i, r in zip(ids, raw, strict=True) if r is not None]
+    return start + len(logged), [i for i, _ in found], _matrix([r for _, r in found], n_features)
+
+
+def _matrix(rows: Sequence[bytes], n_features: int) -> sp.csr_matrix:
+    """Encoded rows as one CSR matrix."""
+    indptr, cols, vals = [0], [], []
+    for raw in rows:
+        idx, val = decode_row(raw)
+        cols.append(idx)
+        vals.append(val)
+        indptr.append(indptr[-1] + len(idx))
+    empty_i, empty_f = np.zeros(0, dtype=I32), np.zeros(0, dtype=F32)
+    return sp.csr_matrix((np.concatenate(vals or [empty_f]), np.concatenate(cols or [empty_i]), indptr),
+                         shape=(len(rows), n_features), dtype=np.float32)
 
 
 def read_features(store: RedisStore, version: str, n_features: int) -> tuple[list[str], sp.csr_matrix]:
     """Every item with content features in ``version``: (ids sorted, their rows as one CSR matrix)."""
     raw = cast(dict[bytes, bytes], store.client.hgetall(store.keys.model(version, "content_features")))
     ids = sorted(as_str(i) for i in raw)
-    indptr, cols, vals = [0], [], []
-    for item in ids:
-        idx, val = decode_row(raw[item.encode()])
-        cols.append(idx)
-        vals.append(val)
-        indptr.append(indptr[-1] + len(idx))
-    empty_i, empty_f = np.zeros(0, dtype=I32), np.zeros(0, dtype=F32)
-    matrix = sp.csr_matrix((np.concatenate(vals or [empty_f]), np.concatenate(cols or [empty_i]), indptr),
-                           shape=(len(ids), n_features), dtype=np.float32)
-    return ids, matrix
+    return ids, _matrix([bytes(raw[i.encode()]) for i in ids], n_features)
 
 
 # ------------------------------------------------------------------------------------------- profiles

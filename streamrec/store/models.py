@@ -24,7 +24,7 @@ from streamrec.store import RedisStore, as_str, from_bytes, to_bytes
 # Every key a version owns (the worker's per-item pending keys expire by themselves).
 VERSION_PARTS = ("meta", "items", "item_factors", "gram", "users", "user_ts", "new_items", "user_gram", "pending_n",
                  # cold start (streamrec.store.content): the fitted featurizers and regressions, item features
-                 "content_model", "content_idf", "content_coef", "content_features", "content_items", "content_gen",
+                 "content_model", "content_idf", "content_coef", "content_features", "content_items", "content_log",
                  "profile_model", "profile_idf", "profile_coef")
 
 

@@ -79,3 +79,10 @@ def test_cosine_top_is_the_dense_cosine_ranking() -> None:
     np.testing.assert_allclose(scores, ref[expect], rtol=1e-5)
     assert 3 not in best.tolist()
     assert cosine_top(sp.csr_matrix(unit), 3, 5)[0].tolist() == []
+
+
+def test_cosine_top_breaks_ties_to_the_lower_row_beyond_k() -> None:
+    unit = sp.csr_matrix(np.ones((50, 1), dtype=np.float32))  # every row the same: all tie at 1
+    best, scores = cosine_top(unit, 7, 4)
+    assert best.tolist() == [0, 1, 2, 3] and np.allclose(scores, 1)
+    assert cosine_top(unit, 0, 0)[0].tolist() == []

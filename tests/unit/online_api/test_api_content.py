@@ -26,8 +26,8 @@ def service(profiles: ContentPart | None = None) -> ContentService:
     f = fit_featurizer(ITEMS, SETTINGS.content_config())
     x = f.transform(ITEMS)
     svc = ContentService(SETTINGS, RedisStore(SETTINGS))
-    svc.view = ContentView("v1", 1, ContentPart(f, None), profiles, IDS, {i: n for n, i in enumerate(IDS)},
-                           normalized_rows(x))
+    svc.view = ContentView("v1", 0, ContentPart(f, None), profiles, IDS, {i: n for n, i in enumerate(IDS)},
+                           normalized_rows(x), np.ones(len(IDS), dtype=np.bool_))
     return svc
 
 
@@ -38,8 +38,23 @@ def test_content_similarity_ranks_the_same_category_and_words_first_and_skips_un
     assert [i for i, _ in svc.similar("s1", 3, frozenset({"s2"})) or []] == ["s3"]
     assert svc.similar("unknown", 3, frozenset()) is None
     assert svc.neighbours("t1") == svc.similar("t1", SETTINGS.covis_top_n, frozenset())
-    assert svc.neighbours("t1") is svc.neighbours("t1")  # cached for the view
+    assert svc.neighbours("t1") is svc.neighbours("t1")  # cached
     assert svc.neighbours("unknown") == []
+
+
+def test_written_items_are_appended_and_an_update_replaces_the_old_row() -> None:
+    svc = service()
+    view = svc.view
+    assert view is not None and view.items is not None
+    f = view.items.featurizer
+    # t1 becomes a shoe; a new tea arrives: only these two rows are added, the old t1 row stops counting
+    svc.view = view.with_rows(2, ["t1", "t3"], f.transform([{"category": "shoes", "title": "red runner"},
+                                                              {"category": "tea", "title": "green tea"}]))
+    assert svc.view.log_len == 2 and svc.view.normed.shape[0] == 7 and svc.view.live.tolist() == [
+        True, True, False, True, True, True, True]
+    assert [i for i, _ in svc.similar("s1", 2, frozenset()) or []] == ["t1", "s2"]  # the same text and category
+    assert [i for i, _ in svc.similar("t2", 5, frozenset()) or []] == ["t3"]  # the old tea row is gone
+    assert view.with_rows(3, [], f.transform([])).log_len == 3
 
 
 def test_profile_weight_fades_linearly_and_needs_a_fitted_regression_of_the_served_version() -> None:
