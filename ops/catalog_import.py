@@ -157,7 +157,7 @@ def _write(store: RedisStore, version: str | None, part: Any, base: set[str], ch
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``streamrec catalog import`` to the CLI."""
-    p = sub.add_parser("catalog", help="catalogue tools: import a whole catalogue from a file")
+    p = sub.add_parser("catalog", help="catalogue tools: import a whole catalogue from a file, or benchmark it")
     inner = p.add_subparsers(dest="catalog_command", required=True)
     imp = inner.add_parser("import", help="load a catalogue (CSV, JSON lines, Parquet) with a progress bar",
                            description="Checks every row like PUT /v1/items/{id}, writes the valid ones, reports "
@@ -176,6 +176,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("--json", action="store_true", help="print the report as JSON")
     imp.add_argument("--no-progress", action="store_true", help="no progress bar")
     imp.set_defaults(func=cmd_import)
+    bench = inner.add_parser("bench", help="catalog import throughput on a synthetic catalogue (isolated prefix)")
+    bench.add_argument("--items", type=int, default=50_000)
+    bench.set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from ops.catalog_bench import run
+
+    print(json.dumps(run(settings, items=args.items)))
+    return 0
 
 
 def cmd_import(args: argparse.Namespace, settings: Settings) -> int:

@@ -72,3 +72,12 @@ def test_the_command_reports_rejects_and_writes_them(settings: Settings, tmp_pat
     bad = subprocess.run([sys.executable, "-m", "ops.cli", "catalog", "import", str(tmp_path / "x.txt")],
                          capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
     assert bad.returncode == 2 and "catalog import" in bad.stderr
+
+
+def test_the_benchmark_imports_plain_then_featurized_and_leaves_nothing(settings: Settings) -> None:
+    from ops.catalog_bench import run
+
+    got = run(settings, items=300)
+    assert got["plain"]["featurized"] == 0 and got["featurized"]["featurized"] == 300
+    assert got["plain"]["items_per_s"] > 0 and got["featurized"]["items_per_s"] > 0
+    assert got["prefix"] and not list(RedisStore(settings).client.scan_iter(f"{got['prefix']}:*", count=1000))
