@@ -207,7 +207,6 @@ class HybridRecommender:
         return SimilarItems(item_id=item_id, kind=kind, model_version=model.version if model is not None else None,
                             items=[SimilarItem(item_id=i, score=round(v, 6)) for i, v in picked])
 
-
     def _similar_content(self, view: View, item_id: str, k: int) -> SimilarItems:
         """Cosine similarity of content features (category, brand, price band, TF-IDF of the text)."""
         content = self.svc.content.view
