@@ -78,7 +78,7 @@ def _rebuild(sub: argparse._SubParsersAction) -> None:
 
 
 def _catalog(sub: argparse._SubParsersAction) -> None:
-    from ops.catalog_import import register
+    from ops.catalog_cli import register
 
     register(sub)
 
