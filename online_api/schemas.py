@@ -214,14 +214,17 @@ class ItemIn(BaseModel):
     """Catalogue metadata of one item."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "category": "shoes", "available": True, "attributes": {"brand": "acme", "price": 49.0}}]})
+        "category": "shoes", "available": True,
+        "attributes": {"title": "Trail runner", "brand": "acme", "price": 49.0, "tags": "waterproof,vegan"}}]})
 
     category: CategoryId | None = None
     available: StrictBool = Field(True, description="unavailable items never appear in any answer")
     # Values as strict as the event context: UTF-8 text, finite numbers, booleans, null; nothing coerced.
     attributes: dict[Annotated[str, Field(max_length=64), AfterValidator(utf8_text)], AttributeValue] = Field(
         default_factory=dict, max_length=MAX_ATTRIBUTES,
-        description="free-form flat attributes; keys other than item_id, category and available")
+        description="free-form flat attributes; keys other than item_id, category and available. For cold start "
+        "(content features): title, name and description are free text, tags a comma-separated list, other text "
+        "and booleans categories (brand, ...), numbers binned (price, ...)")
 
 
 class ProfileIn(BaseModel):
