@@ -23,6 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from batch import snapshot as snapshots
+from batch.content_fit import ColdStart, fit_cold_start, publish_cold_start
 from batch.fastredis import BulkStore
 from batch.foldback import refold_users, users_since
 from batch.reader import TP, Progress, ReadStats, read_events
@@ -33,6 +34,7 @@ from models.weighting import weighted_matrix
 from streamrec.events import now_ms
 from streamrec.settings import Settings
 from streamrec.store import RedisStore, to_bytes
+from streamrec.store.content import erased_users, forget_erased
 from streamrec.store.models import (
     VERSION_PARTS,
     activate,
@@ -164,6 +166,8 @@ def _run(settings: Settings, store: RedisStore, fit: FitFn, rebuild: bool, progr
     load_s = time.perf_counter() - t0
     progress(f"snapshot: {snap.events:,} events, {len(snap):,} user-item pairs")
     merged, end, stats, merge_s = _read_and_merge(settings, snap, progress)
+    erased = erased_users(store)  # deleted users (DELETE /v1/users/{id}): never fitted again
+    merged = snapshots.without_users(merged, erased)
     duplicates = merged.duplicates - snap.duplicates
     train = training_set(merged, settings, now_ms())
     progress(f"read {stats.read:,} new events in {stats.seconds:.1f}s; fitting {train.matrix.shape[0]:,} users x "
@@ -175,10 +179,11 @@ def _run(settings: Settings, store: RedisStore, fit: FitFn, rebuild: bool, progr
     fit_wall_s = time.perf_counter() - t_fit
     progress(f"fitted in {model.fit_seconds:.1f}s; publishing")
 
+    cold = _cold_start(settings, store, train, model)
     version = new_version_name()
     meta = _metadata(settings, train, model, merged, end)
     t_pub = time.perf_counter()
-    abandoned = _publish(settings, store, version, meta, train, model)
+    abandoned = _publish(settings, store, version, meta, train, model, cold)
     publish_s = time.perf_counter() - t_pub
     progress(f"published {version} in {publish_s:.1f}s; re-folding users with newer events")
 
@@ -188,6 +193,8 @@ def _run(settings: Settings, store: RedisStore, fit: FitFn, rebuild: bool, progr
         recent = users_since(settings, end)
         fold = refold_users(settings, store, version, model.item_factors, model.gram, item_index, recent)
     removed = cleanup_versions(store, settings.model_grace_s)
+    if saved:  # the saved snapshot no longer holds them
+        forget_erased(store, erased)
     return {
         "version": version, **stats.as_dict(), "duplicates": duplicates,
         "n_users": len(train.user_ids), "n_items": len(train.item_ids), "n_interactions": int(train.matrix.nnz),
@@ -196,8 +203,18 @@ def _run(settings: Settings, store: RedisStore, fit: FitFn, rebuild: bool, progr
         "publish_s": round(publish_s, 3),
         "refold_s": round(time.perf_counter() - t_fold, 3), **fold, "removed_versions": removed,
         "snapshot_saved": saved, "abandoned_versions_removed": abandoned,
-        "source_offsets": meta["source_offsets"],
+        "source_offsets": meta["source_offsets"], **(cold.summary if cold is not None else {}),
     }
+
+
+def _cold_start(settings: Settings, store: RedisStore, train: TrainingSet, model: ALSModelFactors) -> ColdStart | None:
+    """The content and profile regressions (batch/content_fit.py); a failure is logged, never fails the run:
+    the version is then published without cold start."""
+    try:
+        return fit_cold_start(settings, store, train.item_ids, train.user_ids, train.matrix, model)
+    except Exception:
+        log.exception("cold start (content and profile regressions) failed; publishing without it")
+        return None
 
 
 def _load_snapshot(settings: Settings, rebuild: bool) -> Snapshot:
@@ -277,7 +294,7 @@ def _metadata(settings: Settings, train: TrainingSet, model: ALSModelFactors, me
 
 
 def _publish(settings: Settings, store: RedisStore, version: str, meta: dict[str, Any], train: TrainingSet,
-             model: ALSModelFactors) -> list[str]:
+             model: ALSModelFactors, cold: ColdStart | None = None) -> list[str]:
     """Write the version and make it current; never leaves a half-written version. Returns the abandoned
     versions removed first."""
     with _stage("publish"):
@@ -289,6 +306,8 @@ def _publish(settings: Settings, store: RedisStore, version: str, meta: dict[str
             # XᵀX of the user factors: the worker folds new items in with it (it would otherwise sum it
             # from the users hash itself)
             store.client.set(store.keys.model(version, "user_gram"), to_bytes(model.user_gram))
+            if cold is not None:  # before activation: new items are recommendable from the version's first read
+                publish_cold_start(store, version, cold, int(model.item_factors.shape[1]))
             activate(store, version)
         except BaseException:
             with contextlib.suppress(Exception):  # never leave a half-written version behind

@@ -31,7 +31,7 @@ import os
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,18 @@ class Snapshot:
         if self.half_life_s is not None and at_ms > self.ref_ms:
             w = w * float(decay_factors(np.array([self.ref_ms]), at_ms, self.half_life_s)[0])
         return w
+
+
+def without_users(snap: Snapshot, users: set[str]) -> Snapshot:
+    """The snapshot without any entry (or the id) of ``users``: erased users (``DELETE /v1/users/{id}``)."""
+    keep_user = np.fromiter((u not in users for u in snap.users), dtype=np.bool_, count=len(snap.users))
+    if keep_user.all():
+        return snap
+    rows = keep_user[snap.user_idx]
+    remap = (np.cumsum(keep_user) - 1).astype(np.int32)  # monotone: the (user, item) order is kept
+    return replace(snap, users=[u for u, k in zip(snap.users, keep_user.tolist(), strict=True) if k],
+                   user_idx=remap[snap.user_idx[rows]], item_idx=snap.item_idx[rows], sums=snap.sums[rows],
+                   count=snap.count[rows], last_ts=snap.last_ts[rows])
 
 
 def duplicates(snap: Snapshot, new: NewEvents) -> npt.NDArray[np.bool_]:

@@ -64,7 +64,6 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
     check_key_strength(settings)
     metrics = ApiMetrics()
     cache = ModelCache(settings)
-    refresher = Refresher(settings, cache, metrics)
     collector = Collector(settings)
     # The API's one Redis client and pool (the service's Lua script runs on it too). No socket_timeout:
     # redis-py implements it with asyncio.wait_for (a task per command, measurably slow); the service bounds
@@ -74,6 +73,8 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
     client = aredis.Redis.from_url(settings.redis_url, socket_timeout=None, socket_connect_timeout=1.0,
                                    health_check_interval=30, max_connections=64, retry=Retry(NoBackoff(), 1))
     svc = Recommender(settings, cache, metrics, client)
+    refresher = Refresher(settings, cache, metrics, content=svc.content)
+    svc.content.wake = refresher.wake  # a PUT item is served by this process at once, by others within 1 s
 
     lifespan = _lifespan(settings, refresher, collector, svc, client, background)
     app = FastAPI(title="streamrec API", version="1", description=DESCRIPTION, lifespan=lifespan,
@@ -166,7 +167,7 @@ def _middleware(app: FastAPI, settings: Settings, svc: Recommender, recommendati
                        handlers=app.exception_handlers, auth=write_auth if settings.api_read_keys_required else None)
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list, allow_credentials=False,
-                           allow_methods=["GET", "POST", "PUT"], allow_headers=["Content-Type", HEADER],
+                           allow_methods=["GET", "POST", "PUT", "DELETE"], allow_headers=["Content-Type", HEADER],
                            expose_headers=["Retry-After", "Server-Timing"], max_age=600)
     app.add_middleware(HeadAsGet)  # HEAD on every GET route, the fast lane's included
     app.add_middleware(Guard, metrics=metrics, max_body_bytes=settings.max_body_bytes)  # outermost

@@ -14,7 +14,7 @@ ranked by :func:`models.ranking.rank`, the function the evaluation calls. Items 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -195,17 +195,22 @@ class Request:
 
 
 def hybrid_inputs(view: View, cfg: RankingConfig, reply: UserReply, now_ms: int, req: Request,
-                  shop: Shop, covis: tuple[float, int],
-                  vec: npt.NDArray[np.float32] | None) -> tuple[RankingInputs, LocalIndex]:
+                  shop: Shop, covis: tuple[float, int], vec: npt.NDArray[np.float32] | None,
+                  content: Callable[[str], Sequence[tuple[str, float]]] | None = None,
+                  ) -> tuple[RankingInputs, LocalIndex]:
     """The ranking inputs of one request, through :func:`models.ranking.build_inputs` as the evaluation builds
-    them; ``covis`` is (half-life s, top n) of the stored neighbours."""
+    them; ``covis`` is (half-life s, top n) of the stored neighbours. ``content`` gives an item's content
+    neighbours: they stand in for the co-visitation neighbours of a session item that has none (a new item
+    nobody viewed with anything yet), ranked with the co-visitation weight."""
     cfg = cfg if cfg.exclude_seen == req.exclude_seen else _with_exclude_seen(cfg, req.exclude_seen)
     index = LocalIndex(view, shop.index)
     items = index.many(reply.items)
     hashes = {index.of(it): raw for it, raw in reply.hashes.items()}
 
     def neighbours(i: int) -> tuple[IntArray, F64]:
-        pairs = parse_neighbours(hashes.get(i, {}), now_ms, covis[0], covis[1])
+        pairs: Sequence[tuple[str, float]] = parse_neighbours(hashes.get(i, {}), now_ms, covis[0], covis[1])
+        if not pairs and content is not None:
+            pairs = content(index.id(i))
         return index.many(p for p, _ in pairs), np.fromiter((s for _, s in pairs), dtype=np.float64)
 
     rep_idx, rep_score = repeat_profile(items, reply.ts_ms, reply.weights, now_ms, cfg.repeat_half_life_s)

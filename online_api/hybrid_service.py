@@ -9,7 +9,9 @@ Similar items, ``kind``:
   through the item index on a big catalogue (:func:`online_api.retrieval.similar_top`);
 * ``blend`` (default): each of the two divided by its best score, weighted by
   ``similar_weight_covisitation`` and ``similar_weight_factors`` and summed; an item with only one of
-  them answers with that one, an item with neither is a 404.
+  them answers with that one, an item with neither is a 404;
+* ``content``: cosine similarity of the items' content features (:mod:`online_api.content`): an item put
+  with metadata has neighbours before anyone interacted with it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from models.foldin import fold_in_users
 from models.learned_ranker import LearnedRanker, RankerFileError
 from models.ranking import rank
 from online_api.cache import ModelCache, ServedModel, View
+from online_api.content import ContentService, new_arrivals, with_profile
 from online_api.deadline import redis_deadline
 from online_api.errors import NotFound, Unavailable
 from online_api.hybrid import (
@@ -55,6 +58,7 @@ class Host(Protocol):
     client: aredis.Redis
     store: RedisStore
     keys: Keys
+    content: ContentService
     _n_personal: Counter
     _n_fallback: Counter
 
@@ -80,7 +84,7 @@ def load_ranker(path: str | None) -> LearnedRanker | None:
 
 
 USER_SOURCES = frozenset({Source.PERSONAL, Source.COVISITATION, Source.REPEAT})
-KINDS = ("covisitation", "factors", "blend")
+KINDS = ("covisitation", "factors", "blend", "content")
 
 
 class HybridRecommender:
@@ -119,7 +123,8 @@ class HybridRecommender:
     async def _answer(self, view: View, reply: UserReply, now: int, req: Request,
                       vec: np.ndarray | None) -> tuple[list, bool]:
         shop = await self._shop(view, req.category)
-        inputs, index = hybrid_inputs(view, self.cfg, reply, now, req, shop, self.covis, vec)
+        content = self.svc.content.neighbours if self.svc.settings.rank_content_neighbours else None
+        inputs, index = hybrid_inputs(view, self.cfg, reply, now, req, shop, self.covis, vec, content)
         items = ranked_items(rank(inputs, self.cfg, req.k, self.ranker), index)
         personalized = any(r.source in USER_SOURCES for r in items)
         (self.svc._n_personal if personalized else self.svc._n_fallback).inc()
@@ -131,11 +136,32 @@ class HybridRecommender:
         model = view.model
         reply = await self._read(user_id, model, ())
         now = now_ms()
-        vec = _vector(model, reply.vec_raw)
+        vec = await self._with_profile(user_id, model, _vector(model, reply.vec_raw), len(reply.items))
         items, personalized = await self._answer(view, reply, now, req, vec)
         written = int(reply.ts_raw) if reply.ts_raw else model.meta.get("vectors_at_ms") if model else None
         age = max(0.0, (now - int(written)) / 1000) if written and vec is not None else None
         return RecommendationList(user_id, model.version if model else None, age, personalized, items)
+
+    async def _with_profile(self, user_id: str, model: ServedModel | None, vec: np.ndarray | None,
+                            events: int) -> np.ndarray | None:
+        """The user's vector blended with their profile's (online_api/content.py); the profile is read only
+        for users with fewer than ``profile_fade_events`` events, so established users pay nothing."""
+        content = self.svc.content
+        weight = content.profile_weight(events, model.version if model is not None else None)
+        if weight <= 0 or model is None:
+            return vec
+        async with redis_deadline():
+            raw = cast(bytes | None, await self.svc.client.hget(self.svc.keys.profiles, user_id))
+        return with_profile(vec, content.profile_vector(raw, model.n_factors), weight)
+
+    async def new_arrivals(self, user_id: str, k: int) -> RecommendationList:
+        """Items new since the refit (a PUT item with metadata from its first second), for this user."""
+        view = self.svc.cache.view
+        model = view.model
+        reply = await self._read(user_id, model, ())
+        vec = await self._with_profile(user_id, model, _vector(model, reply.vec_raw), len(reply.items))
+        items = new_arrivals(view, vec, k, frozenset(reply.items))
+        return RecommendationList(user_id, model.version if model else None, None, vec is not None, items)
 
     async def recommend_session(self, posted: Sequence[str], user_id: str | None, req: Request) -> RecommendationList:
         """Recommendations for a session (recent items, newest last), optionally of a known user: the fold-in
@@ -172,6 +198,8 @@ class HybridRecommender:
         """Items similar to ``item_id`` by ``kind`` (see the module docstring), available ones only."""
         view = self.svc.cache.view
         model = view.model
+        if kind == "content":
+            return self._similar_content(view, item_id, k)
         covis: list[tuple[str, float]] = []
         if kind != "factors":
             async with redis_deadline():
@@ -199,6 +227,18 @@ class HybridRecommender:
             s = self.svc.settings
             picked = blend(covis, factors, s.similar_weight_covisitation, s.similar_weight_factors, k)
         return SimilarItems(item_id=item_id, kind=kind, model_version=model.version if model is not None else None,
+                            items=[SimilarItem(item_id=i, score=round(v, 6)) for i, v in picked])
+
+    def _similar_content(self, view: View, item_id: str, k: int) -> SimilarItems:
+        """Cosine similarity of content features (category, brand, price band, TF-IDF of the text)."""
+        content = self.svc.content.view
+        if content is None or content.items is None:
+            raise NotFound("no content model is published yet: it is fitted at the next refit of a catalogue")
+        picked = self.svc.content.similar(item_id, k, view.unavailable)
+        if picked is None:
+            raise NotFound(f"item {item_id!r} has no content features (no catalogue entry in model "
+                           f"{content.version})")
+        return SimilarItems(item_id=item_id, kind="content", model_version=content.version,
                             items=[SimilarItem(item_id=i, score=round(v, 6)) for i, v in picked])
 
 

@@ -16,6 +16,7 @@ from typing import cast
 import redis
 
 from online_api.cache import ModelCache, ServedModel, build_model
+from online_api.content import ContentService
 from online_api.index_build import IndexBuilder
 from online_api.metrics import ApiMetrics
 from streamrec.settings import Settings
@@ -41,14 +42,16 @@ class Refresher:
     """Background thread keeping a :class:`ModelCache` current; survives Redis outages."""
 
     def __init__(self, settings: Settings, cache: ModelCache, metrics: ApiMetrics,
-                 interval_s: float = 1.0) -> None:
+                 interval_s: float = 1.0, content: ContentService | None = None) -> None:
         self.settings, self.cache, self.metrics, self.interval_s = settings, cache, metrics, interval_s
+        self.content = content  # its view is reloaded here when the version or its content changes
         self.store = RedisStore(settings)
         self.builder = IndexBuilder(settings)
         self._loading: ModelVersion | None = None  # a new version held while its index builds
         self.redis_ok = False
         self.last_ok = 0.0
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by a write of this process (a PUT item): refresh now
         self._thread: threading.Thread | None = None
         self._cat_len = self._unavail_card = -1
         self._cat_read_at = self._unavail_at = self._trend_at = self._popular_at = -1e9
@@ -57,8 +60,13 @@ class Refresher:
         self._thread = threading.Thread(target=self._run, name="api-refresher", daemon=True)
         self._thread.start()
 
+    def wake(self) -> None:
+        """Refresh now rather than at the next tick (this process just wrote what the view should show)."""
+        self._wake.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
         self.builder.close()
@@ -67,7 +75,8 @@ class Refresher:
     def _run(self) -> None:
         while not self._stop.is_set():
             self.tick()
-            self._stop.wait(self.interval_s)
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
 
     def tick(self) -> None:
         """One refresh; errors are logged and counted, the previous view keeps serving."""
@@ -88,6 +97,7 @@ class Refresher:
         store, k = self.store, self.store.keys
         now = read_at = time.monotonic()
         model = self._model_update()
+        self._content_update(model or self.cache.view.model)
         unavailable = catalogue = trending = popular = None
         # Cheap change detectors every tick (SCARD, HLEN); full reads only on a change or now and then.
         card = int(store.client.scard(k.unavailable))
@@ -112,6 +122,12 @@ class Refresher:
         if any(part is not None for part in (model, catalogue, unavailable, trending, popular)):
             self.cache.publish(model=model, catalogue=catalogue, unavailable=unavailable, trending=trending,
                                popular=popular, read_at=read_at)
+
+    def _content_update(self, model: ServedModel | None) -> None:
+        """Reload the cold-start view when the served version or its content counter changed; it follows the
+        served model (a new version's content is swapped in with its model)."""
+        if self.content is not None and model is not None:
+            self.content.refresh(self.store, model.version)
 
     def _model_update(self) -> ServedModel | None:
         """A new :class:`ServedModel` when the current version, its folded-in items or its index changed.

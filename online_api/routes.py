@@ -23,11 +23,14 @@ from online_api.schemas import (
     Explanation,
     Item,
     ItemIn,
+    Profile,
+    ProfileIn,
     Recommendations,
     SessionIn,
     SessionRecommendations,
     SimilarItems,
     Trending,
+    UserDeleted,
     error_responses,
 )
 from online_api.security import refuse_ingest_keys, require_collector_key
@@ -36,6 +39,7 @@ from streamrec.event_model import ID_RULE, id_text_ok
 from streamrec.events import MAX_ID_LEN, Event
 from streamrec.settings import Settings
 from streamrec.store.catalog import get_item, put_items
+from streamrec.store.content import delete_user, get_profile, put_profile
 from streamrec.store.trending import WINDOWS
 
 UserId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LEN, pattern=ID_PATTERN, examples=["u-1842"])]
@@ -99,11 +103,22 @@ def _recommendation_routes(r: APIRouter, settings: Settings, svc: Recommender) -
     @r.get("/items/{item_id}/similar", response_model=SimilarItems, responses=error_responses(
         401, 403, 404, 422, 503), tags=["recommendations"], summary="You might also like")
     async def similar(item_id: ItemId, k: K = 10, kind: Annotated[str, Query(
-            pattern="^(covisitation|factors|blend)$", description="covisitation (viewed with it), factors "
-            "(cosine of the model's factors) or blend (both, each divided by its best)")] = "blend") -> SimilarItems:
+            pattern="^(covisitation|factors|blend|content)$", description="covisitation (viewed with it), factors "
+            "(cosine of the model's factors), blend (both, each divided by its best) or content (cosine of the "
+            "catalogue content: category, brand, price band, text)")] = "blend") -> SimilarItems:
         """Available items similar to this one. An item new since the refit has co-visitation neighbours
-        within seconds of its first events; factors need the item in the model (404 otherwise)."""
+        within seconds of its first events; factors need the item in the model (404 otherwise); content
+        needs its catalogue entry (404 otherwise), and answers within a second of its PUT."""
         return await svc.similar(item_id, k, kind)
+
+    @r.get("/users/{user_id}/new-arrivals", response_model=Recommendations, responses=reads,
+           tags=["recommendations"], summary="New arrivals for you")
+    async def new_arrivals(user_id: UserId, k: K = DEFAULT_K) -> Response:
+        """Available items new since the last refit (put with metadata, or folded in from their first
+        interactions), ranked by the user's vector (their profile's for a new user): ``personalized`` and
+        source ``personal``; without either, by the length of the items' vectors (source ``popular``)."""
+        answer = await svc.hybrid.new_arrivals(user_id, k)
+        return Response(answer.to_json(), media_type="application/json")
 
     @r.post("/recommendations", response_model=SessionRecommendations, responses=reads,
             tags=["recommendations"], summary="Recommendations for a session (anonymous visitors)")
@@ -217,6 +232,42 @@ def write_router(settings: Settings, svc: Recommender, collector: Collector, aut
         entry = {"item_id": item_id, "category": item.category, "available": item.available, **item.attributes}
         await asyncio.to_thread(put_items, svc.store, [entry])
         svc.cache.mark_item(item_id, item.category, item.available)
+        model = svc.cache.view.model
+        fitted = model is not None and model.index.get(item_id, model.n_base) < model.n_base
+        await asyncio.to_thread(svc.content.put_item, item_id, entry, model.version if model else None, fitted)
         return Item(item_id=item_id, category=item.category, available=item.available, attributes=item.attributes)
 
+    _user_routes(r, svc, catalogue)
     return r
+
+
+def _user_routes(r: APIRouter, svc: Recommender, auth: list[Any]) -> None:
+    """User profiles and deletion: personal data, so full-access keys only (docs/api.md#what-is-stored)."""
+    personal = error_responses(401, 403, 404, 422, 503)
+
+    @r.put("/users/{user_id}/profile", response_model=Profile, responses=error_responses(400, 401, 403, 413, 422, 503),
+           tags=["users"], dependencies=auth, summary="Create or replace a user's profile")
+    async def put_user_profile(user_id: UserId, body: ProfileIn) -> Profile:
+        """Typed free-form attributes (age band, segment, region, household size, ...). A user without
+        history gets recommendations from the profile (through the regression fitted at refit), fading out
+        as their own events arrive."""
+        await asyncio.to_thread(put_profile, svc.store, user_id, body.attributes)
+        return Profile(user_id=user_id, attributes=body.attributes)
+
+    @r.get("/users/{user_id}/profile", response_model=Profile, responses=personal, tags=["users"],
+           dependencies=auth, summary="A user's profile")
+    async def read_user_profile(user_id: UserId) -> Profile:
+        found = await asyncio.to_thread(get_profile, svc.store, user_id)
+        if found is None:
+            raise NotFound(f"user {user_id!r} has no profile")
+        return Profile(user_id=user_id, attributes=found)
+
+    @r.delete("/users/{user_id}", response_model=UserDeleted, responses=error_responses(401, 403, 422, 503),
+              tags=["users"],
+              dependencies=auth, summary="Delete everything stored about a user")
+    async def delete_user_data(user_id: UserId) -> UserDeleted:
+        """Removes the profile, the history, the event count and the user's vector in every model version
+        (idempotent: deleting again answers zeros). Events already in Kafka stay until the topics' retention
+        removes them (docs/api.md#what-is-stored-about-a-user)."""
+        removed = await asyncio.to_thread(delete_user, svc.store, user_id)
+        return UserDeleted(user_id=user_id, removed=removed)

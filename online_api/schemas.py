@@ -155,7 +155,8 @@ class RecommendationList:
 class SimilarItem(BaseModel):
     item_id: str
     score: float = Field(description="factors: cosine similarity in [-1, 1]; covisitation: the decayed "
-                         "co-visitation weight now; blend: the weighted sum of both, each divided by its best")
+                         "co-visitation weight now; blend: the weighted sum of both, each divided by its best; "
+                         "content: cosine similarity of the content features in (0, 1]")
 
 
 class SimilarItems(BaseModel):
@@ -164,7 +165,7 @@ class SimilarItems(BaseModel):
         "items": [{"item_id": "sku-78", "score": 1.87}]}]})
 
     item_id: str
-    kind: str = Field(description="covisitation, factors or blend")
+    kind: str = Field(description="covisitation, factors, blend or content")
     model_version: str | None = Field(description="the model version whose factors served; null without a model")
     items: list[SimilarItem]
 
@@ -213,14 +214,40 @@ class ItemIn(BaseModel):
     """Catalogue metadata of one item."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "category": "shoes", "available": True, "attributes": {"brand": "acme", "price": 49.0}}]})
+        "category": "shoes", "available": True,
+        "attributes": {"title": "Trail runner", "brand": "acme", "price": 49.0, "tags": "waterproof,vegan"}}]})
 
     category: CategoryId | None = None
     available: StrictBool = Field(True, description="unavailable items never appear in any answer")
     # Values as strict as the event context: UTF-8 text, finite numbers, booleans, null; nothing coerced.
     attributes: dict[Annotated[str, Field(max_length=64), AfterValidator(utf8_text)], AttributeValue] = Field(
         default_factory=dict, max_length=MAX_ATTRIBUTES,
-        description="free-form flat attributes; keys other than item_id, category and available")
+        description="free-form flat attributes; keys other than item_id, category and available. For cold start "
+        "(content features): title, name and description are free text, tags a comma-separated list, other text "
+        "and booleans categories (brand, ...), numbers binned (price, ...)")
+
+
+class ProfileIn(BaseModel):
+    """A user's profile: typed, flat attributes (text, numbers, booleans, null), e.g. age band and region."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "attributes": {"age_band": "25-34", "segment": "family", "region": "north", "household_size": 3}}]})
+
+    attributes: dict[Annotated[str, Field(min_length=1, max_length=64), AfterValidator(utf8_text)],
+                     AttributeValue] = Field(
+        max_length=MAX_ATTRIBUTES, description="text and booleans are categorical, numbers are binned")
+
+
+class Profile(BaseModel):
+    user_id: str
+    attributes: dict[str, Any]
+
+
+class UserDeleted(BaseModel):
+    user_id: str
+    removed: dict[str, int] = Field(description="what was removed: profile, history, event_count (0 or 1 each), "
+                                    "vectors (one per model version), pending (entries in new items' pending "
+                                    "interactions)")
 
 
 class Item(BaseModel):

@@ -31,6 +31,7 @@ from redis.commands.core import AsyncScript
 from models.explain import explain as explain_scores
 from models.weighting import weighted_matrix
 from online_api.cache import ModelCache, View
+from online_api.content import ContentService
 from online_api.deadline import REDIS_TIMEOUT_S as REDIS_TIMEOUT_S  # re-exported
 from online_api.deadline import redis_deadline as _redis_deadline
 from online_api.errors import NotFound, Unavailable
@@ -98,6 +99,7 @@ class Recommender:
         # labels() costs a few µs per call: resolve the two children once
         self._n_personal = metrics.recommendations.labels("personal")
         self._n_fallback = metrics.recommendations.labels("fallback")
+        self.content = ContentService(settings, self.store)  # cold start: content and profiles
         self.hybrid = HybridRecommender(self)
 
     async def recommend_session(self, items: Sequence[str], user_id: str | None, k: int,

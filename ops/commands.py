@@ -77,4 +77,10 @@ def _rebuild(sub: argparse._SubParsersAction) -> None:
     register(sub)
 
 
-REGISTRY: list[Register] = [_demo, _lag, _dead_letters, *_stages(), _bench, _eval, _rebuild]
+def _catalog(sub: argparse._SubParsersAction) -> None:
+    from ops.catalog_cli import register
+
+    register(sub)
+
+
+REGISTRY: list[Register] = [_demo, _lag, _dead_letters, *_stages(), _bench, _eval, _rebuild, _catalog]

@@ -264,6 +264,12 @@ class BatchPlan:
         self.folded_items = ni.fold_items(
             interactions, vecs, model.user_gram, settings.als_regularization, settings.als_alpha
         )
+        if self.folded_items and settings.content_prior_interactions > 0:  # cold start: blend with metadata
+            names = list(self.folded_items)
+            raw = self.tx.read([("HMGET", self.keys.model(model.version, "content_items"), *names)])[0]
+            self.folded_items = ni.blend_content(self.folded_items, dict(zip(names, raw, strict=True)),
+                                                 {it: len(interactions[it]) for it in names},
+                                                 settings.content_prior_interactions)
 
     # ------------------------------------------------------------------------------------------ write
     def write(self) -> None:

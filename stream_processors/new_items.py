@@ -8,7 +8,9 @@ Per model version ``v`` the worker keeps, for every item outside the version's c
 When an item's count reaches ``new_item_min_interactions`` it is folded in with
 :func:`models.foldin.fold_in_items` from the vectors of the users who touched it, against ``XᵀX`` of the
 version's users, and written to ``<p>:model:<v>:new_items``. It is folded again each time its count
-doubles (min, 2·min, 4·min, ... up to ``history_cap``); the next refit takes over from there. The
+doubles (min, 2·min, 4·min, ... up to ``history_cap``); the next refit takes over from there. An item with
+a content vector (``<p>:model:<v>:content_items``, from its catalogue metadata) is blended with it, the
+content vector counting as ``content_prior_interactions`` interactions (:func:`blend_content`). The
 per-version keys expire a week after their last write, so superseded versions leave nothing behind.
 """
 
@@ -20,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.foldin import fold_in_items, gram
+from models.ridge import blend_by_count
 from models.weighting import weighted_matrix
 from streamrec.store import RedisStore, from_bytes, to_bytes
 
@@ -33,7 +36,7 @@ def pending_count_key(store: RedisStore, version: str) -> str:
 
 
 def pending_list_key(store: RedisStore, version: str, item: str) -> str:
-    return store.keys.model(version, f"pending:{{{item}}}")
+    return store.keys.pending(version, item)
 
 
 def user_gram_key(store: RedisStore, version: str) -> str:
@@ -91,6 +94,18 @@ def fold_items(
     matrix = weighted_matrix(r, c, w, shape=(len(items), len(users)))
     vectors = fold_in_items(x, user_gram, matrix, regularization, alpha)
     return {item: vectors[i] for i, item in enumerate(items)}
+
+
+def blend_content(folded: Mapping[str, F32], content: Mapping[str, bytes | None], counts: Mapping[str, int],
+                  prior: float) -> dict[str, F32]:
+    """Each folded-in vector blended with the item's content vector (when it has one of the same length) by
+    :func:`models.ridge.blend_by_count`: the metadata decides at first, the interactions more and more."""
+    out = dict(folded)
+    for item, vec in folded.items():
+        raw = content.get(item)
+        if raw and len(raw) == 4 * len(vec):
+            out[item] = blend_by_count(from_bytes(raw), vec, counts.get(item, 0), prior)
+    return out
 
 
 def load_user_gram(store: RedisStore, version: str, factors: int) -> npt.NDArray[np.float64]:

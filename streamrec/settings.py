@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from models.event_types import EventType, type_named
 
 if TYPE_CHECKING:
+    from models.content import ContentConfig
     from models.weighting import WeightingConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -125,6 +126,26 @@ class Settings(BaseSettings):
                                      "hours, groceries: weeks)")
     covis_top_n: int = Field(50, ge=1, description="co-visitation: neighbours kept per item (trimmed at twice this)")
 
+    # --- Cold start: catalogue content and user profiles (models/content.py, models/ridge.py) -----------
+    content_text_fields: str = Field("title,name,description", description="comma-separated item attributes "
+                                     "read as free text (TF-IDF); other text and boolean attributes are categorical")
+    content_tag_fields: str = Field("tags", description="comma-separated attributes holding comma-separated tags")
+    content_max_terms: int = Field(2_000, ge=1, description="TF-IDF vocabulary size (the most frequent terms)")
+    content_hash_buckets: int = Field(512, ge=8, description="hashed columns of the categorical attributes")
+    content_numeric_bins: int = Field(8, ge=2, description="quantile bins of each numeric attribute")
+    content_min_interactions: int = Field(5, ge=1, description="items with at least this many interacting users "
+                                          "train the regression from content to item factors at refit")
+    content_ridge_alpha: float = Field(1.0, gt=0, description="L2 penalty of the content regression")
+    content_prior_interactions: float = Field(3.0, ge=0, description="a new item's content vector counts as this "
+                                              "many interactions when its folded-in vector is blended with it")
+    rank_content_neighbours: bool = Field(True, description="hybrid: content neighbours stand in for the "
+                                          "co-visitation neighbours of session items that have none (new items)")
+    profile_min_interactions: int = Field(3, ge=1, description="users with at least this many items train the "
+                                          "regression from profile to user factors at refit")
+    profile_ridge_alpha: float = Field(1.0, gt=0, description="L2 penalty of the profile regression")
+    profile_fade_events: int = Field(10, ge=0, description="a user's profile vector fades linearly from full "
+                                     "weight (no events) to none at this many events of theirs")
+
     # --- Online API (online_api/) ------------------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="API bind address")
     api_port: int = Field(8000, description="API port")
@@ -217,3 +238,15 @@ class Settings(BaseSettings):
         from models.weighting import WeightingConfig  # numpy and scipy: only for the processes that weigh
 
         return WeightingConfig(self.type_weights, half_life_s)
+
+    def content_config(self, *, profiles: bool = False) -> ContentConfig:
+        """How catalogue items (or, with ``profiles``, user profiles: no text, no tags) become features."""
+        from models.content import ContentConfig  # scikit-learn: only for the processes that featurize
+
+        def names(csv: str) -> tuple[str, ...]:
+            return tuple(n.strip() for n in csv.split(",") if n.strip())
+
+        return ContentConfig(text_fields=() if profiles else names(self.content_text_fields),
+                             tag_fields=() if profiles else names(self.content_tag_fields),
+                             max_terms=self.content_max_terms, hash_buckets=self.content_hash_buckets,
+                             numeric_bins=self.content_numeric_bins)

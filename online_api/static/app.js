@@ -21,6 +21,7 @@ const state = {
   items: new Map(), // item_id -> catalogue entry, filled from every listing and lookup
   recsKey: "",
   trendKey: "",
+  newKey: null,
   onRail: new Set(),
   modalItem: null,
   refreshing: false,
@@ -226,12 +227,14 @@ async function refreshRails() {
   try {
     const user = state.user;
     const cat = state.category ? `&category=${encodeURIComponent(state.category)}` : "";
-    const [recs, trending] = await Promise.all([
+    const [recs, trending, arrivals] = await Promise.all([
       getJSON(`/v1/users/${encodeURIComponent(user)}/recommendations?k=${RAIL_K}`),
       getJSON(`/v1/trending?window=1h&k=${RAIL_K}${cat}`),
+      getJSON(`/v1/users/${encodeURIComponent(user)}/new-arrivals?k=${RAIL_K}`),
     ]);
     if (user !== state.user) return; // the visitor switched users meanwhile
-    await ensureItems([...recs.items.map((i) => i.item_id), ...trending.items.map((i) => i.item_id)]);
+    await ensureItems([...recs.items.map((i) => i.item_id), ...trending.items.map((i) => i.item_id),
+      ...arrivals.items.map((i) => i.item_id)]);
     $("model-version").textContent = recs.model_version || "none yet";
     $("live-dot").className = "dot on";
     const age = recs.vector_age_s;
@@ -245,6 +248,15 @@ async function refreshRails() {
       renderRail($("recs"), recs.items.map((i) => ({ id: i.item_id, source: i.source })),
         "Nothing to recommend yet.", state.recsKey ? before : null);
       state.recsKey = recsKey;
+    }
+    // New arrivals: items new since the refit (metadata alone makes them recommendable), for this visitor.
+    $("new-meta").textContent = arrivals.personalized ? "new since the last refit, picked for you"
+      : "new since the last refit";
+    const newKey = arrivals.items.map((i) => i.item_id).join(",");
+    if (newKey !== state.newKey) {
+      renderRail($("new-arrivals"), arrivals.items.map((i) => ({ id: i.item_id, source: null })),
+        "Nothing new since the last refit.");
+      state.newKey = newKey;
     }
     $("trending-meta").textContent = state.category ? `last hour in ${state.category}` : "last hour";
     const trendKey = `${state.category}|${trending.items.map((i) => i.item_id).join(",")}`;

@@ -65,8 +65,12 @@ class Keys:
         return f"{self.prefix}:model:versions"
 
     def model(self, version: str, part: str) -> str:
-        """``part`` is one of meta, items, item_factors, gram, users, user_ts, new_items."""
+        """``part`` is one of :data:`streamrec.store.models.VERSION_PARTS` (meta, items, item_factors, ...)."""
         return f"{self.prefix}:model:{version}:{part}"
+
+    def pending(self, version: str, item: str) -> str:
+        """The worker's list of interactions with a new item of ``version`` (``user \\x1f weight`` entries)."""
+        return self.model(version, f"pending:{{{item}}}")
 
     # per-user state (written by the worker, version independent)
     def history(self, user: str) -> str:
@@ -109,6 +113,16 @@ class Keys:
     def trend(self, granularity: str, bucket: int, category: str | None = None) -> str:
         base = f"{self.prefix}:trend:{granularity}:{bucket}"
         return f"{base}:c:{category}" if category else base
+
+    # user profiles (personal data: docs/api.md#what-is-stored-about-a-user)
+    @property
+    def profiles(self) -> str:
+        return f"{self.prefix}:profiles"
+
+    @property
+    def erased(self) -> str:
+        """Users deleted since the last refit (user → deleted at, ms): the refit drops their interactions."""
+        return f"{self.prefix}:erased"
 
     def popular(self, category: str | None = None) -> str:
         return f"{self.prefix}:popular:c:{category}" if category else f"{self.prefix}:popular"

@@ -23,7 +23,10 @@ from streamrec.store import RedisStore, as_str, from_bytes, to_bytes
 
 # Every key a version owns (the worker's per-item pending keys expire by themselves).
 VERSION_PARTS = ("meta", "items", "item_factors", "gram", "users", "user_ts", "new_items", "user_gram", "pending_n",
-                 "item_stats")
+                 "item_stats",  # the learned ranker's item statistics (models.rank_features)
+                 # cold start (streamrec.store.content): the fitted featurizers and regressions, item features
+                 "content_model", "content_idf", "content_coef", "content_features", "content_items", "content_log",
+                 "profile_model", "profile_idf", "profile_coef")
 ITEM_STATS_COLUMNS = 2  # models.rank_features.ITEM_STATS
 
 

@@ -227,3 +227,19 @@ def test_the_refit_rebuilds_an_old_format_snapshot_from_the_topics(tmp_path: Pat
     snap = _load_snapshot(settings, rebuild=False)
     assert snap.offsets == {} and len(snap) == 0 and snap.events == 0
     assert not list(tmp_path.glob("snapshot-*.npz")) and not (tmp_path / "manifest.json").exists()
+
+
+def test_without_users_drops_their_entries_and_ids_and_keeps_the_rest() -> None:
+    from batch.snapshot import without_users
+
+    events = _events(np.random.default_rng(4), 400, T0, T0 + DAY_MS)
+    snap = merge(Snapshot(), _as_new(events), {("clicks", 0): 400})
+    w = _w(1.0, 4.0)
+    gone = {"u3", "ünï"}
+    kept = without_users(snap, gone)
+    assert not gone & set(kept.users)
+    expect = {pair: row for pair, row in _by_pair(snap, w, T0).items() if pair[0] not in gone}
+    assert _by_pair(kept, w, T0) == expect
+    order = list(zip(kept.user_idx.tolist(), kept.item_idx.tolist(), strict=True))
+    assert order == sorted(order)  # still sorted by (user, item)
+    assert without_users(snap, {"nobody"}) is snap

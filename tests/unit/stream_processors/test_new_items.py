@@ -34,3 +34,15 @@ def test_fold_items_equals_fold_in_items_and_skips_users_without_vectors() -> No
     want = fold_in_items(x, ug, weighted_matrix([0, 0, 0], [0, 1, 0], [1.0, 5.0, 1.0], shape=(1, 2)), 0.1, 2.0)[0]
     np.testing.assert_allclose(got["x"], want, rtol=1e-5, atol=1e-6)
     assert fold_items({"y": [("ghost", 1.0)]}, vecs, ug, 0.1, 2.0) == {}
+
+
+def test_folded_vectors_are_blended_with_content_vectors_by_count() -> None:
+    from stream_processors.new_items import blend_content
+
+    folded = {"a": np.array([0.0, 2.0], np.float32), "b": np.array([1.0, 1.0], np.float32)}
+    content = {"a": np.array([4.0, 0.0], "<f4").tobytes(), "b": None}
+    out = blend_content(folded, content, {"a": 3, "b": 3}, prior=1.0)
+    np.testing.assert_allclose(out["a"], [1.0, 1.5])  # (3·fold + 1·content) / 4
+    np.testing.assert_array_equal(out["b"], folded["b"])  # no metadata: the fold alone
+    wrong = {"a": np.zeros(3, "<f4").tobytes()}  # another model's length: ignored
+    np.testing.assert_array_equal(blend_content(folded, wrong, {"a": 3}, 1.0)["a"], folded["a"])
