@@ -4,7 +4,6 @@ included), answer anonymous session recommendations, and name ``covisitation``/`
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +15,7 @@ from ops.bench_api import BenchConfig, publish_synthetic
 from streamrec.events import now_ms
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
+from tests.helpers.polling import poll
 from tests.helpers.processes import Started
 
 KEY = "hybrid-key-0123456789abcdef"
@@ -23,15 +23,6 @@ KEY = "hybrid-key-0123456789abcdef"
 
 def event(user: str, item: str, ts: int, kind: str = "click") -> dict[str, Any]:
     return {"event_id": str(uuid.uuid4()), "user_id": user, "item_id": item, "type": kind, "ts": ts}
-
-
-def poll(fetch: Callable[[], Any], done: Callable[[Any], bool], timeout_s: float) -> tuple[Any, float]:
-    start = time.monotonic()
-    while True:
-        got = fetch()
-        if done(got) or time.monotonic() - start > timeout_s:
-            return got, time.monotonic() - start
-        time.sleep(0.1)
 
 
 def test_covisitation_reaches_similar_sessions_and_recommendations(

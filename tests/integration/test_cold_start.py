@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,11 @@ from streamrec.store import RedisStore
 from streamrec.store.catalog import put_items
 from streamrec.store.content import put_profile
 from streamrec.store.models import current_version
+from tests.helpers import polling
 from tests.helpers.processes import Started
 from tests.integration.services import isolated_settings
+
+poll = partial(polling.poll, interval_s=0.02)  # the bars here are within a second
 
 KEY = "cold-start-key-0123456789"
 SHOP = simulate.SimConfig(seed=11, users=300, items=240, categories=4, new_item_every=10**9)
@@ -84,15 +88,6 @@ def shop(endpoints: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -
     finally:
         store.delete_prefix()
         store.close()
-
-
-def poll(fetch: Callable[[], Any], done: Callable[[Any], bool], timeout_s: float) -> tuple[Any, float]:
-    start = time.monotonic()
-    while True:
-        got = fetch()
-        if done(got) or time.monotonic() - start > timeout_s:
-            return got, time.monotonic() - start
-        time.sleep(0.02)
 
 
 def test_the_refit_publishes_both_regressions_without_pickles(shop: Shop) -> None:
