@@ -21,12 +21,14 @@ import math
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
-from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+
+if TYPE_CHECKING:  # scikit-learn is imported where text is featurized: it costs a second and ~110 MB to load,
+    from sklearn.feature_extraction.text import TfidfVectorizer  # which a process that never featurizes skips
 
 Record = Mapping[str, Any]
 F32 = npt.NDArray[np.float32]
@@ -111,6 +113,8 @@ class Featurizer:
         n = len(records)
         if not self.vocabulary:
             return sp.csr_matrix((n, 0), dtype=np.float32)
+        from sklearn.feature_extraction.text import CountVectorizer
+
         counts = CountVectorizer(lowercase=True, token_pattern=TOKEN_PATTERN, vocabulary=self._term_index,
                                  dtype=np.float32).transform([text_of(r, self.cfg.text_fields) for r in records])
         counts.data = np.log(counts.data) + 1.0
@@ -172,6 +176,8 @@ class Featurizer:
 
 
 def _vectorizer(cfg: ContentConfig, vocabulary: Sequence[str] | None = None) -> TfidfVectorizer:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
     return TfidfVectorizer(lowercase=True, token_pattern=TOKEN_PATTERN, sublinear_tf=True, smooth_idf=True,
                            norm="l2", max_features=cfg.max_terms, min_df=cfg.min_df, dtype=np.float32,
                            vocabulary=vocabulary)
