@@ -176,8 +176,11 @@ def rank(inputs: RankingInputs, cfg: RankingConfig, k: int, ranker: Scorer | Non
     best first, ties to the lower item index. The dominant source is the largest weighted term; with a
     ranker, which weighs sources its own way, the largest normalised feature (where the item ranks best)."""
     cand, feats = candidate_features(inputs, cfg)
-    terms = feats * cfg.weights() if ranker is None else feats
-    score = terms.sum(axis=1) if ranker is None else ranker.score(ranker_rows(inputs, cand, feats))
+    if ranker is None:
+        terms = feats * cfg.weights()
+        score = terms.sum(axis=1)
+    else:
+        terms, score = feats, ranker.score(ranker_rows(inputs, cand, feats))
     order = np.lexsort((cand, -score))[: max(k, 0)]
     dominant = np.argmax(terms[order], axis=1) if len(order) else np.zeros(0, dtype=np.int64)
     return Ranking(cand[order], score[order], [SOURCES[d] for d in dominant.tolist()])

@@ -10,6 +10,7 @@ of every source from that state with the same functions the API uses. Pure numpy
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -54,9 +55,14 @@ class SignalState:
         self.half_lives = tuple(popular_half_lives)
         self.popular = [np.zeros(log.n_items, dtype=np.float64) for _ in self.half_lives]
         self.applied = 0
-        # what the refit at ``start`` would publish with its version (the learned ranker's item columns)
-        self.item_stats = log_item_stats(log.user[:start], log.item[:start], log.n_users, log.n_items)
         self.advance(start)
+
+    @cached_property
+    def item_stats(self) -> F64:
+        """What the refit at ``start`` would publish with its version (the learned ranker's item columns);
+        computed on first use: only the hybrid's replays read it."""
+        log, start = self.log, self.start
+        return log_item_stats(log.user[:start], log.item[:start], log.n_users, log.n_items)
 
     def advance(self, j: int) -> None:
         """Apply the events with index < ``j``."""
