@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from models.content import ContentConfig, fit_featurizer
-from models.ridge import fit_ridge
+from models.cold_start import fit_part
+from models.content import ContentConfig
 from models.training import ALSModelFactors
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
@@ -29,7 +29,6 @@ from streamrec.store.catalog import content_record, iter_catalogue
 from streamrec.store.content import ContentPart, iter_profiles, rows_of, write_cold_vectors, write_features, write_part
 
 log = logging.getLogger("streamrec.batch")
-MIN_TRAINING_ROWS = 10  # fewer examples than this fit noise, not a mapping: no regression is published
 
 
 @dataclass
@@ -47,13 +46,9 @@ class ColdStart:
 
 def _part(records: list[dict[str, Any]], cfg: ContentConfig, targets: np.ndarray, train_rows: list[int],
           train_targets: list[int], alpha: float) -> tuple[ContentPart, sp.csr_matrix]:
-    """Fit a featurizer on ``records`` and, with enough examples, the ridge from their rows to ``targets``."""
-    featurizer = fit_featurizer(records, cfg)
-    x = featurizer.transform(records)
-    ridge = None
-    if len(train_rows) >= MIN_TRAINING_ROWS:
-        ridge = fit_ridge(x[train_rows], targets[train_targets], alpha)
-    return ContentPart(featurizer, ridge), x
+    """:func:`models.cold_start.fit_part` (the one fit the evaluation replays too), as the store's part."""
+    part = fit_part(records, cfg, targets, train_rows, train_targets, alpha)
+    return ContentPart(part.featurizer, part.ridge), part.rows
 
 
 def fit_cold_start(settings: Settings, store: RedisStore, item_ids: list[str], user_ids: list[str],

@@ -104,3 +104,12 @@ def fit_batch(log: EventLog, stop: int, params: ALSParams, half_life_s: float | 
     known_u[users], known_i[items] = True, True
     return BatchModel(user_f, item_f, known_u, known_i, fit.gram, fit.user_gram, params.regularization,
                       params.alpha, fit.fit_seconds)
+
+
+def subset(log: EventLog, keep: npt.NDArray[np.bool_]) -> EventLog:
+    """The events where ``keep`` holds, over the same user and item index space."""
+    def pick(a: np.ndarray | None) -> np.ndarray | None:
+        return None if a is None else a[keep]
+
+    return EventLog(log.ts_ms[keep], log.user[keep], log.item[keep], log.weight[keep], log.n_users, log.n_items,
+                    pick(log.purchase), pick(log.session))

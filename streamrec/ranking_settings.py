@@ -7,6 +7,7 @@ and renders chosen configurations as environment lines (``streamrec eval --write
 
 from __future__ import annotations
 
+from models.cold_start import ColdStartConfig
 from models.covisitation import CovisConfig
 from models.ranking import RankingConfig
 from streamrec.settings import Settings
@@ -44,3 +45,15 @@ def settings_lines(rank: RankingConfig, covis: CovisConfig) -> list[str]:
     # an unset (None) value is left out: the variable's absence is what means "none"
     return [f"STREAMREC_{s.upper()}={_env(v)}" if v is not None else f"# STREAMREC_{s.upper()} unset (none)"
             for s, v in pairs]
+
+
+def cold_start_config(settings: Settings) -> ColdStartConfig:
+    """The cold-start settings the refit, the worker and the API use, for the evaluation's replay."""
+    return ColdStartConfig(
+        items=settings.content_config(), profiles=settings.content_config(profiles=True),
+        content_min_interactions=settings.content_min_interactions,
+        content_ridge_alpha=settings.content_ridge_alpha,
+        content_prior_interactions=settings.content_prior_interactions,
+        content_neighbours=settings.rank_content_neighbours, neighbours_top_n=settings.covis_top_n,
+        profile_min_interactions=settings.profile_min_interactions, profile_ridge_alpha=settings.profile_ridge_alpha,
+        profile_fade_events=settings.profile_fade_events)
