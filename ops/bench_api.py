@@ -16,6 +16,9 @@ The API serves what the settings say (the hybrid by default; every synthetic use
 hashes for their items, so the hybrid reads and ranks every source). With ``--compare-als`` the same run
 then drives a second API process with ``STREAMREC_API_HYBRID=false`` (the ALS-only path) on the same data
 and adds ``"als": {"rps", "p50_ms", "p99_ms"}``, ``"p99_ratio"`` and ``"rps_ratio"`` (served / ALS-only).
+With ``--compare-content`` the version also gets content and profile models and some users profiles
+(:mod:`ops.bench_api_content`), and a second process with the content sources off adds
+``"without_content": {"rps", "p50_ms", "p99_ms"}`` and ``"content_p99_ratio"`` (with / without).
 """
 
 from __future__ import annotations
@@ -53,14 +56,16 @@ class BenchConfig:
     seed: int = 7
     covis_neighbours: int = 20  # co-visitation neighbours written per item
     compare_als: bool = False
+    compare_content: bool = False
 
 
 def _say(msg: str) -> None:
     print(f"[bench api] {msg}", file=sys.stderr, flush=True)
 
 
-def publish_synthetic(store: RedisStore, cfg: BenchConfig) -> list[str]:
-    """Write a model version, histories, catalogue and trending; returns the user ids."""
+def publish_synthetic(store: RedisStore, cfg: BenchConfig, settings: Settings | None = None) -> list[str]:
+    """Write a model version, histories, catalogue and trending (and with ``compare_content`` content and
+    profile models, fitted with ``settings``' content settings); returns the user ids."""
     from models.foldin import gram
     from streamrec.events import now_ms
     from streamrec.store.catalog import put_items
@@ -75,6 +80,10 @@ def publish_synthetic(store: RedisStore, cfg: BenchConfig) -> list[str]:
     x = (rng.standard_normal((cfg.users, cfg.factors)) * 0.5).astype(np.float32)
     version = new_version_name()
     write_version(store, version, {"trained_at": time.time(), "synthetic": True}, items, y, gram(y), users, x)
+    if cfg.compare_content:
+        from ops.bench_api_content import publish_content
+
+        publish_content(settings or Settings(), store, version, items, users, cfg.factors, cfg.seed)
     activate(store, version)
     now = now_ms()
     pipe = store.client.pipeline(transaction=False)
@@ -109,8 +118,14 @@ def _publish_covisitation(store: RedisStore, items: list[str], cfg: BenchConfig,
     n = cfg.covis_neighbours
     if n <= 0:
         return
+    if cfg.compare_content:
+        from ops.bench_api_content import COVIS_SHARE
+
+        with_covis = int(len(items) * COVIS_SHARE)
+    else:
+        with_covis = len(items)
     pipe = store.client.pipeline(transaction=False)
-    for i, item in enumerate(items):
+    for i, item in enumerate(items[:with_covis]):
         nb = rng.integers(0, len(items), n).tolist()
         scores = rng.exponential(1.0, n).tolist()
         pipe.hset(covis_key(store, item), mapping={EPOCH_FIELD: now, **{items[j]: s for j, s in zip(nb, scores,
@@ -179,16 +194,16 @@ def _load(api: ApiProcess, paths: Callable[[], str], connections: int, duration_
     return res, note
 
 
-def _als_only(settings: Settings, paths: Callable[[], str], cfg: BenchConfig) -> dict[str, float]:
-    """The same load on a second API process serving the ALS-only path (``api_hybrid=false``)."""
-    api = ApiProcess(settings.model_copy(update={"api_hybrid": False}))
-    _say(f"ALS-only path (STREAMREC_API_HYBRID=false) on {api.url}, same data and load")
+def _other_path(settings: Settings, label: str, paths: Callable[[], str], cfg: BenchConfig) -> dict[str, float]:
+    """The same load on a second API process with ``settings`` (another serving path, same data)."""
+    api = ApiProcess(settings)
+    _say(f"{label} on {api.url}, same data and load")
     api.start(wait="/readyz")
     try:
         res, note = _load(api, paths, cfg.connections, cfg.duration_s)
     finally:
         api.stop()
-    _say(f"ALS-only: {res.rps:.0f} req/s, server-side ms p50 {res.pct(res.server_ms, 50):.3f}  "
+    _say(f"{label}: {res.rps:.0f} req/s, server-side ms p50 {res.pct(res.server_ms, 50):.3f}  "
          f"p99 {res.pct(res.server_ms, 99):.3f}; {note}")
     return {"rps": round(res.rps, 1), "p50_ms": round(res.pct(res.server_ms, 50), 3),
             "p99_ms": round(res.pct(res.server_ms, 99), 3)}
@@ -208,7 +223,7 @@ def run(base: Settings, cfg: BenchConfig, *, json_out: bool = False) -> int:
     try:
         _say(f"publishing a synthetic model: {cfg.items} items x {cfg.factors} factors, {cfg.users} users "
              f"with histories, catalogue and trending (prefix {settings.redis_prefix})")
-        users = publish_synthetic(store, cfg)
+        users = publish_synthetic(store, cfg, settings)
         api = ApiProcess(settings)
         _say(f"starting `streamrec api` (1 uvicorn worker) on {api.url}")
         api.start(wait="/readyz")
@@ -224,7 +239,13 @@ def run(base: Settings, cfg: BenchConfig, *, json_out: bool = False) -> int:
         res, note = _load(api, next_path, cfg.connections, cfg.duration_s)
         floor_http, floor_note = _load(api, lambda: "/healthz", cfg.connections, 3.0)
         api.stop()
-        als = _als_only(settings, next_path, cfg) if cfg.compare_als else None
+        als = _other_path(settings.model_copy(update={"api_hybrid": False}),
+                          "ALS-only path (STREAMREC_API_HYBRID=false)", next_path, cfg) if cfg.compare_als else None
+        plain = None
+        if cfg.compare_content:
+            from ops.bench_api_content import without_content
+
+            plain = _other_path(without_content(settings), "without the content sources", next_path, cfg)
         bad = {s: c for s, c in res.statuses.items() if s != 200}
         _say(f"http: {res.requests} requests, {res.rps:.0f} req/s, non-200: {bad or 'none'}, "
              f"connection errors: {res.errors}; {note}")
@@ -250,6 +271,10 @@ def run(base: Settings, cfg: BenchConfig, *, json_out: bool = False) -> int:
         if als is not None:
             figures |= {"als": als, "p99_ratio": round(res.pct(res.server_ms, 99) / max(als["p99_ms"], 1e-9), 3),
                         "rps_ratio": round(res.rps / max(als["rps"], 1e-9), 3)}
+        if plain is not None:
+            figures |= {"without_content": plain,
+                        "content_p99_ratio": round(res.pct(res.server_ms, 99) / max(plain["p99_ms"], 1e-9), 3),
+                        "content_rps_ratio": round(res.rps / max(plain["rps"], 1e-9), 3)}
         print(f"figures: {json.dumps({**figures, **extra})}", file=sys.stderr, flush=True)
         if json_out:
             print(json.dumps(figures), flush=True)

@@ -69,7 +69,7 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 
     cfg = BenchConfig(items=args.items, users=args.users, factors=args.factors, duration_s=args.duration,
                       connections=args.connections, inprocess_requests=args.inprocess,
-                      compare_als=args.compare_als)
+                      compare_als=args.compare_als, compare_content=args.compare_content)
     return run(settings, cfg, json_out=args.json)
 
 
@@ -164,6 +164,10 @@ def _api(bench: argparse._SubParsersAction) -> None:
     p.add_argument("--compare-als", action="store_true",
                    help="then drive the ALS-only path (STREAMREC_API_HYBRID=false) on the same data and report "
                    "both with the ratios p99_ratio and rps_ratio")
+    p.add_argument("--compare-content", action="store_true",
+                   help="give the data content and profile models (profiles for some users, content neighbours for "
+                   "items without co-visitation ones), then drive a second API with the content sources off; "
+                   "reports without_content and content_p99_ratio")
     p.set_defaults(func=cmd_api)
 
 
