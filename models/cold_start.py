@@ -25,6 +25,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from models.content import ContentConfig, Featurizer, Record, fit_featurizer, normalized_rows
+from models.ranking import Signal, top_signal
 from models.ridge import RidgeModel, cosine_top, fade_weight, fit_ridge
 
 F32 = npt.NDArray[np.float32]
@@ -72,6 +73,20 @@ class ColdStartConfig:
 
 
 Neighbours = Callable[[int], tuple[IntArray, F64]]
+NEVER = np.iinfo(np.int64).max
+
+
+def content_signal(rows: sp.csr_matrix, candidates: IntArray, history: IntArray, n: int) -> Signal:
+    """"New arrivals like what you buy": the ``n`` ``candidates`` (new items) whose unit content rows are most
+    like the user's history, ``score(i) = row_i · Σ_h row_h / |history|`` (each history entry counts once, so
+    what the user buys often counts more); the API and the replay both call it."""
+    have = history[rows.indptr[history + 1] > rows.indptr[history]] if len(history) else history
+    if not len(have) or not len(candidates):
+        return Signal.empty()
+    profile = np.asarray(rows[have].sum(axis=0), dtype=np.float64).ravel() / len(have)
+    scores = np.asarray(rows[candidates] @ profile, dtype=np.float64).ravel()
+    best = top_signal(scores, n)
+    return Signal(candidates[best.idx], best.score)
 
 
 @dataclass
@@ -86,6 +101,7 @@ class ColdStart:
     has_record: npt.NDArray[np.bool_]
     user_vectors: F32  # n_users × factors
     has_profile_vector: npt.NDArray[np.bool_]
+    arrival_ms: IntArray | None = None  # when each item enters the catalogue (None: all before the replay)
     summary: dict[str, int] = field(default_factory=dict)
     _neighbours: dict[int, tuple[IntArray, F64]] = field(default_factory=dict, repr=False)
 
@@ -100,6 +116,15 @@ class ColdStart:
                 hit = (best, scores.astype(np.float64))
             self._neighbours[item] = hit
         return hit
+
+    def listed(self, now_ms: int) -> npt.NDArray[np.bool_]:
+        """Which items are in the catalogue at ``now_ms``."""
+        return self.has_record if self.arrival_ms is None else self.has_record & (self.arrival_ms <= now_ms)
+
+    def arrivals(self, history: IntArray, now_ms: int, n: int) -> Signal:
+        """:func:`content_signal` over the listed items with a content vector (items the model does not know)."""
+        new = np.flatnonzero(self.has_content_vector & self.listed(now_ms))
+        return content_signal(self.item_rows, new, history, n)
 
     def with_content_neighbours(self, base: Neighbours) -> Neighbours:
         """``base`` (co-visitation), with content neighbours for an item that has none, as the API does."""
@@ -152,11 +177,12 @@ def _regression(records: Sequence[Record | None], cfg: ContentConfig, targets: F
 def replay_cold_start(item_records: Sequence[Record | None], user_records: Sequence[Record | None],
                       item_factors: F32, known_items: npt.NDArray[np.bool_], users_per_item: IntArray,
                       user_factors: F32, known_users: npt.NDArray[np.bool_], items_per_user: IntArray,
-                      cfg: ColdStartConfig) -> ColdStart:
+                      cfg: ColdStartConfig, arrival_ms: IntArray | None = None) -> ColdStart:
     """The cold-start state of a model fitted on a log (``*_records`` per dense index, None without one):
     the item regression trained on items with ``content_min_interactions`` interacting users and predicting
     the items the model does not know (the refit's cold vectors), the profile regression trained on users with
-    ``profile_min_interactions`` items and predicting every profiled user, as the refit and the API do."""
+    ``profile_min_interactions`` items and predicting every profiled user, as the refit and the API do.
+    ``arrival_ms`` says when each item enters the catalogue (its vector and features are used from then)."""
     iv, ihas, rows, irec, itrain = _regression(item_records, cfg.items, item_factors, known_items, users_per_item,
                                                cfg.content_min_interactions, cfg.content_ridge_alpha)
     # every profiled user gets the profile's vector: the API blends it in while they have few events
@@ -165,4 +191,4 @@ def replay_cold_start(item_records: Sequence[Record | None], user_records: Seque
     summary = {"items_with_content": int(irec.sum()), "content_training_items": itrain,
                "content_vectors": int(ihas.sum()), "users_with_profile": int(urec.sum()),
                "profile_training_users": utrain, "profile_vectors": int(uhas.sum())}
-    return ColdStart(cfg, iv, ihas, rows, irec, uv, uhas, summary)
+    return ColdStart(cfg, iv, ihas, rows, irec, uv, uhas, arrival_ms, summary)

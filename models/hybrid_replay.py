@@ -142,7 +142,8 @@ def hybrid_inputs(q: Query, cfg: RankingConfig, covis: int = 0, popular: int = 0
                   ) -> RankingInputs:
     """The ranking inputs of one query, built by :func:`models.ranking.build_inputs` as the API builds them
     (with ``content``: item and profile vectors from metadata, content neighbours for items without
-    co-visitation ones, as the API serves them once a catalogue and profiles are in)."""
+    co-visitation ones and the new arrivals like the user's history, as the API serves them once a
+    catalogue and profiles are in)."""
     st, log = q.state, q.state.log
     drop = q.seen if cfg.exclude_seen else np.zeros(0, dtype=np.int64)
     n = cfg.candidates
@@ -155,9 +156,12 @@ def hybrid_inputs(q: Query, cfg: RankingConfig, covis: int = 0, popular: int = 0
     factors = stream.item_factors if stream is not None else None
     usable = stream.has_vec if stream is not None else None
     neighbours: Neighbours = st.covis[covis].table.neighbours
+    arrivals = None
     if world is not None:
         neighbours = world.cold.with_content_neighbours(neighbours)
-    return build_inputs(user, q.now, factors, usable, neighbours, shop, q.seen, cfg, item_stats=st.item_stats)
+        arrivals = world.cold.arrivals(log.item[hist], q.now, n)
+    return build_inputs(user, q.now, factors, usable, neighbours, shop, q.seen, cfg, item_stats=st.item_stats,
+                        content=arrivals)
 
 
 def hybrid_answer(cfg: RankingConfig, covis: int = 0, popular: int = 0,
@@ -201,7 +205,8 @@ def replay_answers(log: EventLog, start: int, stop: int, queries: IntArray, user
     stream = StreamingState(model, log, start, rcfg) if model is not None else None
     world = None
     if cold is not None and model is not None:
-        vectors = ContentVectors(cold.item_vectors, cold.has_content_vector, cold.cfg.content_prior_interactions)
+        vectors = ContentVectors(cold.item_vectors, cold.has_content_vector, cold.cfg.content_prior_interactions,
+                                 cold.arrival_ms)
         world = ContentReplay(StreamingState(model, log, start, rcfg, vectors), cold)
     none = np.zeros(0, dtype=np.int64)
     for qi, (j, u) in enumerate(zip(queries.tolist(), users.tolist(), strict=True)):

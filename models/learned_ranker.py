@@ -22,9 +22,10 @@ import numpy as np
 import numpy.typing as npt
 
 from models.rank_features import HISTORY_FEATURES, ITEM_STATS
+from models.ranking import SOURCES
 
 F64 = npt.NDArray[np.float64]
-SOURCE_COLUMNS = ("personal", "covisitation", "repeat", "trending", "popular")
+SOURCE_COLUMNS = SOURCES
 FEATURES = SOURCE_COLUMNS + HISTORY_FEATURES + ITEM_STATS
 HEADER = "# streamrec learned ranker"
 PARAMS = {"objective": "lambdarank", "metric": "ndcg", "learning_rate": 0.05, "num_leaves": 31,

@@ -5,12 +5,15 @@ Sources (:data:`SOURCES`), each a :class:`Signal` of candidate items and raw sco
 * ``personal``: ALS scores of the user's vector against the item factors (:func:`personal_signal`);
 * ``covisitation``: neighbours of the session's last items (:func:`covisitation_signal`);
 * ``repeat``: the user's decayed frequency per item (:func:`models.profile.repeat_profile`);
-* ``trending`` and ``popular``: the shop-wide lists.
+* ``trending`` and ``popular``: the shop-wide lists;
+* ``content``: items new since the refit whose catalogue content is most like the user's history ("new
+  arrivals like what you buy", :func:`models.cold_start.content_signal`; only with a content model).
 
 :func:`candidate_features` drops blocked items (and, with ``exclude_seen``, the user's seen ones),
 keeps each source's best ``candidates`` with a positive score and divides them by that source's
 best score, so every feature lies in (0, 1] and the best recommendable item of a source scores 1
-(as the API has always normalised). :func:`rank` scores ``Σ_s weight_s · feature_s``, orders by
+(as the API has always normalised); ``content`` scores are mean cosines, in [0, 1] already, and stay
+as they are (:data:`ABSOLUTE`). :func:`rank` scores ``Σ_s weight_s · feature_s``, orders by
 score (ties to the lower item index) and names each item's ``source``: the signal with the largest
 weighted term. The API and the offline evaluation both call :func:`rank`; the weights come from
 :class:`RankingConfig` (settings ``STREAMREC_RANK_*``).
@@ -30,7 +33,7 @@ from models.rank_features import candidate_item_stats, history_features
 
 IntArray = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
-SOURCES = ("personal", "covisitation", "repeat", "trending", "popular")
+SOURCES = ("personal", "covisitation", "repeat", "trending", "popular", "content")
 DAY_S = 86_400.0
 
 
@@ -43,6 +46,7 @@ class RankingConfig:
     repeat: float = 1.0
     trending: float = 0.3
     popular: float = 0.05
+    content: float = 0.5
     candidates: int = 100
     exclude_seen: bool = True
     session_items: int = 3
@@ -51,7 +55,7 @@ class RankingConfig:
 
     def weights(self) -> F64:
         """The blend weights in :data:`SOURCES` order."""
-        return np.array([self.personal, self.covisitation, self.repeat, self.trending, self.popular],
+        return np.array([self.personal, self.covisitation, self.repeat, self.trending, self.popular, self.content],
                         dtype=np.float64)
 
 
@@ -139,8 +143,12 @@ def covisitation_signal(sess: Session, neighbours: Callable[[int], tuple[IntArra
     return Signal(uniq, np.bincount(inv, weights=np.concatenate(val), minlength=len(uniq)).astype(np.float64))
 
 
-def _source_top(sig: Signal, drop: IntArray, n: int) -> tuple[IntArray, F64]:
-    """A source's best ``n`` positive candidates outside ``drop`` (sorted, unique), divided by their best score."""
+ABSOLUTE = frozenset({"content"})  # sources scored on [0, 1] already (a mean cosine): kept as they are
+
+
+def _source_top(sig: Signal, drop: IntArray, n: int, absolute: bool = False) -> tuple[IntArray, F64]:
+    """A source's best ``n`` positive candidates outside ``drop`` (sorted, unique), divided by their best score
+    (``absolute``: as they are; a source with a few weak candidates must not make its best one a 1)."""
     keep = (sig.score > 0) & np.isfinite(sig.score)
     if len(drop) and len(sig.idx):  # binary search in the sorted drop: a fraction of np.isin's cost per call
         at = np.minimum(np.searchsorted(drop, sig.idx), len(drop) - 1)
@@ -149,13 +157,14 @@ def _source_top(sig: Signal, drop: IntArray, n: int) -> tuple[IntArray, F64]:
     if len(idx) > n:
         order = np.lexsort((idx, -score))[:n]
         idx, score = idx[order], score[order]
-    return idx, (score / score.max() if len(score) else score)
+    return idx, (score / score.max() if len(score) and not absolute else score)
 
 
 def candidate_features(inputs: RankingInputs, cfg: RankingConfig) -> tuple[IntArray, F64]:
     """The candidates (ascending item index) and their features, one column per source in SOURCES order."""
     drop = np.union1d(inputs.blocked, inputs.seen) if cfg.exclude_seen else np.unique(inputs.blocked)
-    parts = [_source_top(inputs.signals[s], drop.astype(np.int64), cfg.candidates) if s in inputs.signals
+    parts = [_source_top(inputs.signals[s], drop.astype(np.int64), cfg.candidates, s in ABSOLUTE)
+             if s in inputs.signals
              else (np.zeros(0, dtype=np.int64), np.zeros(0)) for s in SOURCES]
     cand = np.unique(np.concatenate([p[0] for p in parts]))
     feats = np.zeros((len(cand), len(SOURCES)), dtype=np.float64)
@@ -199,11 +208,15 @@ class UserState:
 def build_inputs(user: UserState, now_ms: int, item_factors: npt.NDArray[np.floating] | None,
                  usable: npt.NDArray[np.bool_] | None, neighbours: Callable[[int], tuple[IntArray, F64]],
                  shop: Mapping[str, Signal], seen: IntArray, cfg: RankingConfig,
-                 blocked: IntArray | None = None, item_stats: F64 | None = None) -> RankingInputs:
+                 blocked: IntArray | None = None, item_stats: F64 | None = None,
+                 content: Signal | None = None) -> RankingInputs:
     """The :class:`RankingInputs` of one request: personal, co-visitation and repeat signals of the user
-    plus the shop-wide ``trending`` and ``popular`` signals in ``shop``."""
+    plus the shop-wide ``trending`` and ``popular`` signals in ``shop`` (and the ``content`` signal when
+    there is a content model)."""
     drop = np.union1d(seen, blocked if blocked is not None else []) if cfg.exclude_seen else blocked
     signals: dict[str, Signal] = {k: v for k, v in shop.items() if k in ("trending", "popular")}
+    if content is not None:
+        signals["content"] = content
     if user.vector is not None and item_factors is not None:
         signals["personal"] = personal_signal(user.vector, item_factors, cfg.candidates, usable,
                                               None if drop is None else drop.astype(np.int64))

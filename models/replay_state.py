@@ -115,6 +115,7 @@ class ContentVectors:
     vectors: F32
     has: npt.NDArray[np.bool_]
     prior: float
+    arrival_ms: IntArray | None = None  # when each item enters the catalogue (None: before the replay)
 
 
 class StreamingState:
@@ -127,10 +128,13 @@ class StreamingState:
         self.users, self.items = Segments(log.user, log.n_users), Segments(log.item, log.n_items)
         self.item_factors = model.item_factors.copy()
         self.has_vec = model.known_items.copy()
+        self._waiting = np.zeros(0, dtype=np.int64)  # content items not listed yet, by arrival
         if content is not None:
-            cold = content.has & ~model.known_items
-            self.item_factors[cold] = content.vectors[cold]
-            self.has_vec |= cold
+            cold = np.flatnonzero(content.has & ~model.known_items)
+            if content.arrival_ms is not None:
+                cold = cold[np.argsort(content.arrival_ms[cold], kind="stable")]
+            self._waiting = cold
+            self._list(int(log.ts_ms[start]) if start < len(log) else 0)
         self.user_factors = model.user_factors.copy()
         self.start = self.done = start
         step = int(cfg.refresh_s * 1000)
@@ -156,8 +160,21 @@ class StreamingState:
     def advance(self, ts_ms: int) -> None:
         """Run every worker refresh whose boundary is at or before ``ts_ms`` (events before it applied)."""
         while self._next and self._next <= ts_ms:
+            self._list(self._next)  # the worker reads items listed since its last batch
             self._refresh(self.log.index_at(self._next))
             self._next += self._step
+
+    def _list(self, now_ms: int) -> None:
+        """Give the content items listed by ``now_ms`` (and not folded in meanwhile) their content vector."""
+        c = self.content
+        if c is None or not len(self._waiting):
+            return
+        n = len(self._waiting) if c.arrival_ms is None else \
+            int(np.searchsorted(c.arrival_ms[self._waiting], now_ms, side="right"))
+        items, self._waiting = self._waiting[:n], self._waiting[n:]
+        items = items[~self.has_vec[items]]
+        self.item_factors[items] = c.vectors[items]
+        self.has_vec[items] = True
 
     def _refresh(self, stop: int) -> None:
         if stop <= self.done:

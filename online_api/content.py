@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -21,9 +21,11 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from models.cold_start import content_signal
 from models.content import normalized_rows
+from models.ranking import Signal
 from models.ridge import cosine_top, fade_weight
-from online_api.cache import View
+from online_api.cache import ServedModel, View
 from online_api.schemas import Ranked, Source
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
@@ -97,6 +99,7 @@ class ContentService:
         self.view: ContentView | None = None
         self.wake: Callable[[], None] = lambda: None  # the refresher's wake-up, set by the app
         self._neighbours: dict[tuple[str, str], tuple[float, list[tuple[str, float]]]] = {}
+        self._arrival_rows: tuple[tuple[Any, ...], npt.NDArray[np.int64], npt.NDArray[np.int64]] | None = None
 
     def refresh(self, store: RedisStore, version: str) -> ContentView | None:
         """Reload :attr:`view` if ``version`` or its content changed (:func:`load_content`); the view now."""
@@ -149,6 +152,33 @@ class ContentService:
         got = self.similar(item_id, self.settings.covis_top_n, frozenset()) or []
         self._neighbours[key] = (now, got)
         return got
+
+    def arrivals(self, model: ServedModel | None, history: Sequence[str], n: int) -> Signal | None:
+        """"New arrivals like what you buy" (:func:`models.cold_start.content_signal`): the model's rows new
+        since the refit that have content features, by the content of the user's ``history``; indices are
+        the model's. None without a content model for the served version."""
+        view = self.view
+        if view is None or view.items is None or model is None or model.version != view.version:
+            return None
+        rows_of_new, model_of_row = self._new_rows(view, model)
+        if not len(rows_of_new) or not history:
+            return None
+        hist = np.fromiter((r for r in map(view.index.get, history) if r is not None), dtype=np.int64)
+        got = content_signal(view.normed, rows_of_new, hist, n)
+        return Signal(model_of_row[np.searchsorted(rows_of_new, got.idx)], got.score)
+
+    def _new_rows(self, view: ContentView, model: ServedModel) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """The content rows of the model's rows new since the refit (ascending) and the model row of each;
+        kept until the content view or the model's rows change."""
+        key = (view.version, view.log_len, len(model.item_ids), id(model))
+        cached = self._arrival_rows
+        if cached is None or cached[0] != key:
+            pairs = sorted((view.index[item], m) for m, item in enumerate(model.item_ids[model.n_base:],
+                                                                          start=model.n_base)
+                           if item in view.index)
+            rows = np.array([r for r, _ in pairs], dtype=np.int64)
+            cached = self._arrival_rows = (key, rows, np.array([m for _, m in pairs], dtype=np.int64))
+        return cached[1], cached[2]
 
     def profile_weight(self, events: int, version: str | None) -> float:
         """How much a profile vector counts for a user with ``events`` events (0: do not read the profile)."""

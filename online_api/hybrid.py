@@ -197,11 +197,12 @@ class Request:
 def hybrid_inputs(view: View, cfg: RankingConfig, reply: UserReply, now_ms: int, req: Request,
                   shop: Shop, covis: tuple[float, int], vec: npt.NDArray[np.float32] | None,
                   content: Callable[[str], Sequence[tuple[str, float]]] | None = None,
-                  ) -> tuple[RankingInputs, LocalIndex]:
+                  arrivals: Signal | None = None) -> tuple[RankingInputs, LocalIndex]:
     """The ranking inputs of one request, through :func:`models.ranking.build_inputs` as the evaluation builds
     them; ``covis`` is (half-life s, top n) of the stored neighbours. ``content`` gives an item's content
     neighbours: they stand in for the co-visitation neighbours of a session item that has none (a new item
-    nobody viewed with anything yet), ranked with the co-visitation weight."""
+    nobody viewed with anything yet), ranked with the co-visitation weight. ``arrivals`` is the ``content``
+    source (new items like the user's history, over the model's indices), when there is a content model."""
     cfg = cfg if cfg.exclude_seen == req.exclude_seen else _with_exclude_seen(cfg, req.exclude_seen)
     index = LocalIndex(view, shop.index)
     items = index.many(reply.items)
@@ -217,7 +218,7 @@ def hybrid_inputs(view: View, cfg: RankingConfig, reply: UserReply, now_ms: int,
     signals = dict(shop.signals)
     user = UserState(None, items, reply.ts_ms, Signal(rep_idx, rep_score))
     seen = np.unique(items) if req.exclude_seen else EMPTY
-    built = build_inputs(user, now_ms, None, None, neighbours, signals, seen, cfg)
+    built = build_inputs(user, now_ms, None, None, neighbours, signals, seen, cfg, content=arrivals)
     blocked = _blocked(view, index, built, req)
     drop = np.union1d(blocked, seen)
     usable = _usable(view, req.category)

@@ -83,7 +83,7 @@ def load_ranker(path: str | None) -> LearnedRanker | None:
         raise RankerFileError(f"STREAMREC_RANK_MODEL_FILE={path}: {exc}") from exc
 
 
-USER_SOURCES = frozenset({Source.PERSONAL, Source.COVISITATION, Source.REPEAT})
+USER_SOURCES = frozenset({Source.PERSONAL, Source.COVISITATION, Source.REPEAT, Source.CONTENT})
 KINDS = ("covisitation", "factors", "blend", "content")
 
 
@@ -124,7 +124,9 @@ class HybridRecommender:
                       vec: np.ndarray | None) -> tuple[list, bool]:
         shop = await self._shop(view, req.category)
         content = self.svc.content.neighbours if self.svc.settings.rank_content_neighbours else None
-        inputs, index = hybrid_inputs(view, self.cfg, reply, now, req, shop, self.covis, vec, content)
+        arrivals = self.svc.content.arrivals(view.model, reply.items, self.cfg.candidates) \
+            if self.cfg.content > 0 or self.ranker is not None else None
+        inputs, index = hybrid_inputs(view, self.cfg, reply, now, req, shop, self.covis, vec, content, arrivals)
         items = ranked_items(rank(inputs, self.cfg, req.k, self.ranker), index)
         personalized = any(r.source in USER_SOURCES for r in items)
         (self.svc._n_personal if personalized else self.svc._n_fallback).inc()

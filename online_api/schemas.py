@@ -62,6 +62,7 @@ class Source(StrEnum):
     REPEAT = "repeat"  # the user's own decayed frequent items ("buy again")
     TRENDING = "trending"  # trending in the last hour
     POPULAR = "popular"  # all-time popular
+    CONTENT = "content"  # new since the refit, with catalogue content like the user's history ("new arrivals")
 
 
 class RecommendedItem(BaseModel):

@@ -81,7 +81,7 @@ def _load(args: argparse.Namespace, settings: Settings) -> tuple[Any, Protocol, 
     items, users = load_cold_data(args, ds)
     profiled = np.array([u is not None for u in users], dtype=bool)
     log, hidden = hide_users(ds.log, profiled, proto.test_start_ms, proto.test_end_ms, args.cold_users, args.seed)
-    return replace(ds, log=log), proto, ColdData(items, users, hidden)
+    return replace(ds, log=log), proto, ColdData(items, users, hidden, args.arrival_days)
 
 
 def _load_log(args: argparse.Namespace, settings: Settings) -> tuple[Any, Protocol]:
@@ -138,9 +138,16 @@ def run_eval(ds: Any, proto: Protocol, settings: Settings, *, k: int, sample: in
     val = _window(log, val_lo, val_hi, proto.exclude_seen, val_sample, seed, settings, k, say)
     wide = _window(log, val_lo, val_hi, proto.exclude_seen, ranker_sample, seed, settings, k, say) \
         if ranker_sample > val_sample else None
+    cold_for = None
+    if cold is not None:
+        from ops.eval_cold import cold_state
+        from streamrec.ranking_settings import cold_start_config
+
+        def cold_for(m: Any) -> Any:  # the validation model's cold-start state: the hybrid tunes with content
+            return cold_state(log, val_lo, m, cold, cold_start_config(settings))
     mc, als, record = tune(val, _als_start(settings), replace(ranking_config(settings),
                                                               exclude_seen=proto.exclude_seen),
-                           wide, learn_ranker=ranker_sample > 0)
+                           wide, learn_ranker=ranker_sample > 0, cold_for=cold_for)
     model = fit(log, test_lo, als)
     say(f"test refit: {model.fit_seconds:.1f}s; replaying the test window")
     test = _window(log, test_lo, test_hi, proto.exclude_seen, sample, seed, settings, k, say)
@@ -250,6 +257,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cold-users", type=float, default=0.5,
                    help="with --cold-start: share of the profiled users active in the test window whose earlier "
                    "history is hidden (fixed by --seed; default 0.5)")
+    p.add_argument("--arrival-days", type=float, default=7.0,
+                   help="with --cold-start: an item without events before a window enters the catalogue this many "
+                   "days before its first event (default 7)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--data-path", help="Globo clicks CSV (default ../shared/datasets/globo-g1-clicks/...)")
     p.add_argument("--out", type=Path, help="markdown report to update in place (e.g. docs/evaluation.md)")

@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models import evaluation as ev
-from models.cold_start import ColdStart, ColdStartConfig, replay_cold_start
+from models.cold_start import NEVER, ColdStart, ColdStartConfig, replay_cold_start
 from models.content import Record
 from models.eventlog import BatchModel, EventLog, IntArray, subset
 from models.hybrid_replay import MethodConfig, answers, replay_answers
@@ -40,11 +40,13 @@ SLICES = ("item_cold_start", "user_cold_start")
 
 @dataclass
 class ColdData:
-    """Metadata and profiles per dense index, and which users had their history hidden."""
+    """Metadata and profiles per dense index, which users had their history hidden, and how long before its
+    first event an item enters the catalogue."""
 
     items: list[Record | None]
     users: list[Record | None]
     hidden: npt.NDArray[np.bool_]
+    arrival_days: float = 7.0
 
 
 def _by_id(ids: np.ndarray | None, records: Mapping[str, Record]) -> list[Record | None]:
@@ -132,6 +134,17 @@ def slice_queries(log: EventLog, lo: int, hi: int, exclude_seen: bool, hidden: n
             "user_cold_start": (np.array(user_q, dtype=np.int64), user_rel)}
 
 
+def arrivals(log: EventLog, lo: int, lead_days: float) -> IntArray:
+    """When each item enters the catalogue: items with events before ``lo`` before the replay, the others
+    ``lead_days`` before their first event (a shop lists a product shortly before it sells, not months
+    before), items without any event never."""
+    first = np.full(log.n_items, NEVER, dtype=np.int64)
+    np.minimum.at(first, log.item, log.ts_ms)
+    out = np.where(first < NEVER, first - int(lead_days * 86_400_000), NEVER)
+    out[np.unique(log.item[:lo])] = np.iinfo(np.int64).min
+    return out
+
+
 def cold_state(log: EventLog, lo: int, model: BatchModel, data: ColdData, cfg: ColdStartConfig) -> ColdStart:
     """:func:`models.cold_start.replay_cold_start` for a model fitted on the events before ``lo``."""
     matrix = ev.interaction_matrix(log, 0, lo).tocsr()
@@ -140,7 +153,8 @@ def cold_state(log: EventLog, lo: int, model: BatchModel, data: ColdData, cfg: C
     items = data.items or [None] * log.n_items
     users = data.users or [None] * log.n_users
     return replay_cold_start(items, users, model.item_factors, model.known_items, users_per_item,
-                             model.user_factors, model.known_users, items_per_user, cfg)
+                             model.user_factors, model.known_users, items_per_user, cfg,
+                             arrivals(log, lo, data.arrival_days))
 
 
 def replay_with_slices(log: EventLog, lo: int, hi: int, test: Any, state: SignalState, mc: MethodConfig,

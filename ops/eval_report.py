@@ -39,7 +39,8 @@ def _span(seconds: float | None) -> str:
 def chosen_lines(c: dict[str, Any]) -> list[str]:
     """The parameters chosen on validation, one bullet per method."""
     cv, h, als = c["covisitation"], c["hybrid"], c["als"]
-    weights = ", ".join(f"{s} {h[s]:g}" for s in ("personal", "covisitation", "repeat", "trending", "popular"))
+    weights = ", ".join(f"{s} {h[s]:g}" for s in ("personal", "covisitation", "repeat", "trending", "popular",
+                                                  "content") if s in h)
     return [f"- trending: {c['trending_label']}; popular: half-life {_span(c['popular_half_life_s'])}",
             f"- personal_frequency: half-life {_span(c['frequency_half_life_s'])}",
             f"- covisitation: window {_span(cv['window_s'])}, {cv['max_prev']} previous items, half-life "

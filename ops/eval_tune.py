@@ -28,6 +28,7 @@ import numpy as np
 
 from models import evaluation as ev
 from models.blend_tuning import feature_set, ndcg, tune_blend
+from models.cold_start import ColdStart
 from models.covisitation import CovisConfig
 from models.eventlog import BatchModel, EventLog, IntArray
 from models.hybrid_replay import (
@@ -73,10 +74,10 @@ class Window:
     say: Say
 
     def run(self, state: SignalState, trending: tuple[ev.TrendingConfig, ...], methods: dict[str, Answer],
-            model: BatchModel | None = None) -> dict[str, float]:
-        """NDCG@k of each method over the window's queries."""
+            model: BatchModel | None = None, cold: ColdStart | None = None) -> dict[str, float]:
+        """NDCG@k of each method over the window's queries (``cold``: with cold start, for content methods)."""
         res = replay_answers(self.log, self.lo, self.hi, self.queries, self.users, self.relevant,
-                             ev.catalogue(self.log, self.hi), state, trending, model, self.rcfg, methods)
+                             ev.catalogue(self.log, self.hi), state, trending, model, self.rcfg, methods, cold=cold)
         return {m: v[f"ndcg@{self.rcfg.k}"] for m, v in res.metrics(self.rcfg.k).items()}
 
 
@@ -158,14 +159,21 @@ def tune_als(w: Window, trending: ev.TrendingConfig, start: dict[str, Any]
 Captured = list[tuple[IntArray, np.ndarray]]
 
 
-def tune_hybrid(w: Window, mc: MethodConfig, model: BatchModel, start: RankingConfig, learn_ranker: bool = True
-                ) -> tuple[RankingConfig, LearnedRanker | None, dict[str, Any]]:
-    """Capture the hybrid's candidate features on ``w``, learn the blend weights, then try a learned ranker."""
+ColdFor = Callable[[BatchModel], ColdStart]
+
+
+def tune_hybrid(w: Window, mc: MethodConfig, model: BatchModel, start: RankingConfig, learn_ranker: bool = True,
+                cold_for: ColdFor | None = None) -> tuple[RankingConfig, LearnedRanker | None, dict[str, Any]]:
+    """Capture the hybrid's candidate features on ``w``, learn the blend weights, then try a learned ranker;
+    with ``cold_for`` (the cold-start state of a model) in the world with cold start, so the content sources
+    get their weights too."""
     base = replace(start, exclude_seen=w.rcfg.exclude_seen, session_items=mc.session_items,
                    session_decay=mc.session_decay, repeat_half_life_s=mc.frequency_half_life_s)
     captured: Captured = []
     state = SignalState(w.log, w.lo, w.hi, (mc.covis,), (mc.popular_half_life_s,))
-    before = w.run(state, (mc.trending,), {"hybrid": hybrid_answer(base, capture=captured)}, model)["hybrid"]
+    cold = cold_for(model) if cold_for is not None else None
+    answer = hybrid_answer(base, capture=captured, content=cold is not None)
+    before = w.run(state, (mc.trending,), {"hybrid": answer}, model, cold)["hybrid"]
     blend = [(c, f[:, : len(SOURCES)].astype(np.float64)) for c, f in captured]
     weights, score, how = tune_blend(feature_set(blend, w.relevant), w.rcfg.k, base.weights())
     learned: dict[str, Any] = {n: round(float(v), 4) for n, v in zip(SOURCES, weights, strict=True)}
@@ -203,14 +211,15 @@ def _try_ranker(w: Window, captured: Captured, weights: np.ndarray) -> tuple[Lea
 
 
 def tune(w: Window, als_start: dict[str, Any], hybrid_start: RankingConfig, hybrid_window: Window | None = None,
-         learn_ranker: bool = True) -> tuple[MethodConfig, dict[str, Any], dict[str, Any]]:
+         learn_ranker: bool = True, cold_for: ColdFor | None = None
+         ) -> tuple[MethodConfig, dict[str, Any], dict[str, Any]]:
     """Every method's parameters chosen on the validation window (the hybrid's weights and ranker on
     ``hybrid_window``, a larger sample of it, when given); returns them, the ALS params and a log."""
     trending, popular, freq, simple = tune_simple(w)
     covis, (n, d), covis_tried = tune_covis(w, trending, popular, CovisConfig())
     als, model, als_tried = tune_als(w, trending, als_start)
     mc = MethodConfig(trending, popular, freq, covis, n, d, hybrid_start)
-    hybrid, ranker, blend = tune_hybrid(hybrid_window or w, mc, model, hybrid_start, learn_ranker)
+    hybrid, ranker, blend = tune_hybrid(hybrid_window or w, mc, model, hybrid_start, learn_ranker, cold_for)
     mc = replace(mc, hybrid=hybrid, ranker=ranker)
     record = {"simple": simple, "covisitation": covis_tried, "als": als_tried, "blend": blend,
               "covis_config": asdict(covis)}

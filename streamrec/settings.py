@@ -101,6 +101,8 @@ class Settings(BaseSettings):
                                       "frequency of the user's own items)")
     rank_weight_trending: float = Field(0.3, description="hybrid blend weight of the trending list")
     rank_weight_popular: float = Field(0.05, description="hybrid blend weight of the popular list")
+    rank_weight_content: float = Field(0.5, description="hybrid blend weight of the new arrivals whose catalogue "
+                                       "content is most like the user's history (with a content model)")
     rank_candidates: int = Field(100, ge=1, description="candidates taken from each source before blending")
     rank_model_file: str | None = Field(None, description="a learned ranker (LightGBM text model written by "
                                         "`streamrec eval --write-settings`); the hybrid orders its candidates by "

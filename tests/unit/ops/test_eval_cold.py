@@ -14,26 +14,29 @@ from ops.eval_cold import hide_users, slice_queries
 
 DAY_S = 86_400
 T0 = 1_704_067_200  # 2024-01-01 UTC
-CATS, PER_CAT, NEW_PER_CAT, USERS = 6, 8, 3, 60
+CATS, PER_CAT, USERS = 6, 8, 60
 
 
-def _files(tmp_path: Path, seed: int = 0, days: int = 6, per_day: int = 300) -> tuple[Path, Path, Path]:
-    """Users buy from a favourite category; from day 5 on, new items of each category (in the catalogue,
-    never bought before) take 40 % of the purchases; profiles name the user's segment (their category)."""
+def _files(tmp_path: Path, seed: int = 0, days: int = 6, per_day: int = 400) -> tuple[Path, Path, Path]:
+    """Users buy from a favourite category; each day from the second on, every category launches a new item,
+    and half of a user's purchases go to their category's launches of the last two days; profiles name the
+    user's segment (their category)."""
     rng = np.random.default_rng(seed)
     n = days * per_day
     ts = T0 + np.sort(rng.integers(0, days * DAY_S, n))
     user = rng.integers(0, USERS, n)
     fav = user % CATS
-    old = fav * PER_CAT + rng.integers(0, PER_CAT, n)
-    new = CATS * PER_CAT + fav * NEW_PER_CAT + rng.integers(0, NEW_PER_CAT, n)
-    item = np.where((ts >= T0 + 4 * DAY_S) & (rng.random(n) < 0.4), new, old)
-    item = np.where(rng.random(n) < 0.15, rng.integers(0, CATS * PER_CAT, n), item)
+    day = (ts - T0) // DAY_S
+    base = fav * PER_CAT + rng.integers(0, PER_CAT, n)
+    launch_day = np.maximum(day - rng.integers(0, 2, n), 1)  # today's or yesterday's launch
+    new = CATS * PER_CAT + (launch_day - 1) * CATS + fav
+    item = np.where((day >= 1) & (rng.random(n) < 0.5), new, base)
+    item = np.where(rng.random(n) < 0.1, rng.integers(0, CATS * PER_CAT, n), item)
     events = pd.DataFrame({"when": ts, "who": [f"u{u}" for u in user], "what": [f"i{i}" for i in item],
                            "kind": np.where(rng.random(n) < 0.3, "purchase", "click")})
-    cat_of = [i // PER_CAT if i < CATS * PER_CAT else (i - CATS * PER_CAT) // NEW_PER_CAT
-              for i in range(CATS * (PER_CAT + NEW_PER_CAT))]
-    items = pd.DataFrame({"sku": [f"i{i}" for i in range(len(cat_of))], "category": [f"c{c}" for c in cat_of],
+    n_items = CATS * PER_CAT + (days - 1) * CATS
+    cat_of = [i // PER_CAT if i < CATS * PER_CAT else (i - CATS * PER_CAT) % CATS for i in range(n_items)]
+    items = pd.DataFrame({"sku": [f"i{i}" for i in range(n_items)], "category": [f"c{c}" for c in cat_of],
                           "title": [f"thing of kind{c}" for c in cat_of]})
     users = pd.DataFrame({"user_id": [f"u{u}" for u in range(USERS)], "segment": [f"s{u % CATS}" for u in range(USERS)],
                           "household_size": [1 + u % 3 for u in range(USERS)]})
@@ -80,14 +83,14 @@ def test_eval_cold_start_reports_both_slices_and_content_finds_untouched_items(
     code = main(["eval", "--events", str(events), "--columns", "ts=when,user=who,item=what,type=kind",
                  "--validate-from", "2024-01-04", "--test-from", "2024-01-05", "--test-until", "2024-01-07",
                  "--sample", "200", "--val-sample", "100", "--ranker-sample", "0", "--json", "--cold-start",
-                 "--items", str(items), "--item-id-column", "sku", "--users", str(users)])
+                 "--items", str(items), "--item-id-column", "sku", "--users", str(users), "--arrival-days", "0.5"])
     assert code == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"hybrid", "hybrid_without_content", "trending"} <= set(out["methods"])
     item, user = out["slices"]["item_cold_start"], out["slices"]["user_cold_start"]
     assert item["queries"] > 50 and user["queries"] == round(USERS * 0.5)
     assert set(item["methods"]) == set(out["methods"]) == set(user["methods"])
-    # nobody had bought the new items before the test window: only metadata can put them in the lists early
+    # nobody had bought the new items before the test window: metadata puts them in the lists before anyone has
     assert item["methods"]["hybrid"]["hr"] > 1.2 * item["methods"]["hybrid_without_content"]["hr"]
     assert user["methods"]["hybrid"]["ndcg"] > user["methods"]["trending"]["ndcg"]
 
