@@ -14,6 +14,7 @@ A failure here is logged and the version is published without cold start (nothin
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,12 +22,21 @@ import numpy as np
 import scipy.sparse as sp
 
 from models.cold_start import fit_part
-from models.content import ContentConfig
+from models.content import ContentConfig, normalized_rows
+from models.content_neighbours import NeighbourTable, neighbour_table
 from models.training import ALSModelFactors
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
 from streamrec.store.catalog import content_record, iter_catalogue
-from streamrec.store.content import ContentPart, iter_profiles, rows_of, write_cold_vectors, write_features, write_part
+from streamrec.store.content import (
+    ContentPart,
+    iter_profiles,
+    rows_of,
+    write_cold_vectors,
+    write_features,
+    write_neighbours,
+    write_part,
+)
 
 log = logging.getLogger("streamrec.batch")
 
@@ -40,6 +50,8 @@ class ColdStart:
     item_rows: list[bytes] = field(default_factory=list)
     cold_ids: list[str] = field(default_factory=list)
     cold_vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    neighbour_ids: list[str] = field(default_factory=list)  # the rows of ``neighbours``, sorted
+    neighbours: NeighbourTable | None = None
     profiles: ContentPart | None = None
     summary: dict[str, Any] = field(default_factory=dict)
 
@@ -49,6 +61,15 @@ def _part(records: list[dict[str, Any]], cfg: ContentConfig, targets: np.ndarray
     """:func:`models.cold_start.fit_part` (the one fit the evaluation replays too), as the store's part."""
     part = fit_part(records, cfg, targets, train_rows, train_targets, alpha)
     return ContentPart(part.featurizer, part.ridge), part.rows
+
+
+def _neighbours(ids: list[str], x: sp.csr_matrix, k: int) -> tuple[list[str], NeighbourTable]:
+    """Every item's ``k`` content neighbours, its rows in the sorted order the API reads the features in."""
+    started = time.monotonic()
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    table = neighbour_table(normalized_rows(sp.csr_matrix(x[order], dtype=np.float32)), k)
+    log.info("content neighbours of %d items in %.1f s", len(ids), time.monotonic() - started)
+    return [ids[n] for n in order], table
 
 
 def fit_cold_start(settings: Settings, store: RedisStore, item_ids: list[str], user_ids: list[str],
@@ -72,6 +93,9 @@ def fit_cold_start(settings: Settings, store: RedisStore, item_ids: list[str], u
             out.cold_vectors = part.ridge.predict(x[cold])
         out.summary.update(content_items=len(ids), content_training_items=len(rows),
                            content_features=part.featurizer.n_features, content_cold_items=len(out.cold_ids))
+        if len(ids) <= settings.content_neighbours_max_items:
+            out.neighbour_ids, out.neighbours = _neighbours(ids, x, settings.covis_top_n)
+            out.summary.update(content_neighbour_items=len(ids))
     profiles = list(iter_profiles(store))
     if profiles:
         items_per_user = np.diff(sp.csr_matrix(matrix).indptr)
@@ -92,5 +116,7 @@ def publish_cold_start(store: RedisStore, version: str, cold: ColdStart, factors
         write_part(store, version, "content", cold.items, factors)
         write_features(store, version, cold.item_ids, cold.item_rows)
         write_cold_vectors(store, version, cold.cold_ids, cold.cold_vectors)
+        if cold.neighbours is not None:
+            write_neighbours(store, version, cold.neighbour_ids, cold.neighbours)
     if cold.profiles is not None:
         write_part(store, version, "profile", cold.profiles, factors)

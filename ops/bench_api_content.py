@@ -11,12 +11,16 @@ API process with the content sources off (``STREAMREC_RANK_CONTENT_NEIGHBOURS=fa
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from models.cold_start import fit_part
+from models.content import normalized_rows
+from models.content_neighbours import neighbour_table
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
-from streamrec.store.content import ContentPart, put_profile, rows_of, write_features, write_part
+from streamrec.store.content import ContentPart, put_profile, rows_of, write_features, write_neighbours, write_part
 
 PROFILED_SHARE = 0.3  # users with a profile
 COVIS_SHARE = 0.7  # items with co-visitation neighbours (the others get content neighbours)
@@ -28,7 +32,7 @@ SEGMENTS = ("student", "family", "retired", "single", "couple")
 def publish_content(settings: Settings, store: RedisStore, version: str, items: list[str], users: list[str],
                     factors: int, seed: int) -> None:
     """Item and profile models for ``version`` (fitted on random targets: the bench measures speed), every
-    item's feature row, and profiles for :data:`PROFILED_SHARE` of ``users``."""
+    item's feature row and content neighbours, and profiles for :data:`PROFILED_SHARE` of ``users``."""
     rng = np.random.default_rng(seed)
     records = [{"category": f"cat-{i % 20}", "brand": f"brand{i % 300}",
                 "title": " ".join(rng.choice(WORDS, 3).tolist())} for i in range(len(items))]
@@ -37,6 +41,11 @@ def publish_content(settings: Settings, store: RedisStore, version: str, items: 
     part = fit_part(records, settings.content_config(), targets, train, train, settings.content_ridge_alpha)
     write_part(store, version, "content", ContentPart(part.featurizer, part.ridge), factors)
     write_features(store, version, items, rows_of(part.rows))
+    order = sorted(range(len(items)), key=items.__getitem__)  # as the refit does (batch/content_fit.py)
+    print(f"[bench api] content neighbours of {len(items)} items, as the refit computes them ...", file=sys.stderr,
+          flush=True)
+    table = neighbour_table(normalized_rows(part.rows[order]), settings.covis_top_n)
+    write_neighbours(store, version, [items[n] for n in order], table)
     profiled = users[: int(len(users) * PROFILED_SHARE)]
     profiles = [{"segment": SEGMENTS[n % len(SEGMENTS)], "region": f"r{n % 7}", "household_size": 1 + n % 5}
                 for n in range(len(profiled))]

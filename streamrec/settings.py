@@ -138,6 +138,9 @@ class Settings(BaseSettings):
     content_min_interactions: int = Field(5, ge=1, description="items with at least this many interacting users "
                                           "train the regression from content to item factors at refit")
     content_ridge_alpha: float = Field(1.0, gt=0, description="L2 penalty of the content regression")
+    content_neighbours_max_items: int = Field(200_000, ge=0, description="the refit publishes every item's "
+                                              "content neighbours up to this many catalogue items (its cost "
+                                              "grows with the square); above it the API scans per item")
     content_prior_interactions: float = Field(3.0, ge=0, description="a new item's content vector counts as this "
                                               "many interactions when its folded-in vector is blended with it")
     rank_content_neighbours: bool = Field(True, description="hybrid: content neighbours stand in for the "

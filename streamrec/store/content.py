@@ -12,7 +12,11 @@ Per model version ``v`` (all in :data:`streamrec.store.models.VERSION_PARTS`, re
   (``PUT`` and ``catalog import``), so readers re-read only those;
 * ``content_items``: HASH item → the vector the regression predicted for an item without interactions.
   It is also written to ``new_items`` (which every API process and worker reads) unless the item has a
-  vector of its own there (folded in by the worker, which blends it with this one).
+  vector of its own there (folded in by the worker, which blends it with this one);
+* ``content_neighbours``: HASH of every published item's content neighbours, computed at refit
+  (:func:`models.content_neighbours.neighbour_table`): ``ids`` (the rows' items, ``\\x1f``-joined, in
+  ``content_features``' sorted order), ``idx`` (rows × k int32), ``score`` (rows × k float32), ``count``
+  (int16 per row), all little-endian; absent above ``content_neighbours_max_items`` (the API scans instead).
 
 User profiles are version independent: ``<p>:profiles`` HASH user → JSON attributes. Nothing is pickled.
 """
@@ -30,6 +34,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from models.content import Featurizer
+from models.content_neighbours import NeighbourTable
 from models.ridge import RidgeModel
 from streamrec.store import F32, RedisStore, as_str, from_bytes, to_bytes
 from streamrec.store.catalog import content_record
@@ -96,6 +101,28 @@ def write_features(store: RedisStore, version: str, ids: Sequence[str], rows: Se
         pipe = store.client.pipeline(transaction=False)
         pipe.hset(key, mapping=dict(zip(ids[start : start + chunk], rows[start : start + chunk], strict=True)))
         pipe.execute()
+
+
+def write_neighbours(store: RedisStore, version: str, ids: Sequence[str], table: NeighbourTable) -> None:
+    """Publish the content neighbours of ``ids`` (the table's rows, in order) for a version."""
+    store.client.hset(store.keys.model(version, "content_neighbours"), mapping={
+        "ids": "\x1f".join(ids).encode(), "idx": table.idx.astype("<i4").tobytes(),
+        "score": table.score.astype("<f4").tobytes(), "count": table.count.astype("<i2").tobytes()})
+
+
+def read_neighbours(store: RedisStore, version: str) -> tuple[list[str], NeighbourTable] | None:
+    """The version's published content neighbours (their rows' ids and the table), or None."""
+    raw = cast(dict[bytes, bytes], store.client.hgetall(store.keys.model(version, "content_neighbours")))
+    if not raw or b"ids" not in raw:
+        return None
+    ids = raw[b"ids"].decode().split("\x1f") if raw[b"ids"] else []
+    count = np.frombuffer(raw[b"count"], dtype="<i2").astype(np.int16)
+    if len(count) != len(ids):
+        return None
+    k = len(raw[b"idx"]) // 4 // max(1, len(ids))
+    idx = np.frombuffer(raw[b"idx"], dtype="<i4").astype(np.int32).reshape(len(ids), k)
+    score = np.frombuffer(raw[b"score"], dtype="<f4").astype(np.float32).reshape(len(ids), k)
+    return ids, NeighbourTable(idx, score, count)
 
 
 def write_cold_vectors(store: RedisStore, version: str, ids: Sequence[str], vectors: np.ndarray) -> None:

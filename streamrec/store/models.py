@@ -26,6 +26,7 @@ VERSION_PARTS = ("meta", "items", "item_factors", "gram", "users", "user_ts", "n
                  "item_stats",  # the learned ranker's item statistics (models.rank_features)
                  # cold start (streamrec.store.content): the fitted featurizers and regressions, item features
                  "content_model", "content_idf", "content_coef", "content_features", "content_items", "content_log",
+                 "content_neighbours",
                  "profile_model", "profile_idf", "profile_coef")
 ITEM_STATS_COLUMNS = 2  # models.rank_features.ITEM_STATS
 

@@ -25,7 +25,7 @@ from streamrec.kafka_io import EventProducer, ensure_topics
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
 from streamrec.store.catalog import put_items
-from streamrec.store.content import put_profile
+from streamrec.store.content import put_profile, read_neighbours
 from streamrec.store.models import current_version
 from tests.helpers import polling
 from tests.helpers.processes import Started
@@ -101,6 +101,9 @@ def test_the_refit_publishes_both_regressions_without_pickles(shop: Shop) -> Non
         coef = shop.store.client.get(k.model(version, f"{part}_coef"))
         assert len(coef) == 4 * (meta["n_features"] + 1) * 16  # raw float32, intercept last
     assert shop.store.client.hlen(k.model(version, "content_features")) == len(shop.world.item_category)
+    published = read_neighbours(shop.store, version)  # every item's content neighbours, raw arrays
+    assert published is not None and published[0] == sorted(shop.world.item_category)
+    assert published[1].idx.shape == (len(shop.world.item_category), Settings().covis_top_n)
 
 
 def test_a_new_item_with_metadata_is_recommended_and_has_content_neighbours_at_once(shop: Shop) -> None:
