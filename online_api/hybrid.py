@@ -34,7 +34,9 @@ EMPTY = np.zeros(0, dtype=np.int64)
 # KEYS = [users hash, user_ts hash, history list]; ARGV = [user id ('' = no user), session items n,
 # co-visitation key prefix ("<prefix>:covis:"), posted session items newest first...]. Returns
 # {vector, vector ts, items, weights, ts (history newest first, joined by \x1e), session items (joined),
-# HGETALL of each session item}. The co-visitation keys are built here (they depend on the history).
+# the profile or false, HGETALL of each session item}. The co-visitation keys are built here (they depend on
+# the history); the profile (KEYS[4]) is read only for a user with fewer than ARGV[4] history entries (a new
+# user, whose profile vector is blended in: online_api/content.py), in the same round trip.
 HYBRID_STATE_LUA = """
 local vec, ts = false, false
 local items, weights, stamps = {}, {}, {}
@@ -57,11 +59,13 @@ local want, sess, taken = tonumber(ARGV[2]), {}, {}
 local function take(it)
   if #sess < want and not taken[it] then taken[it] = true; sess[#sess + 1] = it end
 end
-for i = 4, #ARGV do take(ARGV[i]) end
+for i = 5, #ARGV do take(ARGV[i]) end
 for i = 1, #items do take(items[i]) end
+local profile = false
+if ARGV[1] ~= '' and #items < tonumber(ARGV[4]) then profile = redis.call('HGET', KEYS[4], ARGV[1]) end
 local out = {vec, ts, table.concat(items, '\\30'), table.concat(weights, '\\30'), table.concat(stamps, '\\30'),
-             table.concat(sess, '\\30')}
-for i, it in ipairs(sess) do out[6 + i] = redis.call('HGETALL', ARGV[3] .. it) end
+             table.concat(sess, '\\30'), profile}
+for i, it in ipairs(sess) do out[7 + i] = redis.call('HGETALL', ARGV[3] .. it) end
 return out
 """
 
@@ -76,13 +80,15 @@ class UserReply:
     weights: F64
     ts_ms: IntArray
     hashes: dict[str, dict[bytes, bytes]] = field(default_factory=dict)
+    profile_raw: bytes | None = None  # read for a user with fewer history entries than the profile fades over
 
     def with_session(self, posted: Sequence[str], now_ms: int) -> UserReply:
         """The history followed by ``posted`` (newest last) as clicks (weight 1) at ``now_ms``."""
         n = len(posted)
         return UserReply(self.vec_raw, self.ts_raw, [*self.items, *posted],
                          np.concatenate([self.weights, np.ones(n)]),
-                         np.concatenate([self.ts_ms, np.full(n, now_ms, dtype=np.int64)]), self.hashes)
+                         np.concatenate([self.ts_ms, np.full(n, now_ms, dtype=np.int64)]), self.hashes,
+                         self.profile_raw)
 
 
 def _split(raw: bytes | None) -> list[str]:
@@ -91,7 +97,7 @@ def _split(raw: bytes | None) -> list[str]:
 
 def parse_reply(reply: Sequence[object]) -> UserReply:
     """The :data:`HYBRID_STATE_LUA` answer; history entries with unreadable numbers are skipped."""
-    vec, ts, items_raw, weights_raw, ts_raw, sess_raw = reply[:6]
+    vec, ts, items_raw, weights_raw, ts_raw, sess_raw, profile = reply[:7]
     items, weights, stamps = _split(items_raw), _split(weights_raw), _split(ts_raw)  # type: ignore[arg-type]
     try:
         w, t = np.array(weights, dtype=np.float64), np.array(stamps, dtype=np.int64)
@@ -101,10 +107,11 @@ def parse_reply(reply: Sequence[object]) -> UserReply:
         w = np.array([float(weights[i]) for i in keep], dtype=np.float64)
         t = np.array([int(stamps[i]) for i in keep], dtype=np.int64)
     hashes = {}
-    for item, flat in zip(_split(sess_raw), reply[6:], strict=False):  # type: ignore[arg-type]
+    for item, flat in zip(_split(sess_raw), reply[7:], strict=False):  # type: ignore[arg-type]
         pairs = list(flat)  # type: ignore[call-overload]
         hashes[item] = dict(zip(pairs[::2], pairs[1::2], strict=True))
-    return UserReply(vec, ts, items[::-1], w[::-1].copy(), t[::-1].copy(), hashes)  # type: ignore[arg-type]
+    return UserReply(vec, ts, items[::-1], w[::-1].copy(), t[::-1].copy(), hashes,  # type: ignore[arg-type]
+                     profile or None)  # type: ignore[arg-type]
 
 
 def _numeric(weight: str, ts: str) -> bool:

@@ -105,9 +105,15 @@ class HybridRecommender:
         version = model.version if model is not None else "-"
         async with redis_deadline():
             raw = await self._state(keys=[keys.model(version, "users"), keys.model(version, "user_ts"),
-                                          keys.history(user_id)],
-                                    args=[user_id, self.cfg.session_items, self.covis_prefix, *posted[::-1]])
+                                          keys.history(user_id), keys.profiles],
+                                    args=[user_id, self.cfg.session_items, self.covis_prefix,
+                                          self._profile_below(model), *posted[::-1]])
         return parse_reply(raw)
+
+    def _profile_below(self, model: ServedModel | None) -> int:
+        """Read the profile of users with fewer history entries than this (0: no profile model served)."""
+        version = model.version if model is not None else None
+        return self.svc.settings.profile_fade_events if self.svc.content.profile_weight(0, version) > 0 else 0
 
     async def _shop(self, view: View, category: str | None) -> Shop:
         """The shop-wide signals: the view's lists (built once per view), or the category's lists."""
@@ -138,30 +144,29 @@ class HybridRecommender:
         model = view.model
         reply = await self._read(user_id, model, ())
         now = now_ms()
-        vec = await self._with_profile(user_id, model, _vector(model, reply.vec_raw), len(reply.items))
+        vec = self._with_profile(model, reply, _vector(model, reply.vec_raw))
         items, personalized = await self._answer(view, reply, now, req, vec)
         written = int(reply.ts_raw) if reply.ts_raw else model.meta.get("vectors_at_ms") if model else None
         age = max(0.0, (now - int(written)) / 1000) if written and vec is not None else None
         return RecommendationList(user_id, model.version if model else None, age, personalized, items)
 
-    async def _with_profile(self, user_id: str, model: ServedModel | None, vec: np.ndarray | None,
-                            events: int) -> np.ndarray | None:
-        """The user's vector blended with their profile's (online_api/content.py); the profile is read only
-        for users with fewer than ``profile_fade_events`` events, so established users pay nothing."""
+    def _with_profile(self, model: ServedModel | None, reply: UserReply, vec: np.ndarray | None
+                      ) -> np.ndarray | None:
+        """The user's vector blended with their profile's (online_api/content.py); the state script read
+        the profile only for users with fewer than ``profile_fade_events`` events (established users pay
+        nothing, new ones no extra round trip)."""
         content = self.svc.content
-        weight = content.profile_weight(events, model.version if model is not None else None)
+        weight = content.profile_weight(len(reply.items), model.version if model is not None else None)
         if weight <= 0 or model is None:
             return vec
-        async with redis_deadline():
-            raw = cast(bytes | None, await self.svc.client.hget(self.svc.keys.profiles, user_id))
-        return with_profile(vec, content.profile_vector(raw, model.n_factors), weight)
+        return with_profile(vec, content.profile_vector(reply.profile_raw, model.n_factors), weight)
 
     async def new_arrivals(self, user_id: str, k: int) -> RecommendationList:
         """Items new since the refit (a PUT item with metadata from its first second), for this user."""
         view = self.svc.cache.view
         model = view.model
         reply = await self._read(user_id, model, ())
-        vec = await self._with_profile(user_id, model, _vector(model, reply.vec_raw), len(reply.items))
+        vec = self._with_profile(model, reply, _vector(model, reply.vec_raw))
         items = new_arrivals(view, vec, k, frozenset(reply.items))
         return RecommendationList(user_id, model.version if model else None, None, vec is not None, items)
 

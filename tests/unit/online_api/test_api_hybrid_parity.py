@@ -50,13 +50,14 @@ def state(seed: int) -> tuple[View, list[tuple[str, float, int]], dict[str, dict
 
 def lua_reply(history: list[tuple[str, float, int]], hashes: dict[str, dict[bytes, bytes]],
               vec: np.ndarray) -> list[object]:
-    """What HYBRID_STATE_LUA answers: history newest first joined by \\x1e, then the session's HGETALLs."""
+    """What HYBRID_STATE_LUA answers: history newest first joined by \\x1e, no profile, then the session's
+    HGETALLs."""
     newest = history[::-1]
     join = "\x1e".join
     flat = [[x for kv in h.items() for x in kv] for h in hashes.values()]
     return [vec.tobytes(), b"1", join(i for i, _, _ in newest).encode(),
             join(f"{w:.6g}" for _, w, _ in newest).encode(), join(str(t) for _, _, t in newest).encode(),
-            join(hashes).encode(), *flat]
+            join(hashes).encode(), None, *flat]
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +139,7 @@ def test_category_keeps_only_its_items() -> None:
 def test_a_user_without_signals_gets_trending_and_popular() -> None:
     view, _, _, _, trending, popular = state(5)
     cfg = RankingConfig()
-    reply = parse_reply([None, None, b"", b"", b"", b""])
+    reply = parse_reply([None, None, b"", b"", b"", b"", None])
     inputs, index = hybrid_inputs(view, cfg, reply, NOW, Request(10, True),
                                   shop_signals(view, {"trending": trending, "popular": popular}), (HALF_LIFE_S, TOP_N),
                                   None)

@@ -69,7 +69,7 @@ def test_the_api_ranks_with_the_content_source_as_the_evaluation() -> None:
     newest = history[::-1]
     reply = parse_reply([None, None, "\x1e".join(i for i, _, _ in newest).encode(),
                          "\x1e".join(f"{w:g}" for _, w, _ in newest).encode(),
-                         "\x1e".join(str(t) for _, _, t in newest).encode(), b""])
+                         "\x1e".join(str(t) for _, _, t in newest).encode(), b"", None])
     cfg = RankingConfig(exclude_seen=True, personal=0.0, covisitation=0.0, repeat=0.0, trending=0.1, popular=0.1,
                         content=1.0)
     arrivals = svc.arrivals(model, reply.items, cfg.candidates)
