@@ -32,7 +32,7 @@ from batch.reader import Progress
 from batch.refit import run_refit
 from models.training import ALSModelFactors, ALSParams, train_als
 from streamrec.events import Event, EventType
-from streamrec.kafka_io import admin_client, ensure_topics
+from streamrec.kafka_io import admin_client, ensure_topics, producer_config
 from streamrec.settings import REPO_ROOT, Settings
 from streamrec.store import RedisStore
 
@@ -77,9 +77,10 @@ def _values(df: pd.DataFrame, seed: int) -> list[bytes]:
 def _produce(settings: Settings, df: pd.DataFrame, progress: Progress, seed: int) -> None:
     values = _values(df, seed)
     keys = [u.encode() for u in df.user_id]
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True, "acks": "all",
-                         "linger.ms": 50, "batch.size": 1_000_000, "compression.type": "lz4", "log_level": 0,
-                         "queue.buffering.max.messages": 2_000_000, "queue.buffering.max.kbytes": 2_000_000})
+    producer = Producer(producer_config(settings, **{
+        "enable.idempotence": True, "acks": "all", "linger.ms": 50, "batch.size": 1_000_000,
+        "compression.type": "lz4", "queue.buffering.max.messages": 2_000_000, "queue.buffering.max.kbytes": 2_000_000,
+    }))
     failed: list[str] = []
 
     def on_delivery(err: Any, _msg: Any) -> None:

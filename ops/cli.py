@@ -26,14 +26,14 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     stack = LocalStack(settings, progress=main_progress)
     try:
         if args.action == "up":
-            stack.up()
+            stack.up(redis_cluster=args.redis_cluster)
         elif args.action == "down":
             stack.down()
             return 0
     except StackError as exc:
         _err(str(exc))
         return 1
-    statuses = stack.status()
+    statuses = stack.status(redis_cluster=args.redis_cluster)
     if args.json:
         print(json.dumps([s.__dict__ for s in statuses]))
     else:
@@ -147,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["up", "down", "status"],
                    help="up: start both (idempotent) and create topics; down: stop both; status: health")
     p.add_argument("--json", action="store_true", help="print status as JSON")
+    p.add_argument("--redis-cluster", action="store_true",
+                   help="up: also start a local Redis Cluster (3 masters, 1 replica each, ports from "
+                   "STREAMREC_REDIS_CLUSTER_PORT, default 17000-17005); status: list it even when stopped "
+                   "(down always stops it)")
     p.set_defaults(func=cmd_stack)
 
     p = sub.add_parser("simulate", help="produce realistic storefront click and purchase events to Kafka",

@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamrec.events import Event
+from streamrec.partitioner import KAFKA_PARTITIONER
 from streamrec.settings import Settings
 
 
@@ -50,20 +51,26 @@ def ensure_topics(settings: Settings, topics: Iterable[str] | None = None, timeo
     return missing
 
 
+def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """librdkafka settings of every producer of the project: the brokers and the murmur2 partitioner
+    (the Java client's default, :func:`streamrec.partitioner.partition_for`), then ``overrides``."""
+    return {"bootstrap.servers": settings.kafka_bootstrap, "partitioner": KAFKA_PARTITIONER, "log_level": 0,
+            **overrides}
+
+
 class EventProducer:
-    """Idempotent producer (acks=all) for events, keyed by user id. Connects on first use."""
+    """Idempotent producer (acks=all) for events, keyed by user id, partitioned by murmur2 like the Java
+    client. Connects on first use."""
 
     def __init__(self, settings: Settings, **overrides: Any) -> None:
         self.settings = settings
-        self._conf: dict[str, Any] = {
-            "bootstrap.servers": settings.kafka_bootstrap,
+        self._conf: dict[str, Any] = producer_config(settings, **{
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 5,
             "compression.type": "lz4",
-            "log_level": 0,
             **overrides,
-        }
+        })
         self._producer: Producer | None = None
 
     @property

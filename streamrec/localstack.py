@@ -9,116 +9,31 @@ start idempotently, wait until ready, and stop cleanly.
 from __future__ import annotations
 
 import base64
-import contextlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
+from streamrec.localcluster import LocalRedisCluster
 from streamrec.settings import REPO_ROOT, Settings
+from streamrec.stack_processes import (
+    Progress,
+    ServiceStatus,
+    StackError,
+    pid_alive,
+    port_in_use,
+    read_pid,
+    say,
+    spawn,
+    stop_pid,
+    tail,
+)
 
-Progress = Callable[[str], None]
-
-
-class StackError(RuntimeError):
-    """The local stack could not be set up, started or stopped; the message says why and what to do."""
-
-
-@dataclass(frozen=True)
-class ServiceStatus:
-    """What ``stack status`` reports for one server."""
-
-    name: str
-    pid: int | None
-    port: int
-    healthy: bool
-    detail: str
-
-
-def _say(progress: Progress | None, msg: str) -> None:
-    if progress is not None:
-        progress(msg)
-
-
-def port_in_use(host: str, port: int) -> bool:
-    """True when something accepts TCP connections on ``host:port``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
-
-
-def _pid_alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still answers kill(0); treat it as dead.
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ")[-1][:1] != "Z"
-    except OSError:
-        return True
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no log written)"
-    return "\n".join(text[-lines:])
-
-
-def _spawn(cmd: list[str], log: Path, pidfile: Path, env: dict[str, str] | None = None) -> int:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        # A new session, so Ctrl-C in the caller's terminal does not reach the server.
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env=env, cwd=str(log.parent),
-        )
-    pidfile.write_text(str(proc.pid))
-    return proc.pid
-
-
-def _stop_pid(name: str, pid: int | None, pidfile: Path, host: str, port: int, timeout: float = 30.0) -> bool:
-    if not _pid_alive(pid):
-        pidfile.unlink(missing_ok=True)
-        return False
-    assert pid is not None
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if _pid_alive(pid):
-        os.kill(pid, signal.SIGKILL)
-        while _pid_alive(pid):
-            time.sleep(0.1)
-    with contextlib.suppress(ChildProcessError):  # reap it when it is our child, so no zombie stays behind
-        os.waitpid(pid, os.WNOHANG)
-    deadline = time.monotonic() + 10
-    while port_in_use(host, port) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    pidfile.unlink(missing_ok=True)
-    return True
-
+__all__ = ["LocalStack", "Progress", "ServiceStatus", "StackError", "main_progress", "port_in_use"]
 
 class LocalStack:
     """Starts, checks and stops the local Kafka and Redis servers described by ``settings``."""
@@ -130,6 +45,7 @@ class LocalStack:
         self.kafka_dir = self.root / "kafka"
         self.redis_dir = self.root / "redis"
         self.libs = Path(settings.kafka_libs_dir) if settings.kafka_libs_dir else self.root / "kafka-libs"
+        self.cluster = LocalRedisCluster(settings, progress)
 
     # ----------------------------------------------------------------------------- installation
     def ensure_kafka_jars(self) -> None:
@@ -141,7 +57,7 @@ class LocalStack:
                 "Java 17 and Maven are needed to run Kafka without Docker: "
                 "apt-get install openjdk-17-jre-headless maven (or use docker compose up)"
             )
-        _say(self.progress, "fetching Apache Kafka jars from Maven Central (first run only) ...")
+        say(self.progress, "fetching Apache Kafka jars from Maven Central (first run only) ...")
         cmd = [
             "mvn", "-q", "-B", "-f", str(REPO_ROOT / "stack" / "pom.xml"),
             "dependency:copy-dependencies", f"-DoutputDirectory={self.libs}",
@@ -156,7 +72,7 @@ class LocalStack:
         if found:
             return found
         if os.geteuid() == 0 and shutil.which("apt-get"):
-            _say(self.progress, "installing redis-server from Debian packages ...")
+            say(self.progress, "installing redis-server from Debian packages ...")
             env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
             for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "redis-server"]):
                 subprocess.run(cmd, check=False, env=env, capture_output=True)
@@ -205,10 +121,10 @@ auto.create.topics.enable=false
     def start_kafka(self) -> None:
         """Start the broker unless it already runs; wait until it answers metadata requests."""
         pidfile = self.kafka_dir / "kafka.pid"
-        pid = _read_pid(pidfile)
+        pid = read_pid(pidfile)
         host, port = self.s.bind_host, self.s.kafka_port
-        if _pid_alive(pid) and port_in_use(host, port):
-            _say(self.progress, f"kafka already running (pid {pid}) on {host}:{port}")
+        if pid_alive(pid) and port_in_use(host, port):
+            say(self.progress, f"kafka already running (pid {pid}) on {host}:{port}")
             return
         for p in (port, self.s.kafka_controller_port):
             if port_in_use(host, p):
@@ -225,8 +141,8 @@ auto.create.topics.enable=false
             if result.returncode != 0:
                 raise StackError(f"kafka storage format failed:\n{result.stdout}{result.stderr}")
         log = self.kafka_dir / "kafka.log"
-        _say(self.progress, f"starting kafka on {host}:{port} (log: {log})")
-        pid = _spawn(self._java("kafka.Kafka", str(props)), log, pidfile)
+        say(self.progress, f"starting kafka on {host}:{port} (log: {log})")
+        pid = spawn(self._java("kafka.Kafka", str(props)), log, pidfile)
         self._wait("kafka", pid, log, self._kafka_ready)
 
     def _kafka_ready(self) -> bool:
@@ -245,10 +161,10 @@ auto.create.topics.enable=false
     def start_redis(self) -> None:
         """Start redis-server (AOF on) unless it already runs; wait until it answers PING."""
         pidfile = self.redis_dir / "redis.pid"
-        pid = _read_pid(pidfile)
+        pid = read_pid(pidfile)
         host, port = self.s.bind_host, self.s.redis_port
-        if _pid_alive(pid) and port_in_use(host, port):
-            _say(self.progress, f"redis already running (pid {pid}) on {host}:{port}")
+        if pid_alive(pid) and port_in_use(host, port):
+            say(self.progress, f"redis already running (pid {pid}) on {host}:{port}")
             return
         if port_in_use(host, port):
             raise StackError(f"port {port} on {host} is in use by another program: free it or set STREAMREC_REDIS_PORT")
@@ -260,8 +176,8 @@ auto.create.topics.enable=false
             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
             "--protected-mode", "yes", "--daemonize", "no", "--logfile", "",
         ]
-        _say(self.progress, f"starting redis on {host}:{port} (log: {log})")
-        pid = _spawn(cmd, log, pidfile)
+        say(self.progress, f"starting redis on {host}:{port} (log: {log})")
+        pid = spawn(cmd, log, pidfile)
         self._wait("redis", pid, log, self._redis_ready)
 
     def _redis_ready(self) -> bool:
@@ -276,45 +192,52 @@ auto.create.topics.enable=false
     def _wait(self, name: str, pid: int, log: Path, ready: Callable[[], bool]) -> None:
         deadline = time.monotonic() + self.s.stack_timeout_s
         while time.monotonic() < deadline:
-            if not _pid_alive(pid):
-                raise StackError(f"{name} exited during start-up. Last lines of {log}:\n{_tail(log)}")
+            if not pid_alive(pid):
+                raise StackError(f"{name} exited during start-up. Last lines of {log}:\n{tail(log)}")
             if ready():
-                _say(self.progress, f"{name} is ready")
+                say(self.progress, f"{name} is ready")
                 return
             time.sleep(0.5)
         raise StackError(
-            f"{name} was not ready within {self.s.stack_timeout_s:.0f}s. Last lines of {log}:\n{_tail(log)}"
+            f"{name} was not ready within {self.s.stack_timeout_s:.0f}s. Last lines of {log}:\n{tail(log)}"
         )
 
-    def up(self) -> None:
-        """Start Redis and Kafka (idempotent) and create the topics."""
+    def up(self, redis_cluster: bool = False) -> None:
+        """Start Redis and Kafka (idempotent) and create the topics; with ``redis_cluster`` also the local
+        Redis Cluster (:mod:`streamrec.localcluster`)."""
         self.start_redis()
+        if redis_cluster:
+            self.cluster.up(self.ensure_redis_binary())
         self.start_kafka()
         from streamrec.kafka_io import ensure_topics
 
         created = ensure_topics(self.s)
         if created:
-            _say(self.progress, f"created topics {', '.join(created)} ({self.s.partitions} partitions)")
+            say(self.progress, f"created topics {', '.join(created)} ({self.s.partitions} partitions)")
 
     def down(self) -> None:
-        """Stop both servers cleanly (SIGTERM, then SIGKILL after a timeout) and free their ports."""
+        """Stop both servers and the Redis Cluster when it runs (SIGTERM, then SIGKILL after a timeout) and
+        free their ports."""
+        if self.cluster.running():
+            say(self.progress, f"redis-cluster stopped ({self.cluster.down()} nodes)")
         servers = (("kafka", self.kafka_dir, self.s.kafka_port), ("redis", self.redis_dir, self.s.redis_port))
         for name, d, port in servers:
             pidfile = d / f"{name}.pid"
-            if _stop_pid(name, _read_pid(pidfile), pidfile, self.s.bind_host, port):
-                _say(self.progress, f"{name} stopped")
+            if stop_pid(name, read_pid(pidfile), pidfile, self.s.bind_host, port):
+                say(self.progress, f"{name} stopped")
             else:
-                _say(self.progress, f"{name} was not running")
+                say(self.progress, f"{name} was not running")
 
-    def status(self) -> list[ServiceStatus]:
-        """Health of each server: its pid is alive and it answers its protocol."""
+    def status(self, redis_cluster: bool = False) -> list[ServiceStatus]:
+        """Health of each server: its pid is alive and it answers its protocol. The Redis Cluster is listed
+        when it runs, or always with ``redis_cluster``."""
         out = []
         for name, d, port, ready in (
             ("kafka", self.kafka_dir, self.s.kafka_port, self._kafka_ready),
             ("redis", self.redis_dir, self.s.redis_port, self._redis_ready),
         ):
-            pid = _read_pid(d / f"{name}.pid")
-            alive = _pid_alive(pid)
+            pid = read_pid(d / f"{name}.pid")
+            alive = pid_alive(pid)
             healthy = alive and ready()
             if healthy:
                 detail = f"healthy on {self.s.bind_host}:{port}"
@@ -325,6 +248,8 @@ auto.create.topics.enable=false
             else:
                 detail = "stopped"
             out.append(ServiceStatus(name, pid if alive else None, port, healthy, detail))
+        if redis_cluster or self.cluster.running():
+            out.append(self.cluster.status())
         return out
 
 

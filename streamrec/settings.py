@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     kafka_port: int = Field(19092, description="local stack: Kafka listener port")
     kafka_controller_port: int = Field(19093, description="local stack: KRaft controller port")
     redis_port: int = Field(16379, description="local stack: Redis port")
+    redis_cluster_port: int = Field(17000, ge=1, le=55530, description="local stack: first port of the Redis "
+                                    "Cluster of `stack up --redis-cluster` (3 masters, 1 replica each): its 6 "
+                                    "nodes take this port and the 5 after it, their cluster buses the same + 10000")
     bind_host: str = Field("127.0.0.1", description="local stack: address the servers bind")
     stack_timeout_s: float = Field(90.0, description="local stack: how long to wait for a server to be ready")
     kafka_heap: str = Field("768m", description="local stack: Kafka JVM heap")

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from online_api.server import free_port
-from streamrec.localstack import LocalStack, _read_pid, _stop_pid
+from streamrec.localstack import LocalStack
 from streamrec.settings import Settings
+from streamrec.stack_processes import read_pid, stop_pid
 
 if TYPE_CHECKING:
     from online_api.server import ApiProcess
@@ -161,7 +162,7 @@ class PrivateStack:
 
     def _pid(self, name: str) -> int | None:
         d = self.stack.kafka_dir if name == "kafka" else self.stack.redis_dir
-        return _read_pid(d / f"{name}.pid")
+        return read_pid(d / f"{name}.pid")
 
     def pid(self, name: str) -> int:
         pid = self._pid(name)
@@ -176,7 +177,7 @@ class PrivateStack:
         pid = self._pid(name)
         if sig == signal.SIGKILL and pid is not None:
             os.kill(pid, signal.SIGKILL)
-        _stop_pid(name, pid, d / f"{name}.pid", self.settings.bind_host, port)
+        stop_pid(name, pid, d / f"{name}.pid", self.settings.bind_host, port)
         return time.monotonic() - started
 
     def start(self, name: str) -> float:

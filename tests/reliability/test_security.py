@@ -25,8 +25,8 @@ import httpx
 from online_api.server import ApiProcess, free_port
 from ops.bench_stream import publish_model
 from streamrec.events import now_ms
-from streamrec.localstack import _read_pid
 from streamrec.settings import Settings
+from streamrec.stack_processes import read_pid
 from streamrec.store import RedisStore
 from streamrec.store.users import event_counts
 from tests.helpers.processes import ChildProcess, Worker, run_cli
@@ -82,8 +82,8 @@ def test_keys_are_required_and_every_server_listens_on_loopback_only(
                      "right": http.get("/v1/trending", headers={"X-API-Key": key}).status_code}
         stack = Settings()
         pids = {"api": api.pid, "worker": worker.pid,
-                "kafka": _read_pid(Path(stack.stack_dir) / "kafka" / "kafka.pid"),
-                "redis": _read_pid(Path(stack.stack_dir) / "redis" / "redis.pid")}
+                "kafka": read_pid(Path(stack.stack_dir) / "kafka" / "kafka.pid"),
+                "redis": read_pid(Path(stack.stack_dir) / "redis" / "redis.pid")}
         sockets = {name: [f"{a}:{p}" for a, p in listening_sockets(pid)] for name, pid in pids.items() if pid}
         record("security_keys_and_binding", {
             "command": "pytest -m reliability tests/reliability/test_security.py", "write_endpoints": matrix,

@@ -25,8 +25,8 @@ from online_api.server import ApiProcess
 from ops.bench_stream import cpu_seconds, publish_model
 from ops.lag import measure
 from streamrec.kafka_io import end_offsets
-from streamrec.localstack import _read_pid
 from streamrec.settings import Settings
+from streamrec.stack_processes import read_pid
 from streamrec.store import RedisStore
 from tests.helpers.processes import Worker, applied_offsets
 from tests.reliability.common import exactly_once, strip_ids, user_counts, write_spec
@@ -119,7 +119,7 @@ def test_soak_memory_flat_lag_bounded_no_errors(make_settings: Callable[..., Set
         stack = Settings()
         pids = {"worker": worker.pid, "api": api.pid}
         for name in ("kafka", "redis"):
-            pid = _read_pid(Path(stack.stack_dir) / name / f"{name}.pid")
+            pid = read_pid(Path(stack.stack_dir) / name / f"{name}.pid")
             if pid:
                 pids[name] = pid
         t0 = time.monotonic()
