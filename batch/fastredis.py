@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import redis
 
+from streamrec.redis_clients import sync_client
 from streamrec.settings import Settings
 from streamrec.store import F32, RedisStore
 
@@ -33,7 +34,7 @@ class BulkStore(RedisStore):
     def client(self) -> redis.Redis:
         if self._bulk is None:
             # a longer socket timeout than the store's: the replies are read after every chunk was sent
-            self._bulk = redis.Redis.from_url(self.url, socket_timeout=30, socket_connect_timeout=3)
+            self._bulk = sync_client(self.settings, self.url, socket_timeout=30, socket_connect_timeout=3)
         return self._bulk
 
     def write_vectors(self, key: str, ids: Sequence[str], block: np.ndarray, chunk: int = 5_000) -> None:
@@ -42,6 +43,9 @@ class BulkStore(RedisStore):
         Same keys and bytes as :meth:`RedisStore.write_vectors`; an error reply from any chunk is raised
         after every reply has been read (the connection stays usable).
         """
+        if self.cluster:  # a cluster client has no one connection to stream on: the pipelined path
+            super().write_vectors(key, ids, block, chunk)
+            return
         rows = np.ascontiguousarray(block, dtype=F32)
         if rows.shape[0] != len(ids):
             raise ValueError(f"{len(ids)} ids but {rows.shape[0]} vectors")

@@ -37,6 +37,7 @@ from online_api.schemas import Health, Ready
 from online_api.security import HEADER, WeakApiKey, check_key_strength, require_key
 from online_api.service import Recommender
 from online_api.storefront import storefront_router
+from streamrec.redis_clients import async_client
 from streamrec.settings import Settings
 
 log = logging.getLogger("streamrec.api")
@@ -70,8 +71,8 @@ def create_app(settings: Settings | None = None, *, background: bool = True) -> 
     # every call with asyncio.timeout instead (service.REDIS_TIMEOUT_S). One retry on a connection error: an
     # idle connection whose socket Redis closed (a restart) can be handed out before the loop saw the close,
     # and every command of this client is a read, safe to send again on a fresh socket.
-    client = aredis.Redis.from_url(settings.redis_url, socket_timeout=None, socket_connect_timeout=1.0,
-                                   health_check_interval=30, max_connections=64, retry=Retry(NoBackoff(), 1))
+    client = async_client(settings, socket_timeout=None, socket_connect_timeout=1.0, health_check_interval=30,
+                          max_connections=64, retry=Retry(NoBackoff(), 1))
     svc = Recommender(settings, cache, metrics, client)
     refresher = Refresher(settings, cache, metrics, content=svc.content)
     svc.content.wake = refresher.wake  # a PUT item is served by this process at once, by others within 1 s

@@ -137,18 +137,17 @@ def _publish_covisitation(store: RedisStore, items: list[str], cfg: BenchConfig,
 
 async def _inprocess(settings: Settings, users: list[str], n: int) -> tuple[list[float], list[float]]:
     """The service call without HTTP (same Redis round trip, scoring and JSON answer), and scoring alone."""
-    import redis.asyncio as aredis
-
     from online_api.cache import ModelCache
     from online_api.metrics import ApiMetrics
     from online_api.refresher import Refresher
     from online_api.service import Recommender
+    from streamrec.redis_clients import async_client
 
     metrics = ApiMetrics()
     cache = ModelCache(settings)
     refresher = Refresher(settings, cache, metrics)
     refresher.tick()
-    client = aredis.Redis.from_url(settings.redis_url)
+    client = async_client(settings)
     svc = Recommender(settings, cache, metrics, client)
     rng = np.random.default_rng(1)
     full, scoring = [], []

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
 
     # --- Redis ---------------------------------------------------------------------------------
     redis_url: str = Field("redis://127.0.0.1:16379/0", description="Redis connection URL")
+    redis_cluster: bool = Field(False, description="the Redis URL names one node of a Redis Cluster: every "
+                                "process uses redis-py's cluster clients (a `redis+cluster://` or "
+                                "`rediss+cluster://` URL does the same); a cluster has database 0 only")
     redis_prefix: str = Field("sr", description="prefix of every Redis key, so deployments can share a server")
 
     # --- Local stack (no Docker) -----------------------------------------------------------------

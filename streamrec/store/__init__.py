@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import redis
 
+from streamrec.redis_clients import is_cluster, sync_client
 from streamrec.settings import Settings
 
 F32 = np.dtype("<f4")
@@ -132,16 +133,22 @@ class RedisStore:
     """A lazily connected Redis client plus the key schema. Cheap to build; connects on first command."""
 
     def __init__(self, settings: Settings, url: str | None = None, prefix: str | None = None) -> None:
+        self.settings = settings
         self.url = url or settings.redis_url
         self.keys = Keys(prefix or settings.redis_prefix)
         self._client: redis.Redis | None = None
 
     @property
+    def cluster(self) -> bool:
+        """True when this store talks to a Redis Cluster (:func:`streamrec.redis_clients.is_cluster`)."""
+        return is_cluster(self.settings, self.url)
+
+    @property
     def client(self) -> redis.Redis:
+        """The process's blocking client (a cluster client for a Redis Cluster), created on first use."""
         if self._client is None:
-            self._client = redis.Redis.from_url(
-                self.url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=30
-            )
+            self._client = sync_client(self.settings, self.url, socket_timeout=5, socket_connect_timeout=3,
+                                       health_check_interval=30)
         return self._client
 
     def ping(self) -> bool:

@@ -4,7 +4,6 @@ with 6 nodes and 3 masters, serves keys of every slot range, idempotent, restart
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -13,20 +12,10 @@ from pathlib import Path
 import pytest
 from redis.cluster import RedisCluster
 
-from streamrec.localcluster import BUS_OFFSET, NODES, LocalRedisCluster
+from streamrec.localcluster import NODES, LocalRedisCluster
 from streamrec.settings import Settings
-from streamrec.stack_processes import port_bindable, port_in_use
-
-
-def _free_base() -> int:
-    """A first port whose 6 ports and cluster bus ports are all free (below the usual ephemeral ports,
-    32768 and up, so no outgoing connection takes one between this check and the start)."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(11_000, 14_000)
-        if all(port_bindable("127.0.0.1", p + bus) for p in range(base, base + NODES) for bus in (0, BUS_OFFSET)):
-            return base
-    raise RuntimeError("no free port range for the test cluster")
+from streamrec.stack_processes import port_in_use
+from tests.helpers.redis_cluster import free_cluster_base
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -36,7 +25,7 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def cluster_env(tmp_path: Path) -> dict[str, str]:
-    base = _free_base()
+    base = free_cluster_base()
     unused = str(base + NODES)  # Kafka and the single Redis are not started here: status finds them stopped
     return {**os.environ, "STREAMREC_STACK_DIR": str(tmp_path / "stack"), "STREAMREC_REDIS_CLUSTER_PORT": str(base),
             "STREAMREC_KAFKA_PORT": unused, "STREAMREC_KAFKA_BOOTSTRAP": f"127.0.0.1:{unused}",
