@@ -63,7 +63,7 @@ def _part(records: list[dict[str, Any]], cfg: ContentConfig, targets: np.ndarray
     return ContentPart(part.featurizer, part.ridge), part.rows
 
 
-def _neighbours(ids: list[str], x: sp.csr_matrix, k: int) -> tuple[list[str], NeighbourTable]:
+def content_neighbours(ids: list[str], x: sp.csr_matrix, k: int) -> tuple[list[str], NeighbourTable]:
     """Every item's ``k`` content neighbours, its rows in the sorted order the API reads the features in."""
     started = time.monotonic()
     order = sorted(range(len(ids)), key=ids.__getitem__)
@@ -94,7 +94,7 @@ def fit_cold_start(settings: Settings, store: RedisStore, item_ids: list[str], u
         out.summary.update(content_items=len(ids), content_training_items=len(rows),
                            content_features=part.featurizer.n_features, content_cold_items=len(out.cold_ids))
         if len(ids) <= settings.content_neighbours_max_items:
-            out.neighbour_ids, out.neighbours = _neighbours(ids, x, settings.covis_top_n)
+            out.neighbour_ids, out.neighbours = content_neighbours(ids, x, settings.covis_top_n)
             out.summary.update(content_neighbour_items=len(ids))
     profiles = list(iter_profiles(store))
     if profiles:

@@ -11,7 +11,6 @@ covers them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,10 +77,9 @@ def _block_scores(normed: sp.csr_matrix, rows: IntArray, usable: npt.NDArray[np.
     return block
 
 
-def neighbour_table(normed: sp.csr_matrix, k: int, usable: npt.NDArray[np.bool_] | None = None,
-                    pause: Callable[[], None] | None = None) -> NeighbourTable:
+def neighbour_table(normed: sp.csr_matrix, k: int, usable: npt.NDArray[np.bool_] | None = None) -> NeighbourTable:
     """The ``k`` most cosine-similar rows of every row of unit-row ``normed`` (only ``usable`` ones as
-    neighbours when given); ``pause`` is called between blocks (a serving thread lets requests run)."""
+    neighbours when given)."""
     n = normed.shape[0]
     idx = np.full((n, k), -1, dtype=np.int32)
     score = np.zeros((n, k), dtype=np.float32)
@@ -92,8 +90,6 @@ def neighbour_table(normed: sp.csr_matrix, k: int, usable: npt.NDArray[np.bool_]
         for j, best in enumerate(_top_cols(block, k)):
             r = int(rows[j])
             idx[r, : len(best)], score[r, : len(best)], count[r] = best, block[best, j], len(best)
-        if pause is not None:
-            pause()
     return NeighbourTable(idx, score, count)
 
 

@@ -15,9 +15,8 @@ import sys
 
 import numpy as np
 
+from batch.content_fit import content_neighbours
 from models.cold_start import fit_part
-from models.content import normalized_rows
-from models.content_neighbours import neighbour_table
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
 from streamrec.store.content import ContentPart, put_profile, rows_of, write_features, write_neighbours, write_part
@@ -41,11 +40,9 @@ def publish_content(settings: Settings, store: RedisStore, version: str, items: 
     part = fit_part(records, settings.content_config(), targets, train, train, settings.content_ridge_alpha)
     write_part(store, version, "content", ContentPart(part.featurizer, part.ridge), factors)
     write_features(store, version, items, rows_of(part.rows))
-    order = sorted(range(len(items)), key=items.__getitem__)  # as the refit does (batch/content_fit.py)
     print(f"[bench api] content neighbours of {len(items)} items, as the refit computes them ...", file=sys.stderr,
           flush=True)
-    table = neighbour_table(normalized_rows(part.rows[order]), settings.covis_top_n)
-    write_neighbours(store, version, [items[n] for n in order], table)
+    write_neighbours(store, version, *content_neighbours(items, part.rows, settings.covis_top_n))
     profiled = users[: int(len(users) * PROFILED_SHARE)]
     profiles = [{"segment": SEGMENTS[n % len(SEGMENTS)], "region": f"r{n % 7}", "household_size": 1 + n % 5}
                 for n in range(len(profiled))]
