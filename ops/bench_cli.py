@@ -185,11 +185,34 @@ def _publish(bench: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_publish)
 
 
+def cmd_memory(args: argparse.Namespace, settings: Settings) -> int:
+    from ops.bench_memory import MemoryConfig, run_memory
+
+    return run_memory(settings, MemoryConfig(users=args.users, history=args.history, items=args.items,
+                                             factors=args.factors, seed=args.seed), args.json)
+
+
+def _memory(bench: argparse._SubParsersAction) -> None:
+    p = bench.add_parser(
+        "memory", help="Redis bytes per user (history, counters, vector) and per item, for sizing",
+        description="Writes synthetic users with full histories, their vectors and item factors under a private "
+        "prefix with the project's own writers, measures the growth of Redis's used_memory per part, removes "
+        "them. Last line: users, history, items, factors, bytes_per_user, bytes_per_item, seconds.")
+    p.add_argument("--json", action="store_true", help="print the figures as one JSON object on the last line")
+    p.add_argument("--users", type=int, default=1_000_000)
+    p.add_argument("--history", type=int, default=200, help="entries per user (STREAMREC_HISTORY_CAP's default)")
+    p.add_argument("--items", type=int, default=50_000)
+    p.add_argument("--factors", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_memory)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``streamrec bench`` and its benchmarks to the CLI."""
-    parser = sub.add_parser("bench", help="benchmarks that print figures (foldin, refit, publish, stream, api)",
+    parser = sub.add_parser("bench", help="benchmarks that print figures (foldin, refit, publish, stream, api, "
+                            "memory)",
                             description="Each benchmark prints progress, then its figures; with --json "
                             "the last line is one JSON object.")
     bench = parser.add_subparsers(dest="bench", required=True, metavar="BENCH")
-    for add in (_foldin, _refit, _publish, _stream, _api):
+    for add in (_foldin, _refit, _publish, _stream, _api, _memory):
         add(bench)
