@@ -81,16 +81,10 @@ def neighbour_table(normed: sp.csr_matrix, k: int, usable: npt.NDArray[np.bool_]
     """The ``k`` most cosine-similar rows of every row of unit-row ``normed`` (only ``usable`` ones as
     neighbours when given)."""
     n = normed.shape[0]
-    idx = np.full((n, k), -1, dtype=np.int32)
-    score = np.zeros((n, k), dtype=np.float32)
-    count = np.zeros(n, dtype=np.int16)
-    for start in range(0, n, BLOCK):
-        rows = np.arange(start, min(n, start + BLOCK), dtype=np.int64)
-        block = _block_scores(normed, rows, usable)
-        for j, best in enumerate(_top_cols(block, k)):
-            r = int(rows[j])
-            idx[r, : len(best)], score[r, : len(best)], count[r] = best, block[best, j], len(best)
-    return NeighbourTable(idx, score, count)
+    table = NeighbourTable(np.full((n, k), -1, dtype=np.int32), np.zeros((n, k), dtype=np.float32),
+                           np.zeros(n, dtype=np.int16))
+    _scan(table, normed, np.arange(n, dtype=np.int64), usable)
+    return table
 
 
 def with_new_rows(table: NeighbourTable, normed: sp.csr_matrix, usable: npt.NDArray[np.bool_] | None = None,
@@ -106,9 +100,8 @@ def with_new_rows(table: NeighbourTable, normed: sp.csr_matrix, usable: npt.NDAr
     idx = np.vstack([table.idx, np.full((len(new), k), -1, dtype=np.int32)])
     score = np.vstack([table.score, np.zeros((len(new), k), dtype=np.float32)])
     count = np.concatenate([table.count, np.zeros(len(new), dtype=np.int16)])
-    for j, best in enumerate(_top_cols(block, k)):
-        r = int(new[j])
-        idx[r, : len(best)], score[r, : len(best)], count[r] = best, block[best, j], len(best)
+    extended = NeighbourTable(idx, score, count)
+    _store(extended, new, block)
     # a new row enters an old row's list only when it beats the list's k-th (a tie goes to the older row)
     kth = np.where(table.count >= k, table.score[:, k - 1], np.float32(0.0)) if k else np.zeros(old, np.float32)
     touched = np.flatnonzero((block[:old] > kth[:, None]).any(axis=1)) if k else np.zeros(0, dtype=np.int64)
@@ -119,21 +112,23 @@ def with_new_rows(table: NeighbourTable, normed: sp.csr_matrix, usable: npt.NDAr
         touched = np.setdiff1d(touched, stale)
     for r in touched.tolist():
         _merge(idx, score, count, r, new, block[r], usable)
-    _rescan(idx, score, count, normed, stale, usable)
-    return NeighbourTable(idx, score, count)
+    _scan(extended, normed, stale, usable)
+    return extended
 
 
-def _rescan(idx: npt.NDArray[np.int32], score: F32, count: npt.NDArray[np.int16], normed: sp.csr_matrix,
-            rows: IntArray, usable: npt.NDArray[np.bool_] | None) -> None:
-    """``rows``' lists computed again over every row, in place."""
-    k = idx.shape[1]
+def _scan(table: NeighbourTable, normed: sp.csr_matrix, rows: IntArray, usable: npt.NDArray[np.bool_] | None) -> None:
+    """``rows``' lists computed over every row of ``normed``, block by block, in place."""
     for start in range(0, len(rows), BLOCK):
         part = rows[start : start + BLOCK]
-        block = _block_scores(normed, part, usable)
-        for j, best in enumerate(_top_cols(block, k)):
-            r = int(part[j])
-            idx[r], score[r] = -1, 0.0
-            idx[r, : len(best)], score[r, : len(best)], count[r] = best, block[best, j], len(best)
+        _store(table, part, _block_scores(normed, part, usable))
+
+
+def _store(table: NeighbourTable, rows: IntArray, block: F32) -> None:
+    """``rows``' lists (replacing what they held) from their score columns in ``block``, in place."""
+    for j, best in enumerate(_top_cols(block, table.k)):
+        r = int(rows[j])
+        table.idx[r], table.score[r] = -1, 0.0
+        table.idx[r, : len(best)], table.score[r, : len(best)], table.count[r] = best, block[best, j], len(best)
 
 
 def _merge(idx: npt.NDArray[np.int32], score: F32, count: npt.NDArray[np.int16], r: int, new: IntArray,
