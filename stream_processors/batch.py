@@ -315,14 +315,7 @@ class BatchPlan:
         model, proc = self.model, self.proc
         assert model is not None
         v = model.version
-        count_key = ni.pending_count_key(proc.store, v)
-        for item, entries in self.pending_add.items():
-            key = ni.pending_list_key(proc.store, v, item)
-            pipe.rpush(key, *entries)
-            pipe.ltrim(key, -self.settings.history_cap, -1)
-            pipe.expire(key, ni.PENDING_TTL_S)
-            pipe.hincrby(count_key, item, len(entries))
-        pipe.expire(count_key, ni.PENDING_TTL_S)
+        ni.queue_pending(pipe, proc.store, v, self.pending_add, self.settings.history_cap)
         if self.folded_items:
             pipe.hset(
                 self.keys.model(v, "new_items"), mapping={it: to_bytes(vec) for it, vec in self.folded_items.items()}

@@ -29,6 +29,7 @@ from mode import Service
 
 from streamrec.kafka_io import Record
 
+LATE_FOLLOW_S = 0.02  # see _collect
 BatchHandler = Callable[[list[Record]], Awaitable[bool]]  # True: applied (acknowledge); False: stopping
 
 
@@ -88,6 +89,12 @@ async def _collect(consumer: Any, max_records: int, within_s: float) -> list[tup
                 n += len(fresh)
         if n and deadline is None:
             deadline = time.monotonic() + within_s - _age_s(taken)
+            if deadline <= time.monotonic():
+                # Late already (the previous batch ran long): the fetcher only asks Kafka for a partition again
+                # once its buffered records are taken, so what was produced meanwhile is one fetch away. Wait
+                # for that fetch rather than closing on the buffered remainder alone: otherwise a small batch,
+                # all overhead, alternates with a large one, and the worker falls further behind.
+                deadline = time.monotonic() + min(LATE_FOLLOW_S, within_s)
         if deadline is not None and time.monotonic() >= deadline:
             break
         if not records:

@@ -17,6 +17,7 @@ per-version keys expire a week after their last write, so superseded versions le
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +38,40 @@ def pending_count_key(store: RedisStore, version: str) -> str:
 
 def pending_list_key(store: RedisStore, version: str, item: str) -> str:
     return store.keys.pending(version, item)
+
+
+# One EVAL per batch for every new item's interactions (four commands per item from the client cost the
+# worker more in packing and reply parsing than Redis spends on them: ~100 items per 2,000-event batch).
+# KEYS = [count hash, list_1, ..., list_n]; ARGV = [cap, ttl, items joined by \x1e, entries_1, ..., entries_n],
+# entries_i the ``user \x1f weight`` entries of item i joined by \x1e (ids hold no control characters).
+_PENDING_LUA = """
+local cap, ttl, items = tonumber(ARGV[1]), tonumber(ARGV[2]), {}
+for item in string.gmatch(ARGV[3], "[^\\30]+") do items[#items + 1] = item end
+for i = 2, #KEYS do
+  local entries = {}
+  for entry in string.gmatch(ARGV[i + 2], "[^\\30]+") do entries[#entries + 1] = entry end
+  for start = 1, #entries, 4000 do
+    redis.call('RPUSH', KEYS[i], unpack(entries, start, math.min(start + 3999, #entries)))
+  end
+  redis.call('LTRIM', KEYS[i], -cap, -1)
+  redis.call('EXPIRE', KEYS[i], ttl)
+  redis.call('HINCRBY', KEYS[1], items[i - 1], #entries)
+end
+redis.call('EXPIRE', KEYS[1], ttl)
+return #KEYS - 1
+"""
+ENTRY_SEP = "\x1e"
+
+
+def queue_pending(pipe: Any, store: RedisStore, version: str, pending: Mapping[str, Sequence[str]], cap: int) -> None:
+    """Queue on ``pipe`` (one EVAL): append each item's :func:`encode_pending` entries to its list, keep the
+    newest ``cap``, add their number to the item's count, and renew both keys' TTL (``PENDING_TTL_S``)."""
+    items = [it for it, entries in pending.items() if entries]
+    if not items:
+        return
+    keys = [pending_count_key(store, version), *(pending_list_key(store, version, it) for it in items)]
+    pipe.eval(_PENDING_LUA, len(keys), *keys, cap, PENDING_TTL_S, ENTRY_SEP.join(items),
+              *(ENTRY_SEP.join(pending[it]) for it in items))
 
 
 def user_gram_key(store: RedisStore, version: str) -> str:

@@ -323,3 +323,23 @@ def test_processor_rejects_nothing_silently(wsettings: Settings, store: RedisSto
     assert [d.record.value for d in letters] == [b.value for b in bad]
     assert proc.process([*bad]).redelivered == len(bad)  # not dead-lettered twice
     assert len(letters) == len(bad)
+
+
+def test_new_item_interactions_keep_the_newest_cap_with_their_count_and_expiry(wsettings: Settings,
+                                                                             store: RedisStore) -> None:
+    publish(store, "v1", [f"i{i}" for i in range(10)])
+    feed, proc = Feed(wsettings), BatchProcessor(wsettings, store)
+    cap = wsettings.history_cap
+    users = [f"u{k}" for k in range(cap + 20)]
+    # two batches, two new items: one past the cap, one with a single interaction
+    proc.process(feed.records([event(u, "new-a") for u in users[:30]] + [event("solo", "new-b", "purchase")]))
+    proc.process(feed.records([event(u, "new-a") for u in users[30:]]))
+    count_key = store.keys.model("v1", "pending_n")
+    assert {k.decode(): int(v) for k, v in store.client.hgetall(count_key).items()} == {"new-a": cap + 20,
+                                                                                        "new-b": 1}
+    entries = [x.decode().split("\x1f")[0] for x in store.client.lrange(store.keys.pending("v1", "new-a"), 0, -1)]
+    assert entries == users[-cap:]  # the newest cap, oldest first
+    assert store.client.lrange(store.keys.pending("v1", "new-b"), 0, -1) == [
+        f"solo\x1f{wsettings.purchase_weight:.6g}".encode()]
+    for key in (count_key, store.keys.pending("v1", "new-a"), store.keys.pending("v1", "new-b")):
+        assert 0 < store.client.ttl(key) <= 7 * 86_400
