@@ -15,7 +15,6 @@ topics to the same worker (they are co-partitioned), so a user's events meet in 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import tempfile
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+import msgspec
 import numpy as np
 
 from stream_processors.dead_letters import DeadLetterProducer
@@ -55,10 +55,10 @@ class Progress:
         self.batches += 1
         self.dead += sum(result.dead_letters.values())
         self.fresh.append(result.freshness_ms)
-        if self.stats is not None:
+        if self.stats is not None:  # msgspec: a batch's per-event list costs json.dumps ~1 % of the worker
             line = result.as_dict()
             line["fresh"] = result.freshness_ms.tolist()
-            self.stats.write(json.dumps(line) + "\n")
+            self.stats.write(msgspec.json.encode(line).decode() + "\n")
         elapsed = time.monotonic() - self.since
         if elapsed >= PROGRESS_EVERY_S:
             fresh = np.concatenate(self.fresh) if self.fresh else np.zeros(0)
