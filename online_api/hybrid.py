@@ -145,8 +145,14 @@ class LocalIndex:
         return i
 
     def many(self, items: Iterable[str]) -> IntArray:
-        of = self.of
-        return np.fromiter((of(i) for i in items), dtype=np.int64)
+        # A dict lookup per item in a comprehension (a generator calling of() per item cost more than the
+        # lookups); only the few items the model lacks go through of().
+        names = items if isinstance(items, list) else list(items)
+        get = self.index.get
+        found = [get(i) for i in names]
+        if None in found:
+            found = [self.of(i) if x is None else x for i, x in zip(names, found, strict=True)]
+        return np.array(found, dtype=np.int64)
 
     def id(self, i: int) -> str:
         return self.ids[i] if i < self.n_model else self.extra_ids[i - self.n_model]
