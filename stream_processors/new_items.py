@@ -17,15 +17,16 @@ per-version keys expire a week after their last write, so superseded versions le
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from redis.client import Pipeline
 
 from models.foldin import fold_in_items, gram
 from models.ridge import blend_by_count
 from models.weighting import weighted_matrix
 from streamrec.store import RedisStore, from_bytes, to_bytes
+from streamrec.store.users import ENTRY_SEP
 
 PENDING_TTL_S = 7 * 86_400
 SEP = "\x1f"
@@ -60,10 +61,10 @@ end
 redis.call('EXPIRE', KEYS[1], ttl)
 return #KEYS - 1
 """
-ENTRY_SEP = "\x1e"
 
 
-def queue_pending(pipe: Any, store: RedisStore, version: str, pending: Mapping[str, Sequence[str]], cap: int) -> None:
+def queue_pending(pipe: Pipeline, store: RedisStore, version: str, pending: Mapping[str, Sequence[str]],
+                  cap: int) -> None:
     """Queue on ``pipe`` (one EVAL): append each item's :func:`encode_pending` entries to its list, keep the
     newest ``cap``, add their number to the item's count, and renew both keys' TTL (``PENDING_TTL_S``)."""
     items = [it for it, entries in pending.items() if entries]
