@@ -35,6 +35,16 @@ from streamrec.stack_processes import (
 
 __all__ = ["LocalStack", "Progress", "ServiceStatus", "StackError", "main_progress", "port_in_use"]
 
+def kafka_cluster_id() -> str:
+    """A random KRaft cluster id: a UUID in URL-safe base64, as ``kafka-storage random-uuid`` prints. Never one
+    starting with ``-``, which the storage tool's argument parser takes for an option (Kafka's own
+    ``Uuid.randomUuid`` draws again in that case too): one format in 64 failed so."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class LocalStack:
     """Starts, checks and stops the local Kafka and Redis servers described by ``settings``."""
 
@@ -135,7 +145,7 @@ auto.create.topics.enable=false
         self.ensure_kafka_jars()
         props = self._kafka_properties()
         if not (self.kafka_dir / "data" / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = kafka_cluster_id()
             fmt = self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props), "--standalone")
             result = subprocess.run(fmt, capture_output=True, text=True, check=False)
             if result.returncode != 0:
