@@ -112,13 +112,14 @@ def parse_neighbours(raw: dict[bytes, bytes] | dict[str, str], now_ms: int, half
     """An item hash (``HGETALL``) as its best ``top_n`` neighbours with their true scores at ``now_ms``."""
     if not raw:
         return []
-    fields = {as_str(f): v for f, v in raw.items()}  # the API reads it on every request: one pass, no branches
-    epoch = fields.pop(EPOCH_FIELD, None)
-    fields.pop(COUNT_FIELD, None)
-    if not fields:
+    # The API parses three of these per request: one comprehension (every field, the epoch and the count
+    # included, is a number), then the two bookkeeping fields taken out, rather than a branch per field.
+    scores = {as_str(f): float(v) for f, v in raw.items()}
+    epoch = scores.pop(EPOCH_FIELD, None)
+    scores.pop(COUNT_FIELD, None)
+    if not scores:
         return []
-    scores = {name: float(v) for name, v in fields.items()}
-    factor = 2.0 ** (((float(epoch) if epoch is not None else now_ms) - now_ms) / (half_life_s * 1000.0))
+    factor = 2.0 ** (((epoch if epoch is not None else now_ms) - now_ms) / (half_life_s * 1000.0))
     best = sorted(scores.items(), key=lambda p: (-p[1], p[0]))[:top_n]
     return [(name, score * factor) for name, score in best]
 
