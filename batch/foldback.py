@@ -100,16 +100,17 @@ def refold_users(
     Returns counts: users written, users skipped, chunk retries after a concurrent history write.
     """
     half_life_s = settings.half_life_days * 86_400 if settings.half_life_days else None
-    todo = sorted(set(users))
     written = skipped = retries = 0
-    for start in range(0, len(todo), CHUNK):
-        chunk = todo[start : start + CHUNK]
+    # chunk by partition: a chunk's transaction then touches one slot (its users' histories and vectors)
+    groups = sorted(store.keys.by_partition(sorted(set(users))).items())
+    chunks = [(p, group[start : start + CHUNK]) for p, group in groups for start in range(0, len(group), CHUNK)]
+    for p, chunk in chunks:
         for _attempt in range(MAX_ATTEMPTS):
             with store.client.pipeline(transaction=True) as tx:
                 try:
                     # WATCH first: any history write after this point makes EXEC fail; writes before it
                     # are in what we read next (on another connection, after WATCH was acknowledged).
-                    tx.watch(*(store.keys.history(u) for u in chunk))
+                    tx.watch(*(store.keys.history(u, p) for u in chunk))
                     histories = read_histories(store, chunk)
                     at = now_ms()
                     rows = history_matrix([histories[u] for u in chunk], item_index, half_life_s, at)
@@ -118,7 +119,7 @@ def refold_users(
                         after_read(chunk)
                     keep = np.flatnonzero(np.diff(rows.indptr) > 0)
                     tx.multi()
-                    write_user_vectors(tx, store, version, [chunk[k] for k in keep.tolist()], vecs[keep], at)
+                    write_user_vectors(tx, store, version, [chunk[k] for k in keep.tolist()], vecs[keep], at, p)
                     tx.execute()
                     written += len(keep)
                     skipped += len(chunk) - len(keep)

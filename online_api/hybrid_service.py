@@ -103,9 +103,10 @@ class HybridRecommender:
     async def _read(self, user_id: str, model: ServedModel | None, posted: Sequence[str]) -> UserReply:
         keys = self.svc.keys
         version = model.version if model is not None else "-"
+        p = keys.partition(user_id)  # every key of the user: one slot
         async with redis_deadline():
-            raw = await self._state(keys=[keys.model(version, "users"), keys.model(version, "user_ts"),
-                                          keys.history(user_id), keys.profiles],
+            raw = await self._state(keys=[keys.user_vectors(version, p), keys.user_ts(version, p),
+                                          keys.history(user_id, p), keys.profiles(p)],
                                     args=[user_id, self.cfg.session_items, self.covis_prefix,
                                           self._profile_below(model), *posted[::-1]])
         return parse_reply(raw)

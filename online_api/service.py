@@ -124,10 +124,11 @@ class Recommender:
         view = self.cache.view
         model = view.model
         version = model.version if model is not None else "-"
+        p = self.keys.partition(user_id)  # every key of the user: one slot
         async with _redis_deadline():
             vec_raw, ts_raw, seen_raw = await self._user_state(
-                keys=[self.keys.model(version, "users"), self.keys.model(version, "user_ts"),
-                      self.keys.history(user_id)],
+                keys=[self.keys.user_vectors(version, p), self.keys.user_ts(version, p),
+                      self.keys.history(user_id, p)],
                 args=[user_id, "1" if exclude_seen else "0"])
         seen = seen_raw.decode().split("\x1e") if seen_raw else []
         # A vector published with the version has no stamp of its own: the version's applies.

@@ -25,6 +25,7 @@ import numpy as np
 
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
+from streamrec.store.models import write_user_factors
 from streamrec.store.users import append_histories, encode_interactions
 
 CHUNK = 2_000  # users per script call
@@ -63,8 +64,9 @@ def _histories(store: RedisStore, cfg: MemoryConfig, users: list[str], rng: np.r
         part = users[start : start + CHUNK]
         picks = rng.integers(0, POOL, (len(part), cfg.history))
         pipe = store.client.pipeline(transaction=False)
-        append_histories(pipe, store, {u: [pool[i] for i in row] for u, row in zip(part, picks.tolist(),
-                                                                                    strict=True)}, cfg.history)
+        rows = dict(zip(part, picks.tolist(), strict=True))
+        for p, of_p in store.keys.by_partition(part).items():
+            append_histories(pipe, store, {u: [pool[i] for i in rows[u]] for u in of_p}, cfg.history, p)
         pipe.execute()
         if (start // CHUNK) % 50 == 0:
             done = start + len(part)
@@ -75,14 +77,17 @@ def _counters_share(store: RedisStore, users: list[str]) -> int:
     """Bytes of the ``user_events`` counters alone: measured by removing a sample's fields and scaling."""
     sample = users[: min(len(users), 100_000)]
     before = _used(store)
+    groups = store.keys.by_partition(sample)
     pipe = store.client.pipeline(transaction=False)
-    for start in range(0, len(sample), 10_000):
-        pipe.hdel(store.keys.user_events, *sample[start : start + 10_000])
+    for p, of_p in groups.items():
+        for start in range(0, len(of_p), 10_000):
+            pipe.hdel(store.keys.user_events(p), *of_p[start : start + 10_000])
     pipe.execute()
     freed = before - _used(store)
     pipe = store.client.pipeline(transaction=False)
-    for start in range(0, len(sample), 10_000):
-        pipe.hset(store.keys.user_events, mapping=dict.fromkeys(sample[start : start + 10_000], 200))
+    for p, of_p in groups.items():
+        for start in range(0, len(of_p), 10_000):
+            pipe.hset(store.keys.user_events(p), mapping=dict.fromkeys(of_p[start : start + 10_000], 200))
     pipe.execute()
     return round(freed / len(sample)) if sample else 0
 
@@ -105,8 +110,9 @@ def measure(settings: Settings, cfg: MemoryConfig) -> dict[str, Any]:
         for start in range(0, cfg.users, 50_000):
             part = users[start : start + 50_000]
             vectors = rng.standard_normal((len(part), cfg.factors)).astype(np.float32)
-            store.write_vectors(store.keys.model(version, "users"), part, vectors)
-            store.client.hset(store.keys.model(version, "user_ts"), mapping=dict.fromkeys(part, 1_760_000_000_000))
+            write_user_factors(store, version, part, vectors)
+            for p, of_p in store.keys.by_partition(part).items():
+                store.client.hset(store.keys.user_ts(version, p), mapping=dict.fromkeys(of_p, 1_760_000_000_000))
         with_vectors = _used(store)
         _say(f"item factors of {cfg.items:,} items")
         factors = rng.standard_normal((cfg.items, cfg.factors)).astype("<f4")

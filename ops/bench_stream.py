@@ -62,6 +62,7 @@ from streamrec.events import now_ms
 from streamrec.kafka_io import end_offsets, ensure_topics
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
+from streamrec.store.users import total_event_counts
 
 __all__ = ["BenchConfig", "cpu_seconds", "publish_model", "run", "wait_applied", "worker_env"]
 Events = list[tuple[str, bytes, bytes, bytes]]
@@ -99,7 +100,7 @@ def run(settings: Settings, cfg: BenchConfig, json_only: bool = False) -> int:
         _say(f"rate: producing {cfg.events} events at {rate:g}/s")
         figures = _phase(s, proc, stats_file, measured, rate)
         store = RedisStore(s)
-        counted = sum(int(v) for v in store.client.hvals(store.keys.user_events))
+        counted = total_event_counts(store)[1]
         store.close()
         if counted != total:
             raise RuntimeError(f"user_events counts add up to {counted}, expected {total}")

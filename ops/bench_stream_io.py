@@ -24,6 +24,7 @@ from streamrec.events import Event, now_ms
 from streamrec.kafka_io import EventProducer, admin_client, end_offsets, read_range
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
+from streamrec.store.users import applied_offsets
 
 WARMUP_EVENTS = 3_000
 
@@ -124,8 +125,7 @@ def wait_applied(s: Settings, timeout_s: float, proc: subprocess.Popen[bytes]) -
     target = {f"{t}:{p}": hi - 1 for (t, p), hi in end_offsets(s, s.event_topics).items() if hi > 0}
     deadline = time.monotonic() + timeout_s
     while True:
-        raw = store.client.hgetall(store.keys.offsets(s.consumer_group))
-        applied = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
+        applied = applied_offsets(store, s.consumer_group)
         if all(applied.get(f, -1) >= off for f, off in target.items()):
             return
         if proc.poll() is not None:

@@ -53,9 +53,10 @@ def _say(msg: str) -> None:
 
 def user_state_patterns(settings: Settings) -> list[str]:
     """Key patterns of the state derived from the event topics (what ``--force`` wipes)."""
-    p = settings.redis_prefix
-    return [f"{p}:hist:*", f"{p}:user_events", f"{p}:offsets:{settings.consumer_group}",
-            f"{p}:offsets:{settings.consumer_group}:fence:*", f"{p}:dedup:*", f"{p}:trend:*", f"{p}:popular",
+    p, g = settings.redis_prefix, settings.consumer_group
+    # the per-partition keys (``<prefix>:{p<n>}:...``, streamrec.store.Keys); profiles are not derived state
+    return [f"{p}:{{p*}}:hist:*", f"{p}:{{p*}}:user_events", f"{p}:{{p*}}:offsets:{g}", f"{p}:{{p*}}:fence:{g}",
+            f"{p}:{{p*}}:dedup:*", f"{p}:trend:*", f"{p}:popular",
             f"{p}:popular:c:*", f"{p}:model:*:new_items", f"{p}:model:*:pending_n", f"{p}:model:*:pending:*"]
 
 
@@ -163,8 +164,9 @@ def _check_preconditions(settings: Settings, store: RedisStore, force: bool, sum
     if members:
         raise RebuildError(f"the worker group {settings.consumer_group!r} has {members} member(s): stop every "
                            "`streamrec worker` first (they would write while the state is replayed)")
-    applied_key = store.keys.offsets(settings.consumer_group)
-    if store.client.hlen(applied_key):
+    held = [store.keys.offsets(settings.consumer_group, p) for p in range(store.keys.partitions)]
+    applied_key = next((key for key in held if store.client.hlen(key)), None)
+    if applied_key is not None:
         if not force:
             raise RebuildError(f"redis still holds applied offsets ({applied_key}): the user state is there. "
                                "Use --force to wipe it and recompute it from the topics")
@@ -199,6 +201,7 @@ def _replay_user_state(settings: Settings, store: RedisStore, end: dict[tuple[st
     """Every record up to ``end`` through the worker's own core (exactly once, as the worker applies it)."""
     from stream_processors.processor import BatchProcessor
     from streamrec.kafka_io import read_range
+    from streamrec.store.users import total_event_counts
 
     tps = sorted(tp for tp, hi in end.items() if hi > 0)
     starts = log_start_offsets(settings, tps)
@@ -221,7 +224,7 @@ def _replay_user_state(settings: Settings, store: RedisStore, end: dict[tuple[st
             progress(f"replayed {counts['records']:,}/{total:,} records "
                      f"({counts['records'] / (last - replay_started):,.0f}/s)")
     summary["replay"] = {**counts, "seconds": round(time.monotonic() - replay_started, 2),
-                         "users": int(store.client.hlen(store.keys.user_events))}
+                         "users": total_event_counts(store)[0]}
     summary["applied_offsets"] = {f"{t}:{p}": end[(t, p)] - 1 for t, p in tps}
     if missing:
         summary["log_start_offsets"] = missing

@@ -23,7 +23,6 @@ from stream_processors.redis_io import (
     WatchedBatch,
     dedup_buckets,
     dedup_check_command,
-    fence_key,
     queue_dedup_add,
     queue_offsets_max,
 )
@@ -76,11 +75,10 @@ class BatchPlan:
         # partition count), so a per-partition fence key, bumped by every batch, detects another worker
         # applying events of the same users concurrently (during a rebalance). WATCHing each user's
         # history key would do too, but Redis's WATCH is quadratic in the number of keys.
-        self.fences = [
-            fence_key(keys.offsets(self.settings.consumer_group), x) for x in sorted({t[1] for t in batch.max_offsets})
-        ]
+        group = self.settings.consumer_group
+        self.fences = [keys.fence(group, p) for p in batch.parts]
         self.tx.watch([keys.current, *self.fences])
-        self.fields = [f"{t}:{part}" for t, part in batch.max_offsets]
+        self.fields = {p: [(t, q) for t, q in batch.max_offsets if q == p] for p in batch.parts}
         now_s = proc.clock() // 1000
         self.bucket, check, self.bucket_expire = dedup_buckets(now_s, self.settings.dedup_window_s)
         if time.monotonic() - proc.categories_at > CATEGORY_CACHE_S:
@@ -88,13 +86,14 @@ class BatchPlan:
             proc.categories_at = time.monotonic()
         self.uncat = [i for i in dict.fromkeys(batch.item) if i not in proc.categories]
         self.nonbase = [i for i in dict.fromkeys(batch.item) if self.model and not self.model.is_base_item(i)]
-        cmds: list[tuple[Any, ...]] = [
-            ("GET", keys.current),
-            ("HMGET", keys.offsets(self.settings.consumer_group), *self.fields),
-        ]
-        if batch.n:
-            cmds.append(dedup_check_command([keys.dedup(x) for x in check], b"".join(batch.id)))
-            cmds.append(("HMGET", keys.user_events, *batch.users))
+        cmds: list[tuple[Any, ...]] = [("GET", keys.current)]
+        for p, fields in self.fields.items():
+            cmds.append(("HMGET", keys.offsets(group, p), *(f"{t}:{p}" for t, _ in fields)))
+        with_events = [p for p in batch.parts if batch.events_of[p]]
+        for p in with_events:
+            ids = b"".join(batch.id[i] for i in batch.events_of[p])
+            cmds.append(dedup_check_command([keys.dedup(x, p) for x in check], ids))
+            cmds.append(("HMGET", keys.user_events(p), *batch.users_of[p]))
         if self.uncat:
             cmds.append(("HMGET", keys.item_category, *self.uncat))
         if self.model and self.nonbase:
@@ -106,12 +105,16 @@ class BatchPlan:
         r = iter(self.tx.read(cmds))
         raw = next(r)
         self.current = raw.decode() if raw else None
-        self.applied = {tp: int(x) if x is not None else -1 for tp, x in zip(batch.max_offsets, next(r), strict=True)}
+        self.applied: dict[tuple[str, int], int] = {}
+        for fields in self.fields.values():
+            self.applied.update((tp, int(x) if x is not None else -1) for tp, x in zip(fields, next(r), strict=True))
         self.dups: set[int] = set()
         self.counts: dict[str, int] = {}
-        if batch.n:
-            self.dups = {int(i) - 1 for i in next(r)}
-            self.counts = {u: int(c) if c is not None else 0 for u, c in zip(batch.users, next(r), strict=True)}
+        for p in with_events:
+            where = batch.events_of[p]
+            self.dups.update(where[int(i) - 1] for i in next(r))
+            self.counts.update((u, int(c) if c is not None else 0)
+                               for u, c in zip(batch.users_of[p], next(r), strict=True))
         if self.uncat:
             proc.categories.update((i, c.decode() if c else None) for i, c in zip(self.uncat, next(r), strict=True))
         self.pending_before: dict[str, int] = {}
@@ -153,7 +156,8 @@ class BatchPlan:
         # Histories not cached at the user's current count (first sight, evicted, or another worker applied
         # events meanwhile) are read in a second round trip on the watched connection; new users have none.
         need = [u for u, st in cached.items() if st is None and self.counts[u] > 0]
-        rows = self.tx.read([("LRANGE", self.keys.history(u), 0, -1) for u in need])
+        part = self.batch.partition_of
+        rows = self.tx.read([("LRANGE", self.keys.history(u, part[u]), 0, -1) for u in need])
         histories = {u: [Interaction.decode(x) for x in row] for u, row in zip(need, rows, strict=True)}
         cap = self.settings.history_cap
         add = proc.items.add
@@ -256,9 +260,12 @@ class BatchPlan:
         row_of = {u: n for n, u in enumerate(self.vec_users)}
         vecs: dict[str, np.ndarray] = {u: self.vectors[row_of[u]] for u in involved if u in row_of}
         missing = sorted(involved - vecs.keys())
-        if missing:
-            raw = self.tx.read([("HMGET", self.keys.model(model.version, "users"), *missing)])[0]
-            vecs.update({u: from_bytes(v) for u, v in zip(missing, raw, strict=True) if v})
+        if missing:  # users of the pending lists (any partition) without a vector in this batch
+            groups = self.keys.by_partition(missing)
+            replies = self.tx.read([("HMGET", self.keys.user_vectors(model.version, p), *users)
+                                    for p, users in groups.items()])
+            for users, raw in zip(groups.values(), replies, strict=True):
+                vecs.update({u: from_bytes(v) for u, v in zip(users, raw, strict=True) if v})
         if model.user_gram is None:
             model.user_gram = ni.load_user_gram(self.proc.store, model.version, model.factors)
         self.folded_items = ni.fold_items(
@@ -278,15 +285,22 @@ class BatchPlan:
         order = self.order
         entries = encode_interactions([batch.item[i] for i in order], [batch.weight[i] for i in order],
                                       [batch.ts[i] for i in order], [batch.type[i] for i in order])
-        histories = {}
+        part = batch.partition_of
+        histories: dict[int, dict[str, list[str]]] = defaultdict(dict)  # partition -> user -> entries
         start = 0
         for u, idx in self.by_user.items():
-            histories[u] = entries[start : start + len(idx)]
+            histories[part[u]][u] = entries[start : start + len(idx)]
             start += len(idx)
-        append_histories(pipe, proc.store, histories, settings.history_cap)
+        for p, of_p in histories.items():
+            append_histories(pipe, proc.store, of_p, settings.history_cap, p)
         self.stamp = now_ms()
         if self.model is not None and self.vec_users:
-            write_user_vectors(pipe, proc.store, self.model.version, self.vec_users, self.vectors, self.stamp)
+            rows: dict[int, list[int]] = defaultdict(list)
+            for n, u in enumerate(self.vec_users):
+                rows[part[u]].append(n)
+            for p, idx in rows.items():
+                write_user_vectors(pipe, proc.store, self.model.version, [self.vec_users[n] for n in idx],
+                                   self.vectors[idx], self.stamp, p)
         counts: dict[tuple[int, str, str | None], float] = defaultdict(float)
         cats = proc.categories
         for i in self.apply_idx:
@@ -295,21 +309,21 @@ class BatchPlan:
                 batch.weight[i]
             )
         add_counts_many(pipe, proc.store, counts)
-        if self.apply_idx:
-            queue_dedup_add(
-                pipe, keys.dedup(self.bucket), b"".join(batch.id[i] for i in self.apply_idx), self.bucket_expire
-            )
+        applied_of: dict[int, list[int]] = defaultdict(list)
+        for i in self.apply_idx:
+            applied_of[batch.partition[i]].append(i)
+        for p, idx in applied_of.items():
+            queue_dedup_add(pipe, keys.dedup(self.bucket, p), b"".join(batch.id[i] for i in idx), self.bucket_expire)
         if self.model is not None and self.pending_add:
             self._write_new_items(pipe)
         if proc.covis is not None:
             queue_pairs(pipe, proc.store, self.covis_rows, self.now, proc.covis.half_life_s, proc.covis.top_n)
         for fence in self.fences:
             pipe.incr(fence)
-        queue_offsets_max(
-            pipe,
-            keys.offsets(settings.consumer_group),
-            {f"{t}:{part}": off for (t, part), off in batch.max_offsets.items() if off > self.applied[(t, part)]},
-        )
+        for p, fields in self.fields.items():
+            queue_offsets_max(pipe, keys.offsets(settings.consumer_group, p),
+                              {f"{t}:{q}": batch.max_offsets[(t, q)] for t, q in fields
+                               if batch.max_offsets[(t, q)] > self.applied[(t, q)]})
 
     def _write_new_items(self, pipe: Any) -> None:
         model, proc = self.model, self.proc

@@ -42,6 +42,16 @@ class Batch:
                 top[tp] = d.record.offset
         self.max_offsets: dict[tuple[str, int], int] = top
         self.users = list(dict.fromkeys(self.user))
+        # The partition of each user's state: the record's (the processor dead-letters records that are not
+        # where murmur2 puts their user, so all of a user's records share it).
+        self.partition_of: dict[str, int] = dict(zip(self.user, self.partition, strict=True))
+        self.parts: list[int] = sorted({p for _, p in top})  # every partition of the batch, dead letters' too
+        self.events_of: dict[int, list[int]] = {p: [] for p in self.parts}  # partition -> event positions
+        for i, p in enumerate(self.partition):
+            self.events_of[p].append(i)
+        self.users_of: dict[int, list[str]] = {p: [] for p in self.parts}  # partition -> its users, in order
+        for u in self.users:
+            self.users_of[self.partition_of[u]].append(u)
         self.applied_by_type: dict[tuple[str, str], int] = {}
 
 

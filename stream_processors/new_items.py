@@ -146,18 +146,19 @@ def blend_content(folded: Mapping[str, F32], content: Mapping[str, bytes | None]
 
 def load_user_gram(store: RedisStore, version: str, factors: int) -> npt.NDArray[np.float64]:
     """``XᵀX`` of the version's user vectors: published by the refit at ``<p>:model:<v>:user_gram``,
-    or computed here once from the ``users`` hash (and stored there for the other workers)."""
+    or computed here once from the ``users`` hashes (and stored there for the other workers)."""
     key = user_gram_key(store, version)
     raw = store.client.get(key)
     if raw is not None:
         return from_bytes(raw, factors).astype(np.float64)
     total = np.zeros((factors, factors), dtype=np.float64)
     chunk: list[bytes] = []
-    for _, vec in store.client.hscan_iter(store.keys.model(version, "users"), count=5_000):
-        chunk.append(vec)
-        if len(chunk) >= 5_000:
-            total += gram(from_bytes(b"".join(chunk), factors)).astype(np.float64)
-            chunk = []
+    for p in range(store.keys.partitions):
+        for _, vec in store.client.hscan_iter(store.keys.user_vectors(version, p), count=5_000):
+            chunk.append(vec)
+            if len(chunk) >= 5_000:
+                total += gram(from_bytes(b"".join(chunk), factors)).astype(np.float64)
+                chunk = []
     if chunk:
         total += gram(from_bytes(b"".join(chunk), factors)).astype(np.float64)
     store.client.set(key, to_bytes(total), nx=True, ex=PENDING_TTL_S)

@@ -63,11 +63,6 @@ def dedup_buckets(now_s: int, window_s: int) -> tuple[int, list[int], int]:
     return current, [current, current - 1, current - 2], (current + 1) * width + window_s + 60
 
 
-def fence_key(offsets_key: str, partition: int) -> str:
-    """The key every batch touching ``partition`` (of either topic) bumps: ``<offsets key>:fence:<partition>``."""
-    return f"{offsets_key}:fence:{partition}"
-
-
 def dedup_check_command(keys: Sequence[str], ids_blob: bytes) -> Command:
     return ("EVAL", _DEDUP_CHECK_LUA, len(keys), *keys, ids_blob)
 

@@ -7,12 +7,13 @@ little-endian float32 bytes; id lists and metadata are JSON. Nothing is ever pic
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import redis
 
+from streamrec.partitioner import partition_for
 from streamrec.redis_clients import is_cluster, sync_client
 from streamrec.settings import Settings
 
@@ -51,10 +52,45 @@ def from_bytes(raw: Any, factors: int | None = None) -> np.ndarray:
 
 
 class Keys:
-    """Key names. Everything sits under ``prefix`` so deployments and tests can share one server."""
+    """Key names. Everything sits under ``prefix`` so deployments and tests can share one server.
 
-    def __init__(self, prefix: str) -> None:
+    Everything the worker keeps about the users of Kafka partition *p* (histories, event counts, profiles,
+    each version's vectors and their stamps, the applied offsets and the fence of *p*, the dedup sets) carries
+    the hash tag ``{p<p>}``, so one batch's transaction for *p* touches one Redis Cluster slot and a read of
+    one user is one slot. *p* is the partition Kafka's murmur2 partitioner gives the user id
+    (:func:`streamrec.partitioner.partition_for`) on a topic of ``partitions`` partitions; the worker takes it
+    from the record, readers compute it with :meth:`partition`. Global keys (model pointer, version parts
+    shared by all users, trending, catalogue, co-visitation) have no partition tag.
+    """
+
+    def __init__(self, prefix: str, partitions: int = 1) -> None:
+        if "{" in prefix or "}" in prefix:
+            raise ValueError(f"a Redis prefix cannot hold '{{' or '}}' (they make hash tags): {prefix!r}")
+        if partitions < 1:
+            raise ValueError(f"a topic has at least one partition, not {partitions}")
         self.prefix = prefix
+        self.partitions = partitions
+
+    # the per-partition layout
+    def partition(self, user: str) -> int:
+        """The Kafka partition, and so the key slot, of ``user``'s state."""
+        return partition_for(user, self.partitions)
+
+    def tag(self, p: int) -> str:
+        """``<prefix>:{p<p>}``: the start of every key of partition ``p``."""
+        return f"{self.prefix}:{{p{p}}}"
+
+    def by_partition(self, users: Iterable[str]) -> dict[int, list[str]]:
+        """``users`` grouped by :meth:`partition` (each group in the order given)."""
+        groups: dict[int, list[str]] = {}
+        for u in users:
+            groups.setdefault(self.partition(u), []).append(u)
+        return groups
+
+    @property
+    def layout(self) -> str:
+        """The layout the keys follow (JSON: ``format`` and ``partitions``), written by the worker."""
+        return f"{self.prefix}:layout"
 
     # model versions (written by batch, read by worker and API)
     @property
@@ -66,26 +102,43 @@ class Keys:
         return f"{self.prefix}:model:versions"
 
     def model(self, version: str, part: str) -> str:
-        """``part`` is one of :data:`streamrec.store.models.VERSION_PARTS` (meta, items, item_factors, ...)."""
+        """``part`` is one of :data:`streamrec.store.models.VERSION_PARTS` (meta, items, item_factors, ...);
+        the per-user parts are per partition: :meth:`user_vectors` and :meth:`user_ts`."""
+        if part in PER_PARTITION_PARTS:
+            raise ValueError(f"model part {part!r} is per partition: use Keys.user_vectors/user_ts")
         return f"{self.prefix}:model:{version}:{part}"
+
+    def user_vectors(self, version: str, p: int) -> str:
+        """The vectors of ``version`` of partition ``p``'s users (user -> raw float32)."""
+        return f"{self.prefix}:model:{version}:{{p{p}}}:users"
+
+    def user_ts(self, version: str, p: int) -> str:
+        """When the worker last wrote each vector of :meth:`user_vectors` (user -> epoch ms)."""
+        return f"{self.prefix}:model:{version}:{{p{p}}}:user_ts"
 
     def pending(self, version: str, item: str) -> str:
         """The worker's list of interactions with a new item of ``version`` (``user \\x1f weight`` entries)."""
         return self.model(version, f"pending:{{{item}}}")
 
     # per-user state (written by the worker, version independent)
-    def history(self, user: str) -> str:
-        return f"{self.prefix}:hist:{{{user}}}"
+    def history(self, user: str, p: int | None = None) -> str:
+        """``user``'s capped history; ``p`` when known (the worker's record), else computed."""
+        return f"{self.tag(self.partition(user) if p is None else p)}:hist:{user}"
 
-    @property
-    def user_events(self) -> str:
-        return f"{self.prefix}:user_events"
+    def user_events(self, p: int) -> str:
+        """Applied events per user of partition ``p`` (user -> count)."""
+        return f"{self.tag(p)}:user_events"
 
-    def offsets(self, group: str) -> str:
-        return f"{self.prefix}:offsets:{group}"
+    def offsets(self, group: str, p: int) -> str:
+        """The highest offset applied per ``topic:p`` field by ``group``'s workers."""
+        return f"{self.tag(p)}:offsets:{group}"
 
-    def dedup(self, bucket: int) -> str:
-        return f"{self.prefix}:dedup:{bucket}"
+    def fence(self, group: str, p: int) -> str:
+        """Bumped by every batch of ``group`` touching partition ``p`` (the worker WATCHes it)."""
+        return f"{self.tag(p)}:fence:{group}"
+
+    def dedup(self, bucket: int, p: int) -> str:
+        return f"{self.tag(p)}:dedup:{bucket}"
 
     # batch runs and consumer-lag history (operability)
     @property
@@ -115,10 +168,9 @@ class Keys:
         base = f"{self.prefix}:trend:{granularity}:{bucket}"
         return f"{base}:c:{category}" if category else base
 
-    # user profiles (personal data: docs/api.md#what-is-stored-about-a-user)
-    @property
-    def profiles(self) -> str:
-        return f"{self.prefix}:profiles"
+    # user profiles (personal data: docs/api.md#what-is-stored-about-a-user), per partition like the rest
+    def profiles(self, p: int) -> str:
+        return f"{self.tag(p)}:profiles"
 
     @property
     def erased(self) -> str:
@@ -129,13 +181,17 @@ class Keys:
         return f"{self.prefix}:popular:c:{category}" if category else f"{self.prefix}:popular"
 
 
+PER_PARTITION_PARTS = ("users", "user_ts")
+"""The parts of a model version kept per partition (:meth:`Keys.user_vectors`, :meth:`Keys.user_ts`)."""
+
+
 class RedisStore:
     """A lazily connected Redis client plus the key schema. Cheap to build; connects on first command."""
 
     def __init__(self, settings: Settings, url: str | None = None, prefix: str | None = None) -> None:
         self.settings = settings
         self.url = url or settings.redis_url
-        self.keys = Keys(prefix or settings.redis_prefix)
+        self.keys = Keys(prefix or settings.redis_prefix, settings.partitions)
         self._client: redis.Redis | None = None
 
     @property

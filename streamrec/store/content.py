@@ -213,19 +213,20 @@ def read_features(store: RedisStore, version: str, n_features: int) -> tuple[lis
 # ------------------------------------------------------------------------------------------- profiles
 def put_profile(store: RedisStore, user: str, attributes: Mapping[str, Any]) -> None:
     """Store (replace) a user's profile attributes."""
-    store.client.hset(store.keys.profiles, user, json.dumps(dict(attributes)))
+    store.client.hset(store.keys.profiles(store.keys.partition(user)), user, json.dumps(dict(attributes)))
 
 
 def get_profile(store: RedisStore, user: str) -> dict[str, Any] | None:
     """A user's profile attributes, or None."""
-    raw = store.client.hget(store.keys.profiles, user)
+    raw = store.client.hget(store.keys.profiles(store.keys.partition(user)), user)
     return json.loads(raw) if raw is not None else None
 
 
 def iter_profiles(store: RedisStore) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every stored profile (user, attributes), scanned in pages."""
-    for user, raw in store.client.hscan_iter(store.keys.profiles, count=5_000):
-        yield as_str(user), json.loads(raw)
+    """Every stored profile (user, attributes), scanned in pages, partition by partition."""
+    for p in range(store.keys.partitions):
+        for user, raw in store.client.hscan_iter(store.keys.profiles(p), count=5_000):
+            yield as_str(user), json.loads(raw)
 
 
 def erased_users(store: RedisStore) -> set[str]:
@@ -249,17 +250,18 @@ def delete_user(store: RedisStore, user: str) -> dict[str, int]:
     current = store.client.get(k.current)
     if current:
         versions.add(as_str(current))
-    pipe = store.client.pipeline(transaction=True)
+    p = k.partition(user)
     # the refit's snapshot still holds the user's summed interactions: the next refit drops them (and then
-    # this entry), so no vector comes back
-    pipe.hset(k.erased, user, int(time.time() * 1000))
-    pipe.hdel(k.profiles, user)
-    pipe.delete(k.history(user))
-    pipe.hdel(k.user_events, user)
+    # this entry), so no vector comes back. Marked first, so a failure after it still drops them.
+    store.client.hset(k.erased, user, int(time.time() * 1000))
+    pipe = store.client.pipeline(transaction=True)  # the user's keys: one slot
+    pipe.hdel(k.profiles(p), user)
+    pipe.delete(k.history(user, p))
+    pipe.hdel(k.user_events(p), user)
     for v in sorted(versions):
-        pipe.hdel(k.model(v, "users"), user)
-        pipe.hdel(k.model(v, "user_ts"), user)
-    got = pipe.execute()[1:]
+        pipe.hdel(k.user_vectors(v, p), user)
+        pipe.hdel(k.user_ts(v, p), user)
+    got = pipe.execute()
     removed = {"profile": int(got[0]), "history": int(got[1]), "event_count": int(got[2]),
                "vectors": int(sum(got[3::2])), "pending": 0}
     for v in sorted(versions):

@@ -3,9 +3,9 @@
 A version's keys (``<p>:model:<v>:meta|items|item_factors|gram``) are written once and never changed,
 then one MULTI/EXEC points ``<p>:model:current`` at it. A reader reads ``current`` and then that
 version's immutable keys, so it sees the old version or the new one, never a mix. User vectors of a
-version (``<p>:model:<v>:users``) and items folded in since the refit (``...:new_items``) are hashes
-the worker keeps updating. Old versions are unlinked after a grace period; the previous one is kept
-for ``streamrec batch rollback``.
+version (``<p>:model:<v>:{p<n>}:users``, one hash per Kafka partition) and items folded in since the
+refit (``...:new_items``) are hashes the worker keeps updating. Old versions are unlinked after a grace
+period; the previous one is kept for ``streamrec batch rollback``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from streamrec.store import RedisStore, as_str, from_bytes, to_bytes
+from streamrec.store import PER_PARTITION_PARTS, RedisStore, as_str, from_bytes, to_bytes
 
 # Every key a version owns (the worker's per-item pending keys expire by themselves).
 VERSION_PARTS = ("meta", "items", "item_factors", "gram", "users", "user_ts", "new_items", "user_gram", "pending_n",
@@ -116,8 +116,8 @@ def write_version(
             "n_items": len(item_ids), "n_users": len(user_ids), "vectors_at_ms": int(time.time() * 1000)}
     # No per-user ``user_ts`` here: a vector without one was written with the version (meta
     # ``vectors_at_ms``); the worker and the re-fold stamp the vectors they write. Halves the hash writes.
-    store.client.unlink(k.model(version, "users"), k.model(version, "user_ts"), k.model(version, "new_items"))
-    store.write_vectors(k.model(version, "users"), user_ids, user_factors)
+    store.client.unlink(*user_keys(store, version), k.model(version, "new_items"))
+    write_user_factors(store, version, user_ids, user_factors)
     pipe = store.client.pipeline(transaction=False)
     pipe.set(k.model(version, "items"), json.dumps(list(item_ids)))
     pipe.set(k.model(version, "item_factors"), to_bytes(item_factors))
@@ -166,21 +166,56 @@ def cleanup_versions(store: RedisStore, grace_s: float, now: float | None = None
         if v in keep or now - superseded_at < grace_s:
             continue
         k = store.keys
-        store.client.unlink(*(k.model(v, part) for part in VERSION_PARTS))
+        store.client.unlink(*(k.model(v, part) for part in VERSION_PARTS if part not in PER_PARTITION_PARTS))
+        store.client.unlink(*user_keys(store, v))
         store.client.zrem(k.versions, v)
         removed.append(v)
     return removed
+
+
+def user_keys(store: RedisStore, version: str) -> list[str]:
+    """Every per-partition key of ``version``'s users: vectors and their stamps."""
+    k = store.keys
+    return [key for p in range(k.partitions) for key in (k.user_vectors(version, p), k.user_ts(version, p))]
+
+
+def write_user_factors(store: RedisStore, version: str, user_ids: Sequence[str], user_factors: np.ndarray) -> None:
+    """Write ``version``'s vectors of ``user_ids`` (rows of ``user_factors``), each in its partition's hash."""
+    if len(user_ids) != user_factors.shape[0]:
+        raise ValueError(f"{len(user_ids)} ids but {user_factors.shape[0]} vectors")
+    k = store.keys
+    rows: dict[int, list[int]] = {}
+    for n, u in enumerate(user_ids):
+        rows.setdefault(k.partition(u), []).append(n)
+    for p, idx in rows.items():
+        store.write_vectors(k.user_vectors(version, p), [user_ids[n] for n in idx], user_factors[idx])
 
 
 def get_user_vectors(store: RedisStore, version: str, users: Sequence[str]) -> list[np.ndarray | None]:
     """Each user's vector in ``version`` (None for users without one)."""
     if not users:
         return []
-    raw = store.client.hmget(store.keys.model(version, "users"), list(users))
-    return [from_bytes(r) if r is not None else None for r in raw]
+    k = store.keys
+    groups = k.by_partition(dict.fromkeys(users))
+    pipe = store.client.pipeline(transaction=False)
+    for p, group in groups.items():
+        pipe.hmget(k.user_vectors(version, p), group)
+    found: dict[str, Any] = {}
+    for group, raw in zip(groups.values(), pipe.execute(), strict=True):
+        found.update(zip(group, raw, strict=True))
+    return [from_bytes(found[u]) if found[u] is not None else None for u in users]
 
 
 def get_new_items(store: RedisStore, version: str) -> dict[str, np.ndarray]:
     """Items folded in by the worker since ``version`` was fitted."""
     raw = store.client.hgetall(store.keys.model(version, "new_items"))
     return {as_str(k): from_bytes(v) for k, v in raw.items()}
+
+
+def all_user_vectors(store: RedisStore, version: str) -> dict[str, np.ndarray]:
+    """Every user vector of ``version``, partition by partition (for tools and tests: this reads them all)."""
+    out: dict[str, np.ndarray] = {}
+    for p in range(store.keys.partitions):
+        for user, raw in store.client.hscan_iter(store.keys.user_vectors(version, p), count=5_000):
+            out[as_str(user)] = from_bytes(raw)
+    return out

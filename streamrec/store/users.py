@@ -61,8 +61,31 @@ def event_counts(store: RedisStore, users: Sequence[str]) -> dict[str, int]:
     """How many events were applied per user (for exactly-once checks and the API)."""
     if not users:
         return {}
-    raw = store.client.hmget(store.keys.user_events, list(users))
-    return {u: int(r) if r is not None else 0 for u, r in zip(users, raw, strict=True)}
+    k = store.keys
+    pipe = store.client.pipeline(transaction=False)
+    groups = k.by_partition(dict.fromkeys(users))
+    for p, group in groups.items():
+        pipe.hmget(k.user_events(p), group)
+    counts: dict[str, int] = {}
+    for group, raw in zip(groups.values(), pipe.execute(), strict=True):
+        counts.update((u, int(r) if r is not None else 0) for u, r in zip(group, raw, strict=True))
+    return {u: counts[u] for u in users}
+
+
+def all_event_counts(store: RedisStore) -> dict[str, int]:
+    """Every user's applied event count, partition by partition (for tools and tests: reads them all)."""
+    k = store.keys
+    out: dict[str, int] = {}
+    for p in range(k.partitions):
+        for user, raw in store.client.hscan_iter(k.user_events(p), count=5_000):
+            out[user.decode() if isinstance(user, bytes) else str(user)] = int(raw)
+    return out
+
+
+def total_event_counts(store: RedisStore) -> tuple[int, int]:
+    """(users with a count, sum of all counts) over every partition: for benchmarks and tools."""
+    counts = all_event_counts(store)
+    return len(counts), sum(counts.values())
 
 
 # --- write-side helpers for the streaming worker ----------------------------------------------------
@@ -70,7 +93,7 @@ def event_counts(store: RedisStore, users: Sequence[str]) -> dict[str, int]:
 # spends ~1 µs per argument packing, and Redis's per-command overhead dominates such tiny commands), one
 # EVAL per batch does it inside Redis with as few commands as possible: one LPUSH per user, LTRIM only when
 # the list outgrew the cap, and one HMGET + one HSET for all the counts.
-# KEYS = [user_events, hist(user_1), ..., hist(user_n)]; ARGV = [cap, users joined by \x1e, entries_1, ...,
+# KEYS = [user_events(p), hist(user_1), ..., hist(user_n)]; ARGV = [cap, users joined by \x1e, entries_1, ...,
 # entries_n] where entries_i are user i's encoded interactions, oldest first, joined by \x1e.
 _APPEND_LUA = """
 local cap, users, added = tonumber(ARGV[1]), {}, {}
@@ -116,17 +139,17 @@ def encode_interactions(items: Sequence[str], weights: Sequence[float], ts_ms: S
 
 
 def append_histories(
-    pipe: Pipeline, store: RedisStore, histories: Mapping[str, Sequence[Interaction | str]], cap: int
+    pipe: Pipeline, store: RedisStore, histories: Mapping[str, Sequence[Interaction | str]], cap: int, p: int
 ) -> None:
-    """Queue on ``pipe`` (one EVAL): for every user push the interactions (oldest first; objects or
-    :func:`encode_interactions` strings), keep the newest ``cap`` and add their number to the user's
-    ``user_events`` count -- :func:`append_history` plus HINCRBY for a whole batch."""
+    """Queue on ``pipe`` (one EVAL): for every user of partition ``p`` push the interactions (oldest first;
+    objects or :func:`encode_interactions` strings), keep the newest ``cap`` and add their number to the
+    user's ``user_events`` count -- LPUSH, LTRIM and HINCRBY for a whole batch, in one slot."""
     users = [u for u, items in histories.items() if items]
     if not users:
         return
     k = store.keys
     packed = [ENTRY_SEP.join(i if isinstance(i, str) else i.encode() for i in histories[u]) for u in users]
-    pipe.eval(_APPEND_LUA, len(users) + 1, k.user_events, *(k.history(u) for u in users),
+    pipe.eval(_APPEND_LUA, len(users) + 1, k.user_events(p), *(k.history(u, p) for u in users),
               cap, ENTRY_SEP.join(users), *packed)
 
 
@@ -150,14 +173,24 @@ return #users
 
 
 def write_user_vectors(
-    pipe: Pipeline, store: RedisStore, version: str, users: Sequence[str], vectors: np.ndarray, ts_ms: int
+    pipe: Pipeline, store: RedisStore, version: str, users: Sequence[str], vectors: np.ndarray, ts_ms: int, p: int
 ) -> None:
-    """Queue on ``pipe`` (one EVAL): set each user's vector (raw float32) in ``version`` and its ``user_ts``."""
+    """Queue on ``pipe`` (one EVAL): set each user's (all of partition ``p``) vector (raw float32) in
+    ``version`` and its ``user_ts``."""
     if not users:
         return
     block = np.ascontiguousarray(vectors, dtype="<f4")
     if block.shape[0] != len(users):
         raise ValueError(f"{len(users)} users but {block.shape[0]} vectors")
     k = store.keys
-    pipe.eval(_VECTORS_LUA, 2, k.model(version, "users"), k.model(version, "user_ts"), ts_ms,
+    pipe.eval(_VECTORS_LUA, 2, k.user_vectors(version, p), k.user_ts(version, p), ts_ms,
               block.shape[1] * 4, ENTRY_SEP.join(users), block.tobytes())
+
+
+def applied_offsets(store: RedisStore, group: str) -> dict[str, int]:
+    """``topic:partition`` -> the highest offset ``group``'s workers applied, over every partition's key."""
+    k = store.keys
+    pipe = store.client.pipeline(transaction=False)
+    for p in range(k.partitions):
+        pipe.hgetall(k.offsets(group, p))
+    return {(f.decode() if isinstance(f, bytes) else str(f)): int(v) for raw in pipe.execute() for f, v in raw.items()}

@@ -129,8 +129,9 @@ def wait_until(check: Callable[[], bool], timeout_s: float, what: str | Callable
 
 def applied_offsets(settings: Settings, store: RedisStore) -> dict[str, int]:
     """``topic:partition`` -> the last offset the workers of ``settings``' group applied (from Redis)."""
-    raw = store.client.hgetall(store.keys.offsets(settings.consumer_group))
-    return {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
+    from streamrec.store.users import applied_offsets as stored
+
+    return stored(store, settings.consumer_group)
 
 
 def wait_applied(settings: Settings, store: RedisStore, alive: Callable[[], bool], timeout_s: float,

@@ -18,7 +18,14 @@ from online_api.server import ApiProcess
 from ops.bench_api import BenchConfig, publish_synthetic
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
-from streamrec.store.models import activate, current_version, load_model, new_version_name, write_version
+from streamrec.store.models import (
+    activate,
+    current_version,
+    get_user_vectors,
+    load_model,
+    new_version_name,
+    write_version,
+)
 
 N, F, USERS = 3_000, 32, 50
 TOP = 150  # a personal item is among the version's exact top TOP for the user (the hybrid keeps 100)
@@ -47,8 +54,7 @@ def test_a_model_swap_under_load_with_the_index_on(make_settings: Callable[..., 
     old = current_version(store)
     v1 = load_model(store, old)
     assert v1 is not None
-    x1 = np.stack([np.frombuffer(store.client.hget(store.keys.model(old, "users"), u), dtype=np.float32)
-                   for u in users])
+    x1 = np.stack(get_user_vectors(store, old, users))
     rng = np.random.default_rng(9)
     y2 = rng.standard_normal((N, F)).astype(np.float32)
     x2 = rng.standard_normal((USERS, F)).astype(np.float32)

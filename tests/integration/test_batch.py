@@ -16,7 +16,7 @@ from streamrec.events import Event, decode_event
 from streamrec.kafka_io import EventProducer, end_offsets, read_all
 from streamrec.settings import Settings
 from streamrec.store import RedisStore, from_bytes
-from streamrec.store.models import current_version, list_versions, load_model
+from streamrec.store.models import all_user_vectors, current_version, list_versions, load_model
 
 
 @pytest.fixture
@@ -50,10 +50,10 @@ def check_version(store: RedisStore, version: str) -> None:
     assert model.meta["version"] == version
     assert model.meta["n_items"] == len(model.item_ids) == model.item_factors.shape[0] == len(set(model.item_ids))
     np.testing.assert_allclose(model.gram, model.item_factors.T @ model.item_factors, rtol=1e-4, atol=1e-4)
-    users = store.client.hgetall(store.keys.model(version, "users"))
+    users = all_user_vectors(store, version)
     assert len(users) == model.meta["n_users"]
-    assert all(len(v) == 4 * f for v in users.values())
-    vectors = np.stack([from_bytes(v) for v in users.values()])
+    assert all(len(v) == f for v in users.values())
+    vectors = np.stack(list(users.values()))
     assert np.isfinite(vectors).all()
     user_gram = store.client.get(store.keys.model(version, "user_gram"))
     assert user_gram is not None  # the worker folds new items in with XᵀX
@@ -77,7 +77,7 @@ def test_simulated_events_publish_a_version_and_the_next_run_reads_only_new_even
     assert model is not None
     assert summary["read"] == 3_003 and summary["valid"] == 3_000 and sum(summary["invalid"].values()) == 3
     assert set(model.item_ids) == {e.item_id for e in first}
-    assert set(store.client.hkeys(store.keys.model(version, "users"))) == {e.user_id.encode() for e in first}
+    assert set(all_user_vectors(store, version)) == {e.user_id for e in first}
     ends = end_offsets(bsettings, bsettings.event_topics)
     assert model.meta["source_offsets"] == {f"{t}:{p}": o for (t, p), o in ends.items()}
     assert model.meta["n_interactions"] == len({(e.user_id, e.item_id) for e in first})

@@ -22,10 +22,11 @@ def test_abandoned_versions_are_removed_and_served_ones_kept(make_settings: Call
         write_version(store, v, {}, ["a", "b", "c"], y, gram(y), ["u"], np.ones((1, 4), dtype=np.float32))
         activate(store, v)
     # what a SIGKILLed publish leaves: user vectors of a version without meta, never activated
-    store.client.hset(store.keys.model("v3", "users"), mapping={"u": b"\0" * 16})
-    store.client.hset(store.keys.model("v3", "user_ts"), mapping={"u": "1"})
+    p = store.keys.partition("u")
+    store.client.hset(store.keys.user_vectors("v3", p), mapping={"u": b"\0" * 16})
+    store.client.hset(store.keys.user_ts("v3", p), mapping={"u": "1"})
     assert remove_abandoned_versions(store) == ["v3"]
-    assert not store.client.exists(store.keys.model("v3", "users"), store.keys.model("v3", "user_ts"))
+    assert not store.client.exists(store.keys.user_vectors("v3", p), store.keys.user_ts("v3", p))
     assert current_version(store) == "v2"
     assert load_model(store, "v1") is not None and load_model(store, "v2") is not None
     assert remove_abandoned_versions(store) == []

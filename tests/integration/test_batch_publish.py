@@ -22,7 +22,7 @@ from streamrec.events import Event, EventType, now_ms
 from streamrec.kafka_io import EventProducer
 from streamrec.settings import Settings
 from streamrec.store import RedisStore, from_bytes
-from streamrec.store.models import current_version, load_model
+from streamrec.store.models import current_version, get_user_vectors, load_model
 from streamrec.store.users import Interaction, append_history
 from tests.integration.test_batch import check_version, produce_sim
 
@@ -64,9 +64,9 @@ def expected_vector(store: RedisStore, version: str, user: str, settings: Settin
 
 
 def user_vector(store: RedisStore, version: str, user: str) -> np.ndarray:
-    raw = store.client.hget(store.keys.model(version, "users"), user)
-    assert raw is not None
-    return from_bytes(raw)
+    vec = get_user_vectors(store, version, [user])[0]
+    assert vec is not None
+    return vec
 
 
 def test_a_reader_polling_during_publishes_never_sees_a_mixed_version(bsettings: Settings, store: RedisStore) -> None:

@@ -26,7 +26,7 @@ from streamrec.settings import Settings
 from streamrec.store import RedisStore
 from streamrec.store.catalog import put_items
 from streamrec.store.content import put_profile, read_neighbours
-from streamrec.store.models import current_version
+from streamrec.store.models import all_user_vectors, current_version, get_user_vectors
 from tests.helpers import polling
 from tests.helpers.processes import Started
 from tests.integration.services import isolated_settings
@@ -111,7 +111,7 @@ def test_a_new_item_with_metadata_is_recommended_and_has_content_neighbours_at_o
     fresh = f"new-{uuid.uuid4().hex[:6]}"
     body = {"category": category, "attributes": {"title": f"{simulate._NOUN[category]} deluxe",
                                                  "brand": f"{category}-works", "price": 50.0}}
-    active = {u.decode() for u in shop.store.client.hkeys(shop.store.keys.model(shop.summary["version"], "users"))}
+    active = set(all_user_vectors(shop.store, shop.summary["version"]))
     fans = shop.fans_of(category, active)[:8]
     assert len(fans) >= 3
     assert shop.http.get(f"/v1/items/{fresh}/similar", params={"kind": "content"}).status_code == 404
@@ -199,10 +199,10 @@ def test_an_imported_catalogue_is_featurized_with_the_serving_content_model(shop
 def test_deleting_a_user_removes_every_key_and_field(shop: Shop) -> None:
     store, k = shop.store, shop.store.keys
     version = shop.summary["version"]
-    user = next(u for u in shop.world.users[:200] if store.client.hexists(k.model(version, "users"), u)
+    user = next(u for u in shop.world.users[:200] if get_user_vectors(store, version, [u])[0] is not None
                 and store.client.exists(k.history(u)) == 0)  # a profiled user with a vector (no worker runs here)
     store.client.rpush(k.history(user), f"i1\x1f1\x1f{int(time.time() * 1000)}\x1fclick")
-    store.client.hset(k.user_events, user, 1)
+    store.client.hset(k.user_events(k.partition(user)), user, 1)
     store.client.rpush(k.pending(version, "someitem"), f"{user}\x1f1", "other\x1f1")
     store.client.hset(k.model(version, "pending_n"), "someitem", 2)
 
@@ -233,7 +233,7 @@ def test_deleting_a_user_removes_every_key_and_field(shop: Shop) -> None:
     # The refit's snapshot still held the user's interactions: the next refit drops them for good.
     assert store.client.hexists(k.erased, user)
     summary = run_refit(shop.settings, store)
-    assert not store.client.hexists(k.model(summary["version"], "users"), user)
+    assert get_user_vectors(store, summary["version"], [user]) == [None]
     assert not store.client.hexists(k.erased, user) and traces() == []
     from batch import snapshot as snapshots
 
@@ -260,7 +260,7 @@ def test_the_worker_blends_a_new_items_fold_in_with_its_content_vector(shop: Sho
     assert content is not None and store.client.hget(k.model(version, "new_items"), item) == content
     worker = procs.worker(settings, log_level="warning")
     now = int(time.time() * 1000)
-    users = [u.decode() for u in store.client.hkeys(k.model(version, "users"))][:3]
+    users = sorted(all_user_vectors(store, version))[:3]
     events = [{"event_id": str(uuid.uuid4()), "user_id": u, "item_id": item, "type": "click", "ts": now}
               for u in users]
     assert shop.http.post("/v1/events:batch", json={"events": events}).status_code == 202
@@ -269,8 +269,7 @@ def test_the_worker_blends_a_new_items_fold_in_with_its_content_vector(shop: Sho
     assert blended != content, "the worker never folded the item in"
     # what the worker folded, recomputed from the same state: its pending interactions and users' vectors
     pending = [ni.decode_pending(e) for e in store.client.lrange(k.pending(version, item), 0, -1)]
-    vectors = {u: from_bytes(v) for u, v in zip(users, store.client.hmget(k.model(version, "users"), users),
-                                                 strict=True)}
+    vectors = dict(zip(users, get_user_vectors(store, version, users), strict=True))
     gram = ni.load_user_gram(store, version, 16)
     folded = ni.fold_items({item: pending}, vectors, gram, settings.als_regularization, settings.als_alpha)[item]
     expect = ni.blend_content({item: folded}, {item: content}, {item: len(pending)},

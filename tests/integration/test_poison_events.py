@@ -52,7 +52,7 @@ def test_poison_events_cost_seconds_never_the_partition(make_settings: Callable[
     store = RedisStore(s)
     # Stored state no code path can read: this user's next event passes validation but cannot be applied.
     store.client.rpush(store.keys.history("corrupt"), b"not an interaction")
-    store.client.hset(store.keys.user_events, "corrupt", 1)
+    store.client.hset(store.keys.user_events(store.keys.partition("corrupt")), "corrupt", 1)
     worker = Worker(s, tmp_path, "worker")
     try:
         worker.metrics_url(60)  # started and consuming

@@ -33,10 +33,10 @@ from streamrec.events import Event, now_ms
 from streamrec.kafka_io import EventProducer, admin_client, end_offsets, read_all
 from streamrec.ranking_settings import covis_config
 from streamrec.settings import Settings
-from streamrec.store import RedisStore, from_bytes
+from streamrec.store import RedisStore
 from streamrec.store.covisitation import neighbours
-from streamrec.store.models import activate, load_model, write_version
-from streamrec.store.users import event_counts, read_histories
+from streamrec.store.models import activate, get_user_vectors, load_model, write_version
+from streamrec.store.users import event_counts, read_histories, total_event_counts
 from tests.integration.test_worker_covisitation import replayed
 
 FACTORS = 8
@@ -148,9 +148,9 @@ def check_vectors(settings: Settings, version: str, users: list[str]) -> None:
         m = weighted_matrix([0] * len(h), [model.item_index[i.item] for i in h], [i.weight for i in h],
                             shape=(1, ITEMS))
         want = fold_in_users(model.item_factors, model.gram, m, settings.als_regularization, settings.als_alpha)[0]
-        raw = store.client.hget(store.keys.model(version, "users"), u)
-        assert raw is not None, f"no vector for {u} in {version}"
-        np.testing.assert_allclose(from_bytes(raw), want, rtol=1e-4, atol=1e-5)
+        got = get_user_vectors(store, version, [u])[0]
+        assert got is not None, f"no vector for {u} in {version}"
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     store.close()
 
 
@@ -213,7 +213,7 @@ def test_sigkill_mid_stream_then_restart_applies_every_event_once(
         first = workers(wsettings, "first")
         store = RedisStore(wsettings)
         deadline = time.monotonic() + 60
-        while sum(int(c) for c in store.client.hvals(store.keys.user_events)) < 1_500:
+        while total_event_counts(store)[1] < 1_500:
             assert time.monotonic() < deadline, first.tail()
             time.sleep(0.05)
         first.stop(signal.SIGKILL)  # mid-stream, very likely mid-batch

@@ -20,8 +20,9 @@ from stream_processors.processor import BatchProcessor
 from streamrec.events import Event, EventType, now_ms
 from streamrec.kafka_io import Record
 from streamrec.settings import Settings
+from streamrec.partitioner import partition_for
 from streamrec.store import RedisStore, from_bytes
-from streamrec.store.models import activate, load_model, write_version
+from streamrec.store.models import activate, get_user_vectors, load_model, write_version
 from streamrec.store.trending import add_counts, add_counts_many, top_popular, top_trending
 from streamrec.store.users import Interaction, append_histories, append_history, event_counts, read_histories
 
@@ -54,18 +55,18 @@ def event(user: str, item: str, etype: str = "click", ts: int | None = None, eve
 
 
 class Feed:
-    """Hands out Kafka-like records with increasing offsets per partition."""
+    """Hands out Kafka-like records with increasing offsets per partition, each in its user's murmur2
+    partition (as Kafka's producers put them)."""
 
-    def __init__(self, settings: Settings, partitions: int = 2) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.s = settings
-        self.partitions = partitions
         self.next: Counter[tuple[str, int]] = Counter()
 
     def records(self, events: list[Event]) -> list[Record]:
         out = []
         for e in events:
             topic = self.s.topic_for(e.type.value)
-            part = hash(e.user_id) % self.partitions
+            part = partition_for(e.user_id, self.s.partitions)
             off = self.next[(topic, part)]
             self.next[(topic, part)] += 1
             out.append(Record(topic, part, off, e.key, e.to_json_bytes(), e.ts))
@@ -89,8 +90,7 @@ def expected_vectors(store: RedisStore, settings: Settings, users: list[str]) ->
 
 
 def stored_vector(store: RedisStore, version: str, user: str) -> np.ndarray | None:
-    raw = store.client.hget(store.keys.model(version, "users"), user)
-    return from_bytes(raw) if raw else None
+    return get_user_vectors(store, version, [user])[0]
 
 
 def test_vectors_equal_fold_in_of_history_and_counts_match(wsettings: Settings, store: RedisStore) -> None:
@@ -119,7 +119,7 @@ def test_vectors_equal_fold_in_of_history_and_counts_match(wsettings: Settings, 
 
 def test_redelivery_and_duplicate_event_ids_apply_once(wsettings: Settings, store: RedisStore) -> None:
     publish(store, "v1", ["a", "b", "c"])
-    feed, proc = Feed(wsettings, partitions=1), BatchProcessor(wsettings, store)
+    feed, proc = Feed(wsettings), BatchProcessor(wsettings, store)
     first = [event("u1", "a"), event("u1", "b"), event("u2", "c", "purchase")]
     records = feed.records(first)
     r1 = proc.process(records)
@@ -137,7 +137,7 @@ def test_redelivery_and_duplicate_event_ids_apply_once(wsettings: Settings, stor
 
 def test_concurrent_writer_on_same_partition_forces_recompute(wsettings: Settings, store: RedisStore) -> None:
     publish(store, "v1", [f"i{i}" for i in range(10)])
-    feed = Feed(wsettings, partitions=1)
+    feed = Feed(wsettings)
     mine, theirs = BatchProcessor(wsettings, store), BatchProcessor(wsettings, store)
     mine.process(feed.records([event("u1", "i1")]))
     other_batch = feed.records([event("u1", "i2", "purchase")])
@@ -282,11 +282,12 @@ def test_store_batch_helpers_match_single_ones(wsettings: Settings, store: Redis
                 add_counts(pipe, other, t, {(item, cat): w})
             for u, lst in hist.items():
                 append_history(pipe, other, u, lst, 3)
-                pipe.hincrby(other.keys.user_events, u, len(lst))
+                pipe.hincrby(other.keys.user_events(other.keys.partition(u)), u, len(lst))
             pipe.execute()
             pipe = store.client.pipeline()
             add_counts_many(pipe, store, counts)
-            append_histories(pipe, store, hist, 3)
+            for p, users in store.keys.by_partition(hist).items():
+                append_histories(pipe, store, {u: hist[u] for u in users}, 3, p)
             pipe.execute()
 
         def dump(s: RedisStore) -> dict[str, object]:
@@ -312,7 +313,7 @@ def test_store_batch_helpers_match_single_ones(wsettings: Settings, store: Redis
 
 def test_processor_rejects_nothing_silently(wsettings: Settings, store: RedisStore) -> None:
     """Invalid records become dead letters with reasons; the valid ones around them are applied."""
-    feed, letters = Feed(wsettings, partitions=1), []
+    feed, letters = Feed(wsettings), []
     proc = BatchProcessor(wsettings, store, dead_letters=letters.extend)
     good = feed.records([event("u1", "i1"), event("u2", "i2")])
     bad = [Record(wsettings.topic_clicks, 0, 100 + n, b"k", raw, 0) for n, raw in
@@ -343,3 +344,20 @@ def test_new_item_interactions_keep_the_newest_cap_with_their_count_and_expiry(w
         f"solo\x1f{wsettings.purchase_weight:.6g}".encode()]
     for key in (count_key, store.keys.pending("v1", "new-a"), store.keys.pending("v1", "new-b")):
         assert 0 < store.client.ttl(key) <= 7 * 86_400
+
+
+def test_an_event_outside_its_users_murmur2_partition_is_a_dead_letter(wsettings: Settings,
+                                                                        store: RedisStore) -> None:
+    """A user's state lives under the keys of the partition murmur2 gives it (where the API reads it): an event
+    produced elsewhere (another partitioner, an explicit partition) is refused with the reason, not lost."""
+    feed, letters = Feed(wsettings), []
+    proc = BatchProcessor(wsettings, store, dead_letters=letters.extend)
+    good = feed.records([event("u1", "i1"), event("u2", "i2")])
+    stray = feed.records([event("u3", "i3")])[0]
+    wrong = (partition_for("u3", wsettings.partitions) + 1) % wsettings.partitions
+    misplaced = Record(stray.topic, wrong, 500, stray.key, stray.value, stray.timestamp_ms)
+    r = proc.process([good[0], misplaced, good[1]])
+    assert (r.applied, r.dead_letters) == (2, {"wrong_partition": 1})
+    assert [d.record for d in letters] == [misplaced]
+    assert f"partition {partition_for('u3', wsettings.partitions)} of {wsettings.partitions}" in letters[0].detail
+    assert event_counts(store, ["u1", "u2", "u3"]) == {"u1": 1, "u2": 1, "u3": 0}

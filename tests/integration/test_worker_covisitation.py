@@ -48,7 +48,7 @@ def test_worker_covisitation_equals_the_replay_whatever_the_batches(make_setting
     t0 = now_ms() - 3_600_000
     events = [event(f"u{rng.integers(12)}", f"i{rng.integers(25)}",
                     "purchase" if rng.random() < 0.2 else "click", ts=t0 + 7_000 * n) for n in range(300)]
-    records = Feed(s, partitions=3).records(events)
+    records = Feed(s).records(events)
     cuts = [0, 1, 40, 41, 170, 300]
     for lo, hi in itertools.pairwise(cuts):
         assert not proc.process(records[lo:hi]).dead_letters  # a one-event batch (no pair) included

@@ -25,7 +25,7 @@ def test_unappliable_events_are_dead_lettered_and_the_rest_applied_once(
     store = RedisStore(s)
     publish(store, "v1", [f"i{n}" for n in range(30)])
     store.client.rpush(store.keys.history("bad"), b"corrupt")  # state no code path can read
-    store.client.hset(store.keys.user_events, "bad", 1)
+    store.client.hset(store.keys.user_events(store.keys.partition("bad")), "bad", 1)
     letters: list[DeadLetter] = []
 
     def sink(batch: Sequence[DeadLetter]) -> None:
@@ -37,7 +37,7 @@ def test_unappliable_events_are_dead_lettered_and_the_rest_applied_once(
               for n in range(400)]
     events[150:150] = [event("bad", "i1", ts=t0 + 150)]
     events[333:333] = [event("bad", "i2", "purchase", ts=t0 + 333)]
-    feed = Feed(s, partitions=4)
+    feed = Feed(s)
     records = feed.records(events)
 
     result = proc.process(records)

@@ -15,14 +15,14 @@ from models.weighting import weighted_matrix
 from streamrec.events import InvalidEvent, decode_event
 from streamrec.kafka_io import read_all
 from streamrec.settings import Settings
-from streamrec.store import RedisStore, as_str, from_bytes
-from streamrec.store.models import current_version, load_model
-from streamrec.store.users import read_histories
+from streamrec.store import RedisStore
+from streamrec.store.models import current_version, get_user_vectors, load_model
+from streamrec.store.users import all_event_counts, read_histories
 
 
 def user_counts(store: RedisStore) -> dict[str, int]:
     """Every user's applied event count (``<p>:user_events``)."""
-    return {as_str(k): int(v) for k, v in store.client.hgetall(store.keys.user_events).items()}
+    return all_event_counts(store)
 
 
 def exactly_once(produced: dict[str, int], applied: dict[str, int]) -> dict[str, int]:
@@ -89,7 +89,7 @@ def vector_errors(settings: Settings, store: RedisStore, users: Sequence[str], s
     assert model is not None, "no current model version"
     picked = random.Random(seed).sample(list(users), min(sample, len(users)))
     histories = read_histories(store, picked)
-    raw = store.client.hmget(store.keys.model(model.version, "users"), picked)
+    raw = get_user_vectors(store, model.version, picked)
     worst, checked, missing = 0.0, 0, []
     for user, vec in zip(picked, raw, strict=True):
         h = [i for i in histories[user] if i.item in model.item_index]
@@ -101,7 +101,7 @@ def vector_errors(settings: Settings, store: RedisStore, users: Sequence[str], s
         m = weighted_matrix([0] * len(h), [model.item_index[i.item] for i in h], [i.weight for i in h],
                             shape=(1, len(model.item_ids)))
         want = fold_in_users(model.item_factors, model.gram, m, settings.als_regularization, settings.als_alpha)[0]
-        got = from_bytes(vec)
+        got = vec
         worst = max(worst, float(np.max(np.abs(got - want)) / max(1e-6, float(np.max(np.abs(want))))))
         checked += 1
     return {"version": model.version, "checked": checked, "missing": len(missing), "max_rel_error": worst}

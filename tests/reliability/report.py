@@ -150,7 +150,7 @@ def render(data: dict[str, Any]) -> str:
         "",
         "*Lost* counts events produced (acknowledged by Kafka, or answered 202 by the collector) that are not "
         "applied; *doubled* counts applications beyond one per event; both compare, per user, the events "
-        "produced with the user's applied-event count in Redis (`<prefix>:user_events`).",
+        "produced with the user's applied-event count in Redis (`<prefix>:{p<n>}:user_events`).",
         "",
         "## Summary",
         "",

@@ -1,4 +1,4 @@
-"""Pure helpers of the Redis side: the dedup window arithmetic, fences, the batch histogram."""
+"""Pure helpers of the Redis side: the dedup window arithmetic, the batch histogram."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, generate_latest
 
 from stream_processors.metrics import BatchHistogram
-from stream_processors.redis_io import dedup_buckets, fence_key
+from stream_processors.redis_io import dedup_buckets
 
 
 def test_an_id_added_at_t_is_checked_until_t_plus_window() -> None:
@@ -18,9 +18,8 @@ def test_an_id_added_at_t_is_checked_until_t_plus_window() -> None:
             assert bucket in dedup_buckets(later, window)[1]
 
 
-def test_buckets_are_few_and_fences_are_per_partition() -> None:
+def test_buckets_are_few() -> None:
     assert len(dedup_buckets(10_000, 60)[1]) == 3
-    assert fence_key("p:offsets:g", 3) == "p:offsets:g:fence:3"
 
 
 def test_batch_histogram_bins_like_prometheus() -> None:
