@@ -32,7 +32,7 @@ F64 = npt.NDArray[np.float64]
 EMPTY = np.zeros(0, dtype=np.int64)
 
 # KEYS = [users hash, user_ts hash, history list]; ARGV = [user id ('' = no user), session items n,
-# co-visitation key prefix ("<prefix>:covis:"), posted session items newest first...]. Returns
+# co-visitation key prefix ("<prefix>:{c}:covis:"), posted session items newest first...]. Returns
 # {vector, vector ts, items, weights, ts (history newest first, joined by \x1e), session items (joined),
 # the profile or false, HGETALL of each session item}. The co-visitation keys are built here (they depend on
 # the history); the profile (KEYS[4]) is read only for a user with fewer than ARGV[4] history entries (a new

@@ -77,10 +77,16 @@ def _rebuild(sub: argparse._SubParsersAction) -> None:
     register(sub)
 
 
+def _migrate(sub: argparse._SubParsersAction) -> None:
+    from ops.migrate import register
+
+    register(sub)
+
+
 def _catalog(sub: argparse._SubParsersAction) -> None:
     from ops.catalog_cli import register
 
     register(sub)
 
 
-REGISTRY: list[Register] = [_demo, _lag, _dead_letters, *_stages(), _bench, _eval, _rebuild, _catalog]
+REGISTRY: list[Register] = [_demo, _lag, _dead_letters, *_stages(), _bench, _eval, _rebuild, _migrate, _catalog]

@@ -56,8 +56,8 @@ def user_state_patterns(settings: Settings) -> list[str]:
     p, g = settings.redis_prefix, settings.consumer_group
     # the per-partition keys (``<prefix>:{p<n>}:...``, streamrec.store.Keys); profiles are not derived state
     return [f"{p}:{{p*}}:hist:*", f"{p}:{{p*}}:user_events", f"{p}:{{p*}}:offsets:{g}", f"{p}:{{p*}}:fence:{g}",
-            f"{p}:{{p*}}:dedup:*", f"{p}:trend:*", f"{p}:popular",
-            f"{p}:popular:c:*", f"{p}:model:*:new_items", f"{p}:model:*:pending_n", f"{p}:model:*:pending:*"]
+            f"{p}:{{p*}}:dedup:*", f"{p}:{{t}}:trend:*", f"{p}:{{t}}:popular", f"{p}:{{t}}:popular:c:*",
+            f"{p}:model:*:{{n}}:new_items", f"{p}:model:*:{{n}}:pending_n", f"{p}:model:*:{{n}}:pending:*"]
 
 
 def wipe_user_state(settings: Settings, store: Any) -> int:
@@ -153,6 +153,7 @@ def _check_preconditions(settings: Settings, store: RedisStore, force: bool, sum
     """Redis and Kafka answer, no worker runs, and the user state is gone (or ``force`` wipes it); returns
     the topics' end offsets, up to which the state is replayed."""
     from streamrec.kafka_io import KafkaUnavailable, end_offsets
+    from streamrec.store.layout import LayoutMismatch, ensure_layout
 
     if not store.ping():
         raise RebuildError(f"redis at {settings.redis_url.split('@')[-1]} does not answer")
@@ -172,6 +173,10 @@ def _check_preconditions(settings: Settings, store: RedisStore, force: bool, sum
                                "Use --force to wipe it and recompute it from the topics")
         summary["wiped_keys"] = wipe_user_state(settings, store)
         progress(f"wiped {summary['wiped_keys']} keys of user state")
+    try:  # the replay writes this version's layout: refuse a Redis whose remaining state follows another
+        ensure_layout(store)
+    except LayoutMismatch as exc:
+        raise RebuildError(str(exc)) from None
     return end
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from streamrec.settings import Settings
+from streamrec.store.layout import LayoutMismatch
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -25,7 +26,11 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     except KafkaUnavailable as exc:
         print(f"streamrec: {exc} (is the stack up? run: streamrec stack up)", file=sys.stderr, flush=True)
         return 1
-    warn_if_not_copartitioned(settings)
+    try:
+        check_partitions(settings)
+    except LayoutMismatch as exc:
+        print(f"streamrec: {exc}", file=sys.stderr, flush=True)
+        return 1
     port = metrics.serve(settings.metrics_host, settings.worker_metrics_port)
     print(f"[worker] group {settings.consumer_group} on {settings.kafka_bootstrap} topics "
           f"{settings.event_topics} -> redis {redacted_url(settings.redis_url)} prefix {settings.redis_prefix!r}; "
@@ -33,16 +38,30 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return run_worker(settings, loglevel=args.log_level, stats_file=args.stats_file)
 
 
-def warn_if_not_copartitioned(settings: Settings) -> None:
-    """A user's clicks and purchases must share a partition number (same count in both topics), or the
-    same user's events can be applied by two workers at once (their vectors may then lag one event)."""
+def check_partitions(settings: Settings) -> None:
+    """The event topics have ``STREAMREC_PARTITIONS`` partitions each (a user's clicks and purchases then
+    share a partition number, and the Redis keys of the user's state follow that count), and Redis holds
+    state in this layout (recorded now on an empty Redis); raises :class:`LayoutMismatch` otherwise."""
+    import redis
+
     from streamrec.kafka_io import admin_client
+    from streamrec.store import RedisStore
+    from streamrec.store.layout import ensure_layout
 
     topics = admin_client(settings).list_topics(timeout=10).topics
     counts = {t: len(topics[t].partitions) for t in settings.event_topics if t in topics}
-    if len(set(counts.values())) > 1:
-        logging.getLogger("streamrec.worker").warning(
-            "the event topics have different partition counts %s: give them the same count", counts)
+    wrong = {t: n for t, n in counts.items() if n != settings.partitions}
+    if wrong:
+        raise LayoutMismatch(f"the event topics have {wrong} partitions but STREAMREC_PARTITIONS is "
+                             f"{settings.partitions}: the Redis keys follow the partition count, so give every "
+                             "event topic the same count and set STREAMREC_PARTITIONS to it")
+    store = RedisStore(settings)
+    try:
+        ensure_layout(store)
+    except redis.RedisError as exc:  # the batches retry until Redis is back; the next start checks then
+        logging.getLogger("streamrec.worker").warning("redis did not answer (%s): key layout not checked", exc)
+    finally:
+        store.close()
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -2,12 +2,12 @@
 
 Per model version ``v`` the worker keeps, for every item outside the version's catalogue:
 
-* ``<p>:model:<v>:pending_n`` -- HASH item -> interactions recorded so far;
-* ``<p>:model:<v>:pending:{item}`` -- LIST of ``user \\x1f weight`` (the newest ``history_cap`` kept).
+* ``<p>:model:<v>:{n}:pending_n`` -- HASH item -> interactions recorded so far;
+* ``<p>:model:<v>:{n}:pending:<item>`` -- LIST of ``user \\x1f weight`` (the newest ``history_cap`` kept).
 
 When an item's count reaches ``new_item_min_interactions`` it is folded in with
 :func:`models.foldin.fold_in_items` from the vectors of the users who touched it, against ``XᵀX`` of the
-version's users, and written to ``<p>:model:<v>:new_items``. It is folded again each time its count
+version's users, and written to ``<p>:model:<v>:{n}:new_items``. It is folded again each time its count
 doubles (min, 2·min, 4·min, ... up to ``history_cap``); the next refit takes over from there. An item with
 a content vector (``<p>:model:<v>:content_items``, from its catalogue metadata) is blended with it, the
 content vector counting as ``content_prior_interactions`` interactions (:func:`blend_content`). The

@@ -60,7 +60,9 @@ class Keys:
     one user is one slot. *p* is the partition Kafka's murmur2 partitioner gives the user id
     (:func:`streamrec.partitioner.partition_for`) on a topic of ``partitions`` partitions; the worker takes it
     from the record, readers compute it with :meth:`partition`. Global keys (model pointer, version parts
-    shared by all users, trending, catalogue, co-visitation) have no partition tag.
+    shared by all users, catalogue) have no partition tag; what the worker writes for all users has a tag
+    per kind -- ``{t}`` trending and popular, ``{c}`` co-visitation, ``{n}`` items new since the refit -- so
+    on a Redis Cluster each kind's writes of a batch are one script on one slot (docs/operations.md).
     """
 
     def __init__(self, prefix: str, partitions: int = 1) -> None:
@@ -106,6 +108,8 @@ class Keys:
         the per-user parts are per partition: :meth:`user_vectors` and :meth:`user_ts`."""
         if part in PER_PARTITION_PARTS:
             raise ValueError(f"model part {part!r} is per partition: use Keys.user_vectors/user_ts")
+        if part in NEW_ITEM_PARTS:
+            return f"{self.prefix}:model:{version}:{{n}}:{part}"
         return f"{self.prefix}:model:{version}:{part}"
 
     def user_vectors(self, version: str, p: int) -> str:
@@ -118,7 +122,7 @@ class Keys:
 
     def pending(self, version: str, item: str) -> str:
         """The worker's list of interactions with a new item of ``version`` (``user \\x1f weight`` entries)."""
-        return self.model(version, f"pending:{{{item}}}")
+        return f"{self.prefix}:model:{version}:{{n}}:pending:{item}"
 
     # per-user state (written by the worker, version independent)
     def history(self, user: str, p: int | None = None) -> str:
@@ -165,7 +169,7 @@ class Keys:
         return f"{self.prefix}:item_category"
 
     def trend(self, granularity: str, bucket: int, category: str | None = None) -> str:
-        base = f"{self.prefix}:trend:{granularity}:{bucket}"
+        base = f"{self.prefix}:{{t}}:trend:{granularity}:{bucket}"
         return f"{base}:c:{category}" if category else base
 
     # user profiles (personal data: docs/api.md#what-is-stored-about-a-user), per partition like the rest
@@ -178,11 +182,13 @@ class Keys:
         return f"{self.prefix}:erased"
 
     def popular(self, category: str | None = None) -> str:
-        return f"{self.prefix}:popular:c:{category}" if category else f"{self.prefix}:popular"
+        return f"{self.prefix}:{{t}}:popular:c:{category}" if category else f"{self.prefix}:{{t}}:popular"
 
 
 PER_PARTITION_PARTS = ("users", "user_ts")
 """The parts of a model version kept per partition (:meth:`Keys.user_vectors`, :meth:`Keys.user_ts`)."""
+NEW_ITEM_PARTS = ("pending_n", "new_items")
+"""The parts of a model version the worker writes with the pending lists of new items (tag ``{n}``)."""
 
 
 class RedisStore:

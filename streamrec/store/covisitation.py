@@ -1,6 +1,6 @@
 """Item-to-item co-visitation in Redis: each item's decayed neighbour scores, one hash per item.
 
-``<prefix>:covis:<item>`` maps each neighbour id to its score *stored in decayed units* of the hash's own
+``<prefix>:{c}:covis:<item>`` maps each neighbour id to its score *stored in decayed units* of the hash's own
 epoch (see :mod:`models.covisitation`): ``stored = weight · 2^((t - epoch) / half_life)``, so adding a
 pair is a plain ``HINCRBYFLOAT`` and no score is ever rescanned to decay it. The field ``""`` (no item id
 is empty) holds the epoch in epoch milliseconds. The true score at ``now`` is
@@ -86,7 +86,7 @@ return #KEYS
 
 def covis_key(store: RedisStore, item: str) -> str:
     """The hash of ``item``'s neighbours."""
-    return f"{store.keys.prefix}:covis:{item}"
+    return f"{store.keys.prefix}:{{c}}:covis:{item}"
 
 
 def queue_pairs(pipe: Pipeline, store: RedisStore, rows: Mapping[str, tuple[Sequence[str], npt.ArrayLike]],

@@ -21,6 +21,7 @@ from stream_processors.processor import BatchProcessor
 from streamrec.dead_letter_format import REPLAYED_FROM
 from streamrec.events import Event, EventType, now_ms
 from streamrec.kafka_io import Record, end_offsets, read_all
+from streamrec.partitioner import partition_for
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
 from tests.helpers.processes import run_cli
@@ -38,7 +39,9 @@ def letters(make_settings: Callable[..., Settings]) -> tuple[Settings, dict[str,
     clicks, purchases = s.topic_clicks, s.topic_purchases
     ts = now_ms()
     recs = {
-        "apply_failed": Record(clicks, 1, 10, b"u-poison", event_bytes("u-poison"), ts),
+        # the poison event sat in its user's murmur2 partition, as every applied event does
+        "apply_failed": Record(clicks, partition_for("u-poison", s.partitions), 10, b"u-poison",
+                               event_bytes("u-poison"), ts),
         "bad_json": Record(purchases, 2, 5, b"u-bad", b'{"event_id": \x1b[2J\x07', ts),
         "invalid_field": Record(clicks, 0, 7, b"u-field", b'{"user_id": "\xe2\x80\xae evil"}' + b"x" * 300, ts),
         "oversized": Record(clicks, 3, 2, b"u-big", b"y" * 900_050, ts),
@@ -80,7 +83,8 @@ def test_list_shows_reason_detail_source_time_and_a_safe_preview(
     rc, out, err = dl(s, "list", "--reason", "apply_failed")
     assert rc == 0, err
     assert [ln.split()[2] for ln in out.splitlines()[1:2]] == ["apply_failed"]
-    assert f"{s.topic_clicks}:1:10" in out and "1 of 1 dead letters with reason apply_failed" in out
+    assert f"{s.topic_clicks}:{recs['apply_failed'].partition}:10" in out
+    assert "1 of 1 dead letters with reason apply_failed" in out
 
     since = datetime.fromtimestamp(cut, UTC).isoformat()
     rc, out, err = dl(s, "list", "--since", since, "--json")
@@ -113,7 +117,7 @@ def test_replay_by_reason_reaches_the_source_topic_only_once_applied(
     assert f"replayed 1 dead letter to their source topics: {s.topic_clicks} 1" in out
     arrived = list(read_all(s, s.event_topics))
     assert [(r.topic, r.partition, r.key, r.value) for r in arrived] == [
-        (s.topic_clicks, 1, b"u-poison", recs["apply_failed"].value)]
+        (s.topic_clicks, recs["apply_failed"].partition, b"u-poison", recs["apply_failed"].value)]
     assert dict(arrived[0].headers)[REPLAYED_FROM].decode().startswith(f"{s.topic_dead_letter}:")
 
     # Replayed again (an SRE's second try): the worker's core applies the event once.

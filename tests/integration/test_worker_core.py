@@ -19,8 +19,8 @@ from models.weighting import weighted_matrix
 from stream_processors.processor import BatchProcessor
 from streamrec.events import Event, EventType, now_ms
 from streamrec.kafka_io import Record
-from streamrec.settings import Settings
 from streamrec.partitioner import partition_for
+from streamrec.settings import Settings
 from streamrec.store import RedisStore, from_bytes
 from streamrec.store.models import activate, get_user_vectors, load_model, write_version
 from streamrec.store.trending import add_counts, add_counts_many, top_popular, top_trending
