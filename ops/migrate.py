@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from streamrec.settings import Settings
-from streamrec.store import RedisStore, as_str
+from streamrec.store import NEW_ITEM_PARTS, RedisStore, as_str
 from streamrec.store.layout import FORMAT, Layout, read_layout, write_layout
 
 Progress = Callable[[str], None]
@@ -142,6 +142,11 @@ def _move_histories(store: RedisStore, found: Layout, progress: Progress) -> int
     return moved
 
 
+def _tagged_part(part: str) -> Callable[[str], str]:
+    """``<prefix>:model:<v>:<part>`` -> ``<prefix>:model:<v>:{n}:<part>``."""
+    return lambda key: f"{key[: -len(part) - 1]}:{{n}}:{part}"
+
+
 def _move_shared(store: RedisStore) -> int:
     """Format 1's keys written for all users (trending, popular, co-visitation, new items) to their kind's
     hash tag (:class:`streamrec.store.Keys`); the rest of each name is unchanged."""
@@ -150,10 +155,9 @@ def _move_shared(store: RedisStore) -> int:
         (f"{p}:trend:*", lambda key: f"{pre}:{{t}}:{key[len(pre) + 1:]}"),
         (f"{p}:popular*", lambda key: f"{pre}:{{t}}:{key[len(pre) + 1:]}"),
         (f"{p}:covis:*", lambda key: f"{pre}:{{c}}:{key[len(pre) + 1:]}"),
-        (f"{p}:model:*[^}}]:pending_n", lambda key: key.replace(":pending_n", ":{n}:pending_n")),
-        (f"{p}:model:*[^}}]:new_items", lambda key: key.replace(":new_items", ":{n}:new_items")),
         (f"{p}:model:*:pending:{{*}}", lambda key: key.replace(":pending:{", ":{n}:pending:")[:-1]),
     ]
+    renames += [(f"{p}:model:*[^}}]:{part}", _tagged_part(part)) for part in NEW_ITEM_PARTS]
     moved = 0
     for pattern, rename in renames:
         for key in list(_scan(store, pattern)):

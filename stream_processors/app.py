@@ -135,6 +135,11 @@ def build_app(settings: Settings, *, stats_file: Path | None = None) -> faust.Ap
             processor.refresh_model()
         except Exception as exc:  # Redis away: the next batch retries with backoff anyway
             log.warning("model check failed: %s", exc)
+        # Redis Cluster: shared effects a crashed or failed drain left in an outbox (no-op on one Redis)
+        try:
+            processor.drain_outboxes()
+        except Exception as exc:
+            log.warning("outbox sweep failed: %s", exc)
 
     return app
 

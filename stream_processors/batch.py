@@ -6,6 +6,7 @@ as flat lists, built once per batch; see :mod:`.processor` for the steps and ret
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -27,13 +28,12 @@ from stream_processors.redis_io import (
     queue_offsets_max,
 )
 from stream_processors.result import BatchResult
+from stream_processors.shared import effects_of, queue_effects, queue_outbox
 from stream_processors.signals import covisitation_pairs
 from stream_processors.state import ModelState, UserCache, UserState
 from streamrec.events import now_ms
 from streamrec.settings import Settings
-from streamrec.store import RedisStore, from_bytes, to_bytes
-from streamrec.store.covisitation import queue_pairs
-from streamrec.store.trending import add_counts_many
+from streamrec.store import RedisStore, from_bytes
 from streamrec.store.users import Interaction, append_histories, encode_interactions, write_user_vectors
 
 
@@ -52,6 +52,9 @@ class WorkerState(Protocol):
     new_item_refresh_s: float
     covis: CovisConfig | None  # co-visitation kept by the worker (None: switched off)
 
+    def drain_outbox(self, p: int) -> None:
+        """Apply partition ``p``'s outbox to the shared keys (Redis Cluster; :func:`.shared.drain`)."""
+
 CATEGORY_CACHE_S = 300.0  # catalogue categories are re-read this often
 
 
@@ -67,6 +70,23 @@ class BatchPlan:
         self.model = proc.model
         self.current: str | None = None
         self.dead_letters: list[DeadLetter] = []
+        # On a Redis Cluster the plan is for one partition (the processor splits batches): the transaction
+        # runs on the partition's node and slot, and the keys shared by all users are read apart from it and
+        # written through the partition's outbox (stream_processors.shared).
+        self.cluster = proc.store.cluster
+        self.seq = 0  # the partition's fence value after this batch (cluster: numbers its outbox entry)
+
+    def _shared(self, cmds: list[tuple[Any, ...]]) -> list[Any]:
+        """Reads of keys outside the partitions' slots: on the watched connection on one Redis (one round
+        trip with the rest), through the cluster client on a cluster (not watched: see docs/operations.md)."""
+        if not self.cluster:
+            return self.tx.read(cmds)
+        if not cmds:
+            return []
+        pipe = self.proc.store.client.pipeline(transaction=False)
+        for cmd in cmds:
+            pipe.execute_command(*cmd)
+        return list(pipe.execute())
 
     # ------------------------------------------------------------------------------------------ read
     def read(self) -> None:
@@ -77,7 +97,9 @@ class BatchPlan:
         # history key would do too, but Redis's WATCH is quadratic in the number of keys.
         group = self.settings.consumer_group
         self.fences = [keys.fence(group, p) for p in batch.parts]
-        self.tx.watch([keys.current, *self.fences])
+        # on a cluster the model pointer is in another slot: a swap during the batch is caught by the refit's
+        # re-fold instead (batch/foldback.py reads the histories this batch writes)
+        self.tx.watch(self.fences if self.cluster else [keys.current, *self.fences])
         self.fields = {p: [(t, q) for t, q in batch.max_offsets if q == p] for p in batch.parts}
         now_s = proc.clock() // 1000
         self.bucket, check, self.bucket_expire = dedup_buckets(now_s, self.settings.dedup_window_s)
@@ -86,25 +108,28 @@ class BatchPlan:
             proc.categories_at = time.monotonic()
         self.uncat = [i for i in dict.fromkeys(batch.item) if i not in proc.categories]
         self.nonbase = [i for i in dict.fromkeys(batch.item) if self.model and not self.model.is_base_item(i)]
-        cmds: list[tuple[Any, ...]] = [("GET", keys.current)]
+        local: list[tuple[Any, ...]] = [("GET", fence) for fence in self.fences] if self.cluster else []
         for p, fields in self.fields.items():
-            cmds.append(("HMGET", keys.offsets(group, p), *(f"{t}:{p}" for t, _ in fields)))
+            local.append(("HMGET", keys.offsets(group, p), *(f"{t}:{p}" for t, _ in fields)))
         with_events = [p for p in batch.parts if batch.events_of[p]]
         for p in with_events:
             ids = b"".join(batch.id[i] for i in batch.events_of[p])
-            cmds.append(dedup_check_command([keys.dedup(x, p) for x in check], ids))
-            cmds.append(("HMGET", keys.user_events(p), *batch.users_of[p]))
+            local.append(dedup_check_command([keys.dedup(x, p) for x in check], ids))
+            local.append(("HMGET", keys.user_events(p), *batch.users_of[p]))
+        shared: list[tuple[Any, ...]] = [("GET", keys.current)]
         if self.uncat:
-            cmds.append(("HMGET", keys.item_category, *self.uncat))
+            shared.append(("HMGET", keys.item_category, *self.uncat))
         if self.model and self.nonbase:
             v = self.model.version
-            cmds.append(("HMGET", ni.pending_count_key(proc.store, v), *self.nonbase))
-            cmds.append(("HMGET", keys.model(v, "new_items"), *self.nonbase))
+            shared.append(("HMGET", ni.pending_count_key(proc.store, v), *self.nonbase))
+            shared.append(("HMGET", keys.model(v, "new_items"), *self.nonbase))
         if self.model:
-            cmds.append(("HLEN", keys.model(self.model.version, "new_items")))
-        r = iter(self.tx.read(cmds))
-        raw = next(r)
-        self.current = raw.decode() if raw else None
+            shared.append(("HLEN", keys.model(self.model.version, "new_items")))
+        if self.cluster:
+            r, s = iter(self.tx.read(local)), iter(self._shared(shared))
+            self.seq = max((int(x or 0) for x in itertools.islice(r, len(self.fences))), default=0) + 1
+        else:
+            r = s = iter(self.tx.read(local + shared))
         self.applied: dict[tuple[str, int], int] = {}
         for fields in self.fields.values():
             self.applied.update((tp, int(x) if x is not None else -1) for tp, x in zip(fields, next(r), strict=True))
@@ -115,14 +140,16 @@ class BatchPlan:
             self.dups.update(where[int(i) - 1] for i in next(r))
             self.counts.update((u, int(c) if c is not None else 0)
                                for u, c in zip(batch.users_of[p], next(r), strict=True))
+        raw = next(s)
+        self.current = raw.decode() if raw else None
         if self.uncat:
-            proc.categories.update((i, c.decode() if c else None) for i, c in zip(self.uncat, next(r), strict=True))
+            proc.categories.update((i, c.decode() if c else None) for i, c in zip(self.uncat, next(s), strict=True))
         self.pending_before: dict[str, int] = {}
         self.remote_new: dict[str, np.ndarray] = {}
         if self.model and self.nonbase:
-            self.pending_before = {i: int(c or 0) for i, c in zip(self.nonbase, next(r), strict=True)}
-            self.remote_new = {i: from_bytes(vec) for i, vec in zip(self.nonbase, next(r), strict=True) if vec}
-        self.new_items_len = int(next(r)) if self.model else 0
+            self.pending_before = {i: int(c or 0) for i, c in zip(self.nonbase, next(s), strict=True)}
+            self.remote_new = {i: from_bytes(vec) for i, vec in zip(self.nonbase, next(s), strict=True) if vec}
+        self.new_items_len = int(next(s)) if self.model else 0
 
     # ------------------------------------------------------------------------------------------ select
     def select(self) -> None:
@@ -182,8 +209,9 @@ class BatchPlan:
             rows_by_user[u] = (old.data, added)
             self.states[u] = old.extended(added, cap)
         self.covis_rows: dict[str, tuple[list[str], np.ndarray]] = {}
+        self.now = proc.clock()
+        self.pending_add: dict[str, list[str]] = {}
         if proc.covis is not None:
-            self.now = proc.clock()
             purchase = [batch.type[i] == "purchase" for i in order]
             self.covis_rows = covisitation_pairs(rows_by_user, purchase, proc.items, proc.covis, self.now)
         self.vec_users: list[str] = []
@@ -228,7 +256,7 @@ class BatchPlan:
     def _fold_new_items(self) -> None:
         model, batch, settings = self.model, self.batch, self.settings
         assert model is not None
-        self.pending_add: dict[str, list[str]] = defaultdict(list)
+        self.pending_add = defaultdict(list)
         fresh: dict[str, list[tuple[str, float]]] = defaultdict(list)
         nonbase = set(self.nonbase)  # the batch's items the version does not hold (read() found them)
         if not nonbase:
@@ -251,7 +279,7 @@ class BatchPlan:
         ]
         if not due:
             return
-        lists = self.tx.read([("LRANGE", ni.pending_list_key(self.proc.store, model.version, it), 0, -1) for it in due])
+        lists = self._shared([("LRANGE", ni.pending_list_key(self.proc.store, model.version, it), 0, -1) for it in due])
         interactions = {
             it: ([ni.decode_pending(x) for x in old] + fresh[it])[-settings.history_cap :]
             for it, old in zip(due, lists, strict=True)
@@ -262,7 +290,7 @@ class BatchPlan:
         missing = sorted(involved - vecs.keys())
         if missing:  # users of the pending lists (any partition) without a vector in this batch
             groups = self.keys.by_partition(missing)
-            replies = self.tx.read([("HMGET", self.keys.user_vectors(model.version, p), *users)
+            replies = self._shared([("HMGET", self.keys.user_vectors(model.version, p), *users)
                                     for p, users in groups.items()])
             for users, raw in zip(groups.values(), replies, strict=True):
                 vecs.update({u: from_bytes(v) for u, v in zip(users, raw, strict=True) if v})
@@ -273,7 +301,7 @@ class BatchPlan:
         )
         if self.folded_items and settings.content_prior_interactions > 0:  # cold start: blend with metadata
             names = list(self.folded_items)
-            raw = self.tx.read([("HMGET", self.keys.model(model.version, "content_items"), *names)])[0]
+            raw = self._shared([("HMGET", self.keys.model(model.version, "content_items"), *names)])[0]
             self.folded_items = ni.blend_content(self.folded_items, dict(zip(names, raw, strict=True)),
                                                  {it: len(interactions[it]) for it in names},
                                                  settings.content_prior_interactions)
@@ -308,16 +336,12 @@ class BatchPlan:
             counts[(batch.ts[i] - batch.ts[i] % 60_000, item, cats.get(item) or batch.context_category[i])] += (
                 batch.weight[i]
             )
-        add_counts_many(pipe, proc.store, counts)
+        self._write_shared(pipe, counts)
         applied_of: dict[int, list[int]] = defaultdict(list)
         for i in self.apply_idx:
             applied_of[batch.partition[i]].append(i)
         for p, idx in applied_of.items():
             queue_dedup_add(pipe, keys.dedup(self.bucket, p), b"".join(batch.id[i] for i in idx), self.bucket_expire)
-        if self.model is not None and self.pending_add:
-            self._write_new_items(pipe)
-        if proc.covis is not None:
-            queue_pairs(pipe, proc.store, self.covis_rows, self.now, proc.covis.half_life_s, proc.covis.top_n)
         for fence in self.fences:
             pipe.incr(fence)
         for p, fields in self.fields.items():
@@ -325,20 +349,26 @@ class BatchPlan:
                               {f"{t}:{q}": batch.max_offsets[(t, q)] for t, q in fields
                                if batch.max_offsets[(t, q)] > self.applied[(t, q)]})
 
-    def _write_new_items(self, pipe: Any) -> None:
-        model, proc = self.model, self.proc
-        assert model is not None
-        v = model.version
-        ni.queue_pending(pipe, proc.store, v, self.pending_add, self.settings.history_cap)
-        if self.folded_items:
-            pipe.hset(
-                self.keys.model(v, "new_items"), mapping={it: to_bytes(vec) for it, vec in self.folded_items.items()}
-            )
+    def _write_shared(self, pipe: Any, counts: dict[tuple[int, str, str | None], float]) -> None:
+        """The batch's effects on the keys shared by all users (trending, new items, co-visitation): queued in
+        this transaction on one Redis; on a cluster, appended to the partition's outbox (:mod:`.shared`)."""
+        proc = self.proc
+        version = self.model.version if self.model is not None else None
+        covis = (proc.covis.half_life_s, proc.covis.top_n) if proc.covis is not None else None
+        if self.cluster:
+            assert len(self.batch.parts) == 1, "on a cluster a plan is for one partition"
+            effects = effects_of(counts, version, self.pending_add, self.folded_items, self.now, self.covis_rows)
+            queue_outbox(pipe, proc.store, self.batch.parts[0], self.seq, effects)
+        else:
+            queue_effects(pipe, proc.store, counts, version, self.pending_add, self.folded_items, self.now,
+                          self.covis_rows, covis, self.settings.history_cap)
 
     # ------------------------------------------------------------------------------------------ commit
     def commit(self) -> BatchResult:
         self.tx.execute()  # raises WatchError when a watched key changed
         write_ms = now_ms()
+        if self.cluster:  # committed: now the shared keys (an entry left behind is applied by the next drain)
+            self.proc.drain_outbox(self.batch.parts[0])
         batch, proc = self.batch, self.proc
         proc.users.put_many(self.states.items())
         if self.model is not None and self.folded_items:

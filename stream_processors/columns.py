@@ -13,7 +13,7 @@ class Batch:
     """The decoded events of one batch as flat per-event lists, plus per-partition facts."""
 
     def __init__(self, valid: Sequence[ValidEvent], dead: Sequence[DeadLetter], weighting: WeightingConfig) -> None:
-        self.dead = list(dead)
+        self.valid, self.dead, self.weighting = valid, list(dead), weighting
         self.n = len(valid)
         # One list comprehension per column: this runs for every event, and comprehensions cost about half
         # of one loop assigning a dozen lists by index.
@@ -53,6 +53,22 @@ class Batch:
         for u in self.users:
             self.users_of[self.partition_of[u]].append(u)
         self.applied_by_type: dict[tuple[str, str], int] = {}
+        # Redis Cluster: partition -> (result, applied by type) of its transaction once committed (a retry of
+        # the batch skips those partitions)
+        self.committed: dict[int, tuple[Any, dict[tuple[str, str], int]]] = {}
+
+
+def by_partition(batch: Batch) -> list[Batch]:
+    """``batch`` as one batch per partition (a Redis Cluster transaction is on one partition's slot)."""
+    if len(batch.parts) == 1:
+        return [batch]
+    valid: dict[int, list[ValidEvent]] = {p: [] for p in batch.parts}
+    dead: dict[int, list[DeadLetter]] = {p: [] for p in batch.parts}
+    for v in batch.valid:
+        valid[v[0].partition].append(v)
+    for d in batch.dead:
+        dead[d.record.partition].append(d)
+    return [Batch(valid[p], dead[p], batch.weighting) for p in batch.parts]
 
 
 def _context_category(context: dict[str, Any] | None) -> str | None:

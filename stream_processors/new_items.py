@@ -71,7 +71,7 @@ def queue_pending(pipe: Pipeline, store: RedisStore, version: str, pending: Mapp
     if not items:
         return
     keys = [pending_count_key(store, version), *(pending_list_key(store, version, it) for it in items)]
-    pipe.eval(_PENDING_LUA, len(keys), *keys, cap, PENDING_TTL_S, ENTRY_SEP.join(items),
+    pipe.execute_command("EVAL", _PENDING_LUA, len(keys), *keys, cap, PENDING_TTL_S, ENTRY_SEP.join(items),
               *(ENTRY_SEP.join(pending[it]) for it in items))
 
 

@@ -27,19 +27,22 @@ from __future__ import annotations
 import gc
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable, Generator, Sequence
 from typing import cast
 
 import redis
+import redis.exceptions as rexc
 from confluent_kafka import KafkaException
 
 from models.ids import IdMap
 from stream_processors import metrics as m
 from stream_processors.batch import BatchPlan
-from stream_processors.columns import Batch
+from stream_processors.columns import Batch, by_partition
 from stream_processors.decode import MAX_DETAIL, DeadLetter, ValidEvent, decode_records
 from stream_processors.redis_io import WatchedBatch
 from stream_processors.result import BatchResult
+from stream_processors.shared import drain
 from stream_processors.state import ModelState, UserCache
 from streamrec.events import now_ms
 from streamrec.kafka_io import KafkaUnavailable, Record
@@ -51,9 +54,12 @@ from streamrec.store.models import load_model
 
 log = logging.getLogger("streamrec.worker")
 
+# Redis Cluster's too: a slot moved or its master failed over (MOVED, ASK, TRYAGAIN, CLUSTERDOWN, a slot no
+# node serves yet); the retry re-learns the topology first
 INFRA_ERRORS: tuple[type[BaseException], ...] = (
     redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, redis.ReadOnlyError,
     StoreUnavailable, KafkaUnavailable, KafkaException, OSError,
+    rexc.AskError, rexc.TryAgainError, rexc.ClusterError, rexc.RedisClusterException,
 )
 DeadLetterSink = Callable[[Sequence[DeadLetter]], None]
 
@@ -130,9 +136,18 @@ class BatchProcessor:
         record that fails: that one becomes an ``apply_failed`` dead letter and everything else is applied
         exactly once. A poison event costs about 2·log2(batch) attempts, never the partition.
         """
-        outcome = yield from self._retry(Batch(valid, dead, self.weighting), sent, bug_retries=1)
+        whole = Batch(valid, dead, self.weighting)
+        outcome = yield from self._retry(whole, sent, bug_retries=1)
         if isinstance(outcome, BatchResult):
             return outcome
+        total = BatchResult()
+        if whole.committed:  # Redis Cluster: the partitions committed before one failed are done
+            for result, applied in whole.committed.values():
+                total.merge(result)
+                self._observe_types(applied)
+            records = [r for r in records if r.partition not in whole.committed]
+            valid = [v for v in valid if v.record.partition not in whole.committed]
+            dead = [d for d in dead if d.record.partition not in whole.committed]
         if len(records) == 1:
             alone = Batch(valid, dead, self.weighting)  # a dead letter alone failed: not an event's fault
             if valid:
@@ -143,11 +158,11 @@ class BatchProcessor:
                 alone = Batch([], [letter], self.weighting)
             last = yield from self._retry(alone, sent, bug_retries=None)
             assert isinstance(last, BatchResult)  # bug_retries=None retries until it succeeds
-            return last
+            total.merge(last)
+            return total
         log.warning("batch of %d records failed twice (%s: %s): isolating the records that cannot be applied",
                     len(records), type(outcome).__name__, outcome)
         mid = len(records) // 2
-        total = BatchResult()
         for half in (records[:mid], records[mid:]):
             where = {_where(r) for r in half}
             part = yield from self._apply(half, [v for v in valid if _where(v.record) in where],
@@ -179,6 +194,7 @@ class BatchProcessor:
                 log.warning("batch of %d events: %s: %s; retrying in %.1fs", batch.n + len(batch.dead),
                             type(exc).__name__, exc, backoff)
                 yield backoff
+                self._refresh_topology()
                 backoff = min(backoff * 2, 5.0)
             except Exception as exc:
                 bugs += 1
@@ -224,7 +240,53 @@ class BatchProcessor:
         return ok, dead
 
     def _attempt(self, batch: Batch, sent: set[tuple[str, int, int]]) -> BatchResult:
-        tx = WatchedBatch(self.store)
+        if not self.store.cluster:
+            return self._attempt_on(batch, sent, WatchedBatch(self.store))
+        # A Redis Cluster transaction is on one slot: one transaction per partition, each with its own offsets
+        # and fence, so a partition committed before a later one failed is not applied again on the retry.
+        committed = batch.committed
+        for part in by_partition(batch):
+            p = part.parts[0]
+            if p not in committed:
+                node = self.store.node_client(self.store.keys.tag(p))
+                committed[p] = (self._attempt_on(part, sent, WatchedBatch(self.store, node)), part.applied_by_type)
+        total = BatchResult()
+        by_type: dict[tuple[str, str], int] = defaultdict(int)
+        for result, applied in committed.values():
+            total.merge(result)
+            for key, n in applied.items():
+                by_type[key] += n
+        batch.applied_by_type = dict(by_type)
+        return total
+
+    def _refresh_topology(self) -> None:
+        """On a Redis Cluster, re-learn the slots' masters before a retry (a failover moved them)."""
+        try:
+            self.store.refresh_topology()
+        except (redis.RedisError, rexc.RedisClusterException, OSError) as exc:  # no node answers yet
+            log.warning("redis cluster topology not refreshed (%s: %s)", type(exc).__name__, exc)
+
+    def drain_outbox(self, p: int) -> None:
+        """Apply partition ``p``'s outbox to the shared keys (Redis Cluster, :func:`.shared.drain`); a failure is
+        logged, and the entries stay for the partition's next batch or the periodic sweep."""
+        covis = (self.covis.half_life_s, self.covis.top_n) if self.covis is not None else None
+        try:
+            drain(self.store, p, covis, self.settings.history_cap)
+        except (redis.RedisError, OSError, StoreUnavailable) as exc:
+            log.warning("partition %d: shared effects not applied yet (%s: %s); the next drain applies them",
+                        p, type(exc).__name__, exc)
+
+    def drain_outboxes(self) -> int:
+        """Drain every partition's outbox that holds entries (the periodic sweep, Redis Cluster only)."""
+        if not self.store.cluster:
+            return 0
+        waiting = [p for p in range(self.store.keys.partitions)
+                   if self.store.node_client(self.store.keys.outbox(p)).llen(self.store.keys.outbox(p))]
+        for p in waiting:
+            self.drain_outbox(p)
+        return len(waiting)
+
+    def _attempt_on(self, batch: Batch, sent: set[tuple[str, int, int]], tx: WatchedBatch) -> BatchResult:
         clock = time.perf_counter
         try:
             t0 = clock()
@@ -285,10 +347,14 @@ class BatchProcessor:
         m.FRESHNESS.observe_many(result.freshness_ms / 1000.0)
 
     @staticmethod
+    def _observe_types(applied: dict[tuple[str, str], int]) -> None:
+        for (topic, etype), n in applied.items():
+            m.EVENTS.labels(topic, etype).inc(n)
+
+    @staticmethod
     def _observe_batch(batch: Batch) -> None:
         """Metrics of one committed batch (a part of one, while isolating a poison event)."""
-        for (topic, etype), n in batch.applied_by_type.items():
-            m.EVENTS.labels(topic, etype).inc(n)
+        BatchProcessor._observe_types(batch.applied_by_type)
         for (topic, partition), offset in batch.max_offsets.items():
             m.APPLIED_OFFSET.labels(topic, str(partition)).set(offset)
 

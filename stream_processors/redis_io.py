@@ -68,15 +68,16 @@ def dedup_check_command(keys: Sequence[str], ids_blob: bytes) -> Command:
 
 
 def queue_dedup_add(pipe: Pipeline, key: str, ids_blob: bytes, expire_at: int) -> None:
-    pipe.eval(_DEDUP_ADD_LUA, 1, key, expire_at, ids_blob)
+    pipe.execute_command("EVAL", _DEDUP_ADD_LUA, 1, key, expire_at, ids_blob)
 
 
 class WatchedBatch:
     """One optimistic transaction: ``watch`` keys, ``read`` (pipelined), ``writes()``, ``execute()``."""
 
-    def __init__(self, store: RedisStore) -> None:
+    def __init__(self, store: RedisStore, client: redis.Redis | None = None) -> None:
+        """On ``client`` (default: the store's; on a Redis Cluster, the node of the partition's slot)."""
         self.store = store
-        self.pipe: Pipeline = store.client.pipeline(transaction=True)
+        self.pipe: Pipeline = (client or store.client).pipeline(transaction=True)
 
     def watch(self, keys: Sequence[str]) -> None:
         self.pipe.watch(*keys)
@@ -132,4 +133,4 @@ def queue_offsets_max(pipe: Pipeline, key: str, offsets: dict[str, int]) -> None
     """Queue: set each ``topic:partition`` field to its offset unless the stored one is higher."""
     if offsets:
         args = [x for field, off in offsets.items() for x in (field, off)]
-        pipe.eval(_OFFSETS_MAX_LUA, 1, key, *args)
+        pipe.execute_command("EVAL", _OFFSETS_MAX_LUA, 1, key, *args)

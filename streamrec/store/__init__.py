@@ -8,10 +8,11 @@ little-endian float32 bytes; id lists and metadata are JSON. Nothing is ever pic
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import redis
+from redis.cluster import RedisCluster
 
 from streamrec.partitioner import partition_for
 from streamrec.redis_clients import is_cluster, sync_client
@@ -144,6 +145,14 @@ class Keys:
     def dedup(self, bucket: int, p: int) -> str:
         return f"{self.tag(p)}:dedup:{bucket}"
 
+    def outbox(self, p: int) -> str:
+        """Partition ``p``'s batches' effects on the shared keys, not applied yet (Redis Cluster only)."""
+        return f"{self.tag(p)}:outbox"
+
+    def applied(self, kind: str) -> str:
+        """The newest outbox entry per partition applied to the shared keys of ``kind`` (``t``, ``n``, ``c``)."""
+        return f"{self.prefix}:{{{kind}}}:applied"
+
     # batch runs and consumer-lag history (operability)
     @property
     def batch_last_run(self) -> str:
@@ -187,8 +196,9 @@ class Keys:
 
 PER_PARTITION_PARTS = ("users", "user_ts")
 """The parts of a model version kept per partition (:meth:`Keys.user_vectors`, :meth:`Keys.user_ts`)."""
-NEW_ITEM_PARTS = ("pending_n", "new_items")
-"""The parts of a model version the worker writes with the pending lists of new items (tag ``{n}``)."""
+NEW_ITEM_PARTS = ("pending_n", "new_items", "content_items", "content_features", "content_log")
+"""The parts of a model version written with the pending lists of new items, by the worker and by the
+catalogue's content updates (one script each): one tag, ``{n}``."""
 
 
 class RedisStore:
@@ -212,6 +222,26 @@ class RedisStore:
             self._client = sync_client(self.settings, self.url, socket_timeout=5, socket_connect_timeout=3,
                                        health_check_interval=30)
         return self._client
+
+    def node_client(self, key: str) -> redis.Redis:
+        """The client of the server that holds ``key``'s slot: the store's own client on one Redis, the
+        slot's master on a Redis Cluster (a transaction there runs on one node and one slot)."""
+        if not self.cluster:
+            return self.client
+        cluster = cast(RedisCluster, self.client)
+        return cast(redis.Redis, cluster.get_redis_connection(cluster.get_node_from_key(key)))
+
+    def refresh_topology(self) -> None:
+        """Re-learn which node serves which slot (after a failover or a slot move); no-op on one Redis."""
+        if self.cluster and self._client is not None:
+            cast(RedisCluster, self._client).nodes_manager.initialize()
+
+    def mget(self, keys: Sequence[str]) -> list[Any]:
+        """GET of each key, in one round trip per node: a cluster cannot MGET keys of several slots (fine for
+        what this reads: keys written once, such as a version's parts)."""
+        if self.cluster:
+            return list(cast(RedisCluster, self.client).mget_nonatomic(keys))
+        return list(self.client.mget(keys))
 
     def ping(self) -> bool:
         """True when Redis answers."""

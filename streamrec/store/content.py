@@ -83,7 +83,7 @@ def write_part(store: RedisStore, version: str, name: str, part: ContentPart, fa
 def read_part(store: RedisStore, version: str, name: str) -> ContentPart | None:
     """The featurizer and regression :func:`write_part` published, or None."""
     k = store.keys
-    meta, idf, coef = store.client.mget([k.model(version, f"{name}_model"), k.model(version, f"{name}_idf"),
+    meta, idf, coef = store.mget([k.model(version, f"{name}_model"), k.model(version, f"{name}_idf"),
                                          k.model(version, f"{name}_coef")])
     if meta is None or idf is None:
         return None

@@ -104,7 +104,8 @@ def queue_pairs(pipe: Pipeline, store: RedisStore, rows: Mapping[str, tuple[Sequ
         args.append("\x1e".join(ids))
         args.append(np.ascontiguousarray(weights, dtype="<f8").tobytes())
     ttl = max(int(TTL_HALF_LIVES * half_life_s), 3_600)
-    pipe.eval(_ADD_LUA, len(keys), *keys, now_ms, half_life_s * 1000.0, top_n, ttl, REBASE_HALF_LIVES, *args)
+    pipe.execute_command("EVAL", _ADD_LUA, len(keys), *keys, now_ms, half_life_s * 1000.0, top_n, ttl,
+                         REBASE_HALF_LIVES, *args)
 
 
 def parse_neighbours(raw: dict[bytes, bytes] | dict[str, str], now_ms: int, half_life_s: float,

@@ -66,7 +66,7 @@ def load_model(store: RedisStore, version: str | None = None) -> ModelVersion | 
     if version is None:
         return None
     k = store.keys
-    meta, items, factors, gram, stats = store.client.mget(
+    meta, items, factors, gram, stats = store.mget(
         [k.model(version, "meta"), k.model(version, "items"), k.model(version, "item_factors"),
          k.model(version, "gram"), k.model(version, "item_stats")]
     )
@@ -133,7 +133,9 @@ def activate(store: RedisStore, version: str) -> None:
     k = store.keys
     if not store.client.exists(k.model(version, "meta")):
         raise KeyError(f"model version {version} is not in Redis")
-    pipe = store.client.pipeline(transaction=True)
+    # One MULTI/EXEC on one Redis; a cluster keeps the two keys in different slots, so there the pointer moves
+    # first: a crash before ZADD leaves the current version unlisted, which nothing removes.
+    pipe = store.client.pipeline(transaction=not store.cluster)
     pipe.set(k.current, version)
     pipe.zadd(k.versions, {version: time.time()})
     pipe.execute()

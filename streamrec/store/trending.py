@@ -169,7 +169,7 @@ def add_counts_many(
             payloads.append(encoded[sig])
         keys = [_bucket_key(store, granularity, bucket, cat) for cat in by_cat]
         ttls = [0 if granularity == "popular" and cat is None else ttl[granularity] for cat in by_cat]
-        pipe.eval(_ZINCR_LUA, len(keys), *keys, *ttls, *payloads)
+        pipe.execute_command("EVAL", _ZINCR_LUA, len(keys), *keys, *ttls, *payloads)
 
 
 def _bucket_key(store: RedisStore, granularity: str, bucket: int | None, category: str | None) -> str:

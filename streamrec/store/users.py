@@ -149,7 +149,7 @@ def append_histories(
         return
     k = store.keys
     packed = [ENTRY_SEP.join(i if isinstance(i, str) else i.encode() for i in histories[u]) for u in users]
-    pipe.eval(_APPEND_LUA, len(users) + 1, k.user_events(p), *(k.history(u, p) for u in users),
+    pipe.execute_command("EVAL", _APPEND_LUA, len(users) + 1, k.user_events(p), *(k.history(u, p) for u in users),
               cap, ENTRY_SEP.join(users), *packed)
 
 
@@ -183,7 +183,7 @@ def write_user_vectors(
     if block.shape[0] != len(users):
         raise ValueError(f"{len(users)} users but {block.shape[0]} vectors")
     k = store.keys
-    pipe.eval(_VECTORS_LUA, 2, k.user_vectors(version, p), k.user_ts(version, p), ts_ms,
+    pipe.execute_command("EVAL", _VECTORS_LUA, 2, k.user_vectors(version, p), k.user_ts(version, p), ts_ms,
               block.shape[1] * 4, ENTRY_SEP.join(users), block.tobytes())
 
 

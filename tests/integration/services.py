@@ -4,6 +4,10 @@
 2. testcontainers, when a Docker engine answers;
 3. otherwise the project's local stack (``streamrec stack up``).
 
+With ``STREAMREC_TEST_REDIS_CLUSTER=1`` (``make test-cluster``) Redis is the local stack's Redis Cluster of
+3 masters with 1 replica each (``stack up --redis-cluster``), named by a ``redis+cluster://`` URL, so every
+client of the tests and of the processes they start is redis-py's cluster client.
+
 If none can start, the tests fail: integration tests are never skipped silently.
 """
 
@@ -42,6 +46,13 @@ def _testcontainers() -> Iterator[tuple[str, str]]:
 def real_services() -> Iterator[tuple[str, str, str]]:
     """Yields (kafka_bootstrap, redis_url, where) for a session of tests."""
     kafka, rds = os.environ.get("STREAMREC_TEST_KAFKA_BOOTSTRAP"), os.environ.get("STREAMREC_TEST_REDIS_URL")
+    if os.environ.get("STREAMREC_TEST_REDIS_CLUSTER") == "1":
+        from streamrec.localstack import LocalStack, main_progress
+
+        base = Settings()
+        LocalStack(base, progress=main_progress).up(redis_cluster=True)
+        yield base.kafka_bootstrap, f"redis+cluster://{base.bind_host}:{base.redis_cluster_port}/0", "redis cluster"
+        return
     if kafka and rds:
         yield kafka, rds, "environment"
         return

@@ -1,0 +1,143 @@
+"""A batch's effects on the keys shared by all users: trending, new items, co-visitation.
+
+On one Redis they are queued in the batch's own MULTI/EXEC (:meth:`SharedEffects.queue`). A Redis Cluster
+refuses a transaction over keys of several slots, and these keys are not in the partition's slot, so
+there the batch's transaction for partition *p* instead appends the effects, numbered by *p*'s fence
+value, to *p*'s outbox (``<prefix>:{p<n>}:outbox``, a list in *p*'s slot) -- committed exactly once
+with the histories and offsets. :func:`drain` then applies each outbox entry to each kind of shared key
+(one hash tag per kind: ``{t}``, ``{n}``, ``{c}``, so each is one slot) in one transaction per kind that
+also records the entry's number for *p* in the kind's ``applied`` hash, and skips an entry that hash
+already holds. An entry is applied once per kind whoever drains it, and in order: every drain starts at
+the head of the outbox; a crash between kinds or before the entry is removed is finished by the next
+drain (after the partition's next batch, or the worker's periodic sweep). Entries are msgspec JSON,
+never pickles; vectors in them are raw little-endian float32 bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+import msgspec
+import numpy as np
+import redis
+from redis.client import Pipeline
+
+from stream_processors import new_items as ni
+from streamrec.store import RedisStore, from_bytes, to_bytes
+from streamrec.store.covisitation import queue_pairs
+from streamrec.store.trending import add_counts_many
+
+KINDS = ("t", "n", "c")  # trending and popular, new items, co-visitation: the hash tag of each kind's keys
+MAX_ATTEMPTS = 50
+
+
+class SharedEffects(msgspec.Struct, frozen=True):
+    """What one batch (of one partition, on a cluster) adds to the shared keys."""
+
+    counts: list[tuple[int, str, str | None, float]] = []  # (minute ts, item, category, weight) for trending
+    version: str | None = None  # the model version of the new-item effects
+    pending: dict[str, list[str]] = {}  # new item -> its new ``user \x1f weight`` entries
+    folded: dict[str, bytes] = {}  # new item -> its folded vector (raw float32)
+    covis_now: int = 0
+    covis: dict[str, tuple[list[str], list[float]]] = {}  # item -> (neighbours, increments decayed to covis_now)
+
+    def empty(self) -> bool:
+        return not (self.counts or self.pending or self.folded or self.covis)
+
+    def queue(self, pipe: Pipeline, store: RedisStore, covis: tuple[float, int] | None, history_cap: int,
+              kinds: Sequence[str] = KINDS) -> None:
+        """Queue the effects of ``kinds`` on ``pipe``; ``covis`` is (half-life s, top n) when kept."""
+        queue_effects(pipe, store, {(ts, item, cat): w for ts, item, cat, w in self.counts}, self.version,
+                      self.pending, {it: from_bytes(v) for it, v in self.folded.items()}, self.covis_now,
+                      {item: (ids, np.asarray(w, dtype=np.float64)) for item, (ids, w) in self.covis.items()},
+                      covis, history_cap, kinds)
+
+    def kinds(self) -> list[str]:
+        """The kinds of shared keys these effects touch."""
+        touched = [("t", bool(self.counts)), ("n", bool(self.version and (self.pending or self.folded))),
+                   ("c", bool(self.covis))]
+        return [kind for kind, yes in touched if yes]
+
+
+def queue_effects(pipe: Pipeline, store: RedisStore, counts: Mapping[tuple[int, str, str | None], float],
+                  version: str | None, pending: Mapping[str, Sequence[str]], folded: Mapping[str, np.ndarray],
+                  covis_now: int, covis_rows: Mapping[str, tuple[Sequence[str], Any]],
+                  covis: tuple[float, int] | None, history_cap: int, kinds: Sequence[str] = KINDS) -> None:
+    """Queue on ``pipe`` a batch's writes to the shared keys of ``kinds``: trending counts (``t``), new items'
+    interactions and folded vectors of ``version`` (``n``), co-visitation increments (``c``; ``covis`` is
+    (half-life s, top n), None when the worker keeps none)."""
+    if "t" in kinds and counts:
+        add_counts_many(pipe, store, counts)
+    if "n" in kinds and version is not None:
+        if pending:
+            ni.queue_pending(pipe, store, version, pending, history_cap)
+        if folded:
+            pipe.hset(store.keys.model(version, "new_items"), mapping={it: to_bytes(v) for it, v in folded.items()})
+    if "c" in kinds and covis_rows and covis is not None:
+        queue_pairs(pipe, store, covis_rows, covis_now, covis[0], covis[1])
+
+
+def effects_of(counts: Mapping[tuple[int, str, str | None], float], version: str | None,
+               pending: Mapping[str, Sequence[str]], folded: Mapping[str, np.ndarray], covis_now: int,
+               covis: Mapping[str, tuple[Sequence[str], Any]]) -> SharedEffects:
+    """The :class:`SharedEffects` of a batch's computed writes."""
+    return SharedEffects(
+        counts=[(ts, item, cat, float(w)) for (ts, item, cat), w in counts.items()], version=version,
+        pending={it: list(e) for it, e in pending.items() if e},
+        folded={it: np.ascontiguousarray(v, dtype="<f4").tobytes() for it, v in folded.items()},
+        covis_now=covis_now,
+        covis={it: (list(ids), np.asarray(w, dtype=np.float64).tolist()) for it, (ids, w) in covis.items()})
+
+
+class Entry(msgspec.Struct, frozen=True):
+    """One outbox entry: the effects of the partition's batch numbered ``seq`` (its fence value)."""
+
+    seq: int
+    effects: SharedEffects
+
+
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder(Entry)
+
+
+def queue_outbox(pipe: Pipeline, store: RedisStore, p: int, seq: int, effects: SharedEffects) -> None:
+    """Queue (in partition ``p``'s transaction) the entry ``seq`` of ``effects`` on ``p``'s outbox."""
+    if not effects.empty():
+        pipe.rpush(store.keys.outbox(p), _ENCODER.encode(Entry(seq, effects)))
+
+
+def drain(store: RedisStore, p: int, covis: tuple[float, int] | None, history_cap: int) -> int:
+    """Apply every entry of ``p``'s outbox to the shared keys once, oldest first, and remove it; returns how
+    many entries were removed."""
+    outbox = store.keys.outbox(p)
+    node = store.node_client(outbox)
+    done = 0
+    for raw in cast(list[bytes], node.lrange(outbox, 0, -1)):
+        entry = _DECODER.decode(raw)
+        for kind in entry.effects.kinds():
+            _apply_kind(store, p, entry, kind, covis, history_cap)
+        done += int(node.lrem(outbox, 1, cast(str, raw)))  # redis-py takes bytes too
+    return done
+
+
+def _apply_kind(store: RedisStore, p: int, entry: Entry, kind: str, covis: tuple[float, int] | None,
+                history_cap: int) -> None:
+    """Apply ``entry``'s effects on one kind of shared keys unless that kind already holds its number."""
+    marker = store.keys.applied(kind)
+    node = store.node_client(marker)
+    for _attempt in range(MAX_ATTEMPTS):
+        with node.pipeline(transaction=True) as tx:
+            try:
+                tx.watch(marker)
+                applied = tx.hget(marker, str(p))
+                if applied is not None and int(applied) >= entry.seq:
+                    return
+                tx.multi()
+                entry.effects.queue(tx, store, covis, history_cap, kinds=(kind,))
+                tx.hset(marker, str(p), entry.seq)
+                tx.execute()
+                return
+            except redis.WatchError:  # another worker drained the same partition meanwhile: look again
+                continue
+    raise redis.WatchError(f"the {kind!r} keys kept changing: outbox entry {entry.seq} of partition {p} not applied")
