@@ -31,12 +31,14 @@ IntArray = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 EMPTY = np.zeros(0, dtype=np.int64)
 
-# KEYS = [users hash, user_ts hash, history list]; ARGV = [user id ('' = no user), session items n,
+# KEYS = [users hash, user_ts hash, history list, profiles hash]; ARGV = [user id ('' = no user), session items n,
 # co-visitation key prefix ("<prefix>:{c}:covis:"), posted session items newest first...]. Returns
 # {vector, vector ts, items, weights, ts (history newest first, joined by \x1e), session items (joined),
 # the profile or false, HGETALL of each session item}. The co-visitation keys are built here (they depend on
-# the history); the profile (KEYS[4]) is read only for a user with fewer than ARGV[4] history entries (a new
-# user, whose profile vector is blended in: online_api/content.py), in the same round trip.
+# the history); on a Redis Cluster they are in another slot than the user's keys, so there ARGV[3] is '' and
+# the API reads them in a second round trip (:func:`session_items`). The profile (KEYS[4]) is read only for
+# a user with fewer than ARGV[4] history entries (a new user, whose profile vector is blended in:
+# online_api/content.py), in the same round trip. All KEYS are the user's, in one slot.
 HYBRID_STATE_LUA = """
 local vec, ts = false, false
 local items, weights, stamps = {}, {}, {}
@@ -65,7 +67,9 @@ local profile = false
 if ARGV[1] ~= '' and #items < tonumber(ARGV[4]) then profile = redis.call('HGET', KEYS[4], ARGV[1]) end
 local out = {vec, ts, table.concat(items, '\\30'), table.concat(weights, '\\30'), table.concat(stamps, '\\30'),
              table.concat(sess, '\\30'), profile}
-for i, it in ipairs(sess) do out[7 + i] = redis.call('HGETALL', ARGV[3] .. it) end
+if ARGV[3] ~= '' then
+  for i, it in ipairs(sess) do out[7 + i] = redis.call('HGETALL', ARGV[3] .. it) end
+end
 return out
 """
 
@@ -112,6 +116,11 @@ def parse_reply(reply: Sequence[object]) -> UserReply:
         hashes[item] = dict(zip(pairs[::2], pairs[1::2], strict=True))
     return UserReply(vec, ts, items[::-1], w[::-1].copy(), t[::-1].copy(), hashes,  # type: ignore[arg-type]
                      profile or None)  # type: ignore[arg-type]
+
+
+def session_items(reply: Sequence[object]) -> list[str]:
+    """The session items of a :data:`HYBRID_STATE_LUA` answer (whose co-visitation it read, or would read)."""
+    return _split(reply[5])  # type: ignore[arg-type]
 
 
 def _numeric(weight: str, ts: str) -> bool:

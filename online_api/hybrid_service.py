@@ -39,6 +39,7 @@ from online_api.hybrid import (
     hybrid_inputs,
     parse_reply,
     ranked_items,
+    session_items,
     shop_signals,
 )
 from online_api.retrieval import similar_top
@@ -96,6 +97,7 @@ class HybridRecommender:
         s = svc.settings
         self.covis = (s.covis_half_life_s, s.covis_top_n)
         self.covis_prefix = covis_key(svc.store, "")
+        self.cluster = svc.store.cluster
         self._state = svc.client.register_script(HYBRID_STATE_LUA)
         self.ranker = load_ranker(s.rank_model_file)
         self._shop_cache: tuple[View, Shop] | None = None
@@ -107,9 +109,15 @@ class HybridRecommender:
         async with redis_deadline():
             raw = await self._state(keys=[keys.user_vectors(version, p), keys.user_ts(version, p),
                                           keys.history(user_id, p), keys.profiles(p)],
-                                    args=[user_id, self.cfg.session_items, self.covis_prefix,
+                                    args=[user_id, self.cfg.session_items, "" if self.cluster else self.covis_prefix,
                                           self._profile_below(model), *posted[::-1]])
-        return parse_reply(raw)
+            reply = parse_reply(raw)
+            if self.cluster and (items := session_items(raw)):  # the co-visitation keys live in their own slot
+                pipe = self.svc.client.pipeline(transaction=False)
+                for item in items:
+                    pipe.hgetall(self.covis_prefix + item)
+                reply.hashes = dict(zip(items, await pipe.execute(), strict=True))
+        return reply
 
     def _profile_below(self, model: ServedModel | None) -> int:
         """Read the profile of users with fewer history entries than this (0: no profile model served)."""

@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from online_api.app import create_app
 from online_api.errors import Unavailable
 from online_api.service import USER_STATE_LUA
+from streamrec.redis_clients import sync_client
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
 
@@ -34,6 +35,7 @@ def test_the_service_script_runs_on_the_apps_one_client(settings: Settings) -> N
     assert script.registered_client is svc.client and script.script == USER_STATE_LUA
 
 
+@pytest.mark.single_redis  # the pool of one server's client (a cluster client has one per node)
 def test_replies_noscript_and_killed_connections(settings: Settings) -> None:
     key = f"{settings.redis_prefix}:script-test"
     admin = redis.Redis.from_url(settings.redis_url)
@@ -66,7 +68,7 @@ def test_replies_noscript_and_killed_connections(settings: Settings) -> None:
 
 
 def test_a_redis_error_in_the_script_is_a_503(settings: Settings) -> None:
-    admin = redis.Redis.from_url(settings.redis_url)
+    admin = sync_client(settings)
     history = RedisStore(settings).keys.history("u-wrongtype")
     admin.set(history, "not a list")  # LRANGE in the script fails: WRONGTYPE
     try:
