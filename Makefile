@@ -15,10 +15,17 @@ setup: ## set up a bare machine: virtualenv, install, Java/Maven/Redis check, Ka
 demo: setup ## run the whole system locally (stack, model, worker, API, storefront, traffic); Ctrl-C stops
 	$(BIN)/streamrec demo
 
-test: setup ## run every test: unit, then integration on real Kafka and Redis (local stack)
+test: setup ## run every test: unit, integration on real Kafka and Redis (local stack), then test-cluster
 	$(BIN)/streamrec stack up
 	mkdir -p test-results
 	$(BIN)/pytest -m "not reliability" --junitxml=test-results/junit.xml --timeout=600
+	$(MAKE) --no-print-directory test-cluster
+
+test-cluster: setup ## the integration tests again, on the local Redis Cluster (3 masters, 1 replica each)
+	$(BIN)/streamrec stack up --redis-cluster
+	mkdir -p test-results
+	STREAMREC_TEST_REDIS_CLUSTER=1 $(BIN)/pytest tests/integration -m "not reliability and not single_redis" \
+		--junitxml=test-results/junit-cluster.xml --timeout=600
 
 test-unit: setup ## unit tests only (no services)
 	$(BIN)/pytest tests/unit -q

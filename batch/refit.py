@@ -36,12 +36,12 @@ from streamrec.settings import Settings
 from streamrec.store import RedisStore, to_bytes
 from streamrec.store.content import erased_users, forget_erased
 from streamrec.store.models import (
-    VERSION_PARTS,
     activate,
     cleanup_versions,
     current_version,
     list_versions,
     new_version_name,
+    version_keys,
     write_version,
 )
 
@@ -312,7 +312,7 @@ def _publish(settings: Settings, store: RedisStore, version: str, meta: dict[str
         except BaseException:
             with contextlib.suppress(Exception):  # never leave a half-written version behind
                 if store.client.get(store.keys.current) != version.encode():
-                    store.client.unlink(*(store.keys.model(version, part) for part in VERSION_PARTS))
+                    store.client.unlink(*version_keys(store, version))
             raise
         finally:
             bulk.close()

@@ -19,6 +19,9 @@ and adds ``"als": {"rps", "p50_ms", "p99_ms"}``, ``"p99_ratio"`` and ``"rps_rati
 With ``--compare-content`` the version also gets content and profile models and some users profiles
 (:mod:`ops.bench_api_content`), and a second process with the content sources off adds
 ``"without_content": {"rps", "p50_ms", "p99_ms"}`` and ``"content_p99_ratio"`` (with / without).
+With ``--compare-cluster`` the same data is published on the local Redis Cluster and a second process
+serving from it adds ``"cluster": {"rps", "p50_ms", "p99_ms"}``, ``"cluster_p99_ratio"`` and
+``"cluster_rps_ratio"`` (cluster / single Redis).
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ class BenchConfig:
     covis_neighbours: int = 20  # co-visitation neighbours written per item
     compare_als: bool = False
     compare_content: bool = False
+    compare_cluster: bool = False
 
 
 def _say(msg: str) -> None:
@@ -208,6 +212,24 @@ def _other_path(settings: Settings, label: str, paths: Callable[[], str], cfg: B
             "p99_ms": round(res.pct(res.server_ms, 99), 3)}
 
 
+def _cluster_path(settings: Settings, paths: Callable[[], str], cfg: BenchConfig) -> dict[str, float]:
+    """The same data and load on a second API process whose Redis is the local Redis Cluster (started when
+    it does not run: ``stack up --redis-cluster``)."""
+    from streamrec.localstack import LocalStack
+
+    LocalStack(settings, progress=_say).up(redis_cluster=True)
+    url = f"redis+cluster://{settings.bind_host}:{settings.redis_cluster_port}/0"
+    on_cluster = settings.model_copy(update={"redis_url": url, "redis_cluster": True})
+    store = RedisStore(on_cluster)
+    try:
+        _say(f"publishing the same synthetic data on the Redis Cluster at {url}")
+        publish_synthetic(store, cfg, on_cluster)
+        return _other_path(on_cluster, "the same API on the Redis Cluster", paths, cfg)
+    finally:
+        store.delete_prefix()
+        store.close()
+
+
 def run(base: Settings, cfg: BenchConfig, *, json_out: bool = False) -> int:
     """Run the benchmark; prints figures (and the JSON line with ``json_out``). Returns the exit code."""
     import uvloop
@@ -240,6 +262,7 @@ def run(base: Settings, cfg: BenchConfig, *, json_out: bool = False) -> int:
         api.stop()
         als = _other_path(settings.model_copy(update={"api_hybrid": False}),
                           "ALS-only path (STREAMREC_API_HYBRID=false)", next_path, cfg) if cfg.compare_als else None
+        cluster = _cluster_path(settings, next_path, cfg) if cfg.compare_cluster else None
         plain = None
         if cfg.compare_content:
             from ops.bench_api_content import without_content
@@ -270,6 +293,10 @@ def run(base: Settings, cfg: BenchConfig, *, json_out: bool = False) -> int:
         if als is not None:
             figures |= {"als": als, "p99_ratio": round(res.pct(res.server_ms, 99) / max(als["p99_ms"], 1e-9), 3),
                         "rps_ratio": round(res.rps / max(als["rps"], 1e-9), 3)}
+        if cluster is not None:
+            figures |= {"cluster": cluster,
+                        "cluster_p99_ratio": round(cluster["p99_ms"] / max(res.pct(res.server_ms, 99), 1e-9), 3),
+                        "cluster_rps_ratio": round(cluster["rps"] / max(res.rps, 1e-9), 3)}
         if plain is not None:
             figures |= {"without_content": plain,
                         "content_p99_ratio": round(res.pct(res.server_ms, 99) / max(plain["p99_ms"], 1e-9), 3),

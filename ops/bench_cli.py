@@ -49,7 +49,7 @@ def cmd_stream(args: argparse.Namespace, settings: Settings) -> int:
                       capacity=not args.no_capacity, rate_from_capacity=from_capacity)
     if args.covisitation:
         settings = settings.model_copy(update={"worker_covisitation": True})
-    return run(settings, cfg, json_only=args.json)
+    return run(settings, cfg, json_only=args.json, compare_cluster=args.compare_cluster)
 
 
 def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
@@ -69,7 +69,8 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 
     cfg = BenchConfig(items=args.items, users=args.users, factors=args.factors, duration_s=args.duration,
                       connections=args.connections, inprocess_requests=args.inprocess,
-                      compare_als=args.compare_als, compare_content=args.compare_content)
+                      compare_als=args.compare_als, compare_content=args.compare_content,
+                      compare_cluster=args.compare_cluster)
     return run(settings, cfg, json_out=args.json)
 
 
@@ -137,6 +138,10 @@ def _stream(bench: argparse._SubParsersAction) -> None:
     p.add_argument("--no-core", action="store_true",
                    help="skip re-running the processing core on the same events without Kafka")
     p.add_argument("--keep-files", action="store_true", help="keep the worker's log and per-batch stats file")
+    p.add_argument("--compare-cluster", action="store_true",
+                   help="run the same load on the single Redis and then on the local Redis Cluster (started if "
+                   "needed: `stack up --redis-cluster`); the last line has the cluster's events_per_s (backlog "
+                   "capacity), single_events_per_s, cluster_to_single, lost and doubled")
     p.add_argument("--covisitation", action="store_true",
                    help="run the worker with co-visitation (STREAMREC_WORKER_COVISITATION; the core run measures "
                    "both either way)")
@@ -161,6 +166,9 @@ def _api(bench: argparse._SubParsersAction) -> None:
                    help="instead: for each catalogue size, factors resampled from a real fit, served through the "
                    "item index (recall_at_10 against the exact scan, index_build_s, RSS) and, at 50000, the exact "
                    "scan too (docs/operations.md#the-item-index)")
+    p.add_argument("--compare-cluster", action="store_true",
+                   help="also serve the same data from the local Redis Cluster (started if needed) in a second "
+                   "API process; adds cluster {rps, p50_ms, p99_ms}, cluster_p99_ratio and cluster_rps_ratio")
     p.add_argument("--compare-als", action="store_true",
                    help="then drive the ALS-only path (STREAMREC_API_HYBRID=false) on the same data and report "
                    "both with the ratios p99_ratio and rps_ratio")

@@ -46,6 +46,12 @@ def _say(msg: str) -> None:
 
 
 def _used(store: RedisStore) -> int:
+    """Redis's ``used_memory``: summed over the masters on a Redis Cluster."""
+    if store.cluster:
+        from redis.cluster import RedisCluster
+
+        per_node = store.client.info("memory", target_nodes=RedisCluster.PRIMARIES)
+        return sum(int(info["used_memory"]) for info in per_node.values())
     return int(store.client.info("memory")["used_memory"])
 
 

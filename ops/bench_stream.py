@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -62,14 +63,50 @@ from streamrec.events import now_ms
 from streamrec.kafka_io import end_offsets, ensure_topics
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
-from streamrec.store.users import total_event_counts
+from streamrec.store.users import event_counts
 
 __all__ = ["BenchConfig", "cpu_seconds", "publish_model", "run", "wait_applied", "worker_env"]
 Events = list[tuple[str, bytes, bytes, bytes]]
 
 
-def run(settings: Settings, cfg: BenchConfig, json_only: bool = False) -> int:
-    """Run the benchmark; prints the figures (``json_only``: progress on stderr, one JSON line)."""
+def run(settings: Settings, cfg: BenchConfig, json_only: bool = False, compare_cluster: bool = False) -> int:
+    """Run the benchmark; prints the figures (``json_only``: progress on stderr, one JSON line). With
+    ``compare_cluster`` it runs twice, on the single Redis of ``settings`` and then on the local Redis
+    Cluster, and reports the cluster's figures with the single Redis's beside them."""
+    out = _compare_cluster(settings, cfg) if compare_cluster else measure(settings, cfg)
+    if not json_only:
+        for key, value in out.items():
+            print(f"{key:>32}: {value}")
+    print(json.dumps(out))
+    return 1 if out["lost"] or out["doubled"] else 0
+
+
+def _compare_cluster(settings: Settings, cfg: BenchConfig) -> dict[str, Any]:
+    """The same load on the single Redis, then on the local Redis Cluster (started when not running):
+    the cluster's figures, ``events_per_s`` being the backlog capacity of each (their ratio is the cost of
+    one transaction per partition and of the outboxes)."""
+    from streamrec.localstack import LocalStack
+
+    LocalStack(settings, progress=_say).up(redis_cluster=True)
+    cluster_url = f"redis+cluster://{settings.bind_host}:{settings.redis_cluster_port}/0"
+    _say(f"1/2: the single Redis at {settings.redis_url.split('@')[-1]}")
+    single = measure(settings, cfg)
+    _say(f"2/2: the Redis Cluster at {cluster_url}")
+    cluster = measure(settings.model_copy(update={"redis_url": cluster_url, "redis_cluster": True}), cfg)
+    rate = cluster.get("capacity_events_per_s", cluster["events_per_s"])
+    single_rate = single.get("capacity_events_per_s", single["events_per_s"])
+    return {"events_per_s": rate, "single_events_per_s": single_rate,
+            "cluster_to_single": round(rate / single_rate, 3) if single_rate else None,
+            "lost": cluster["lost"] + single["lost"], "doubled": cluster["doubled"] + single["doubled"],
+            "freshness_p50_ms": cluster["freshness_p50_ms"], "single_freshness_p50_ms": single["freshness_p50_ms"],
+            "freshness_p99_ms": cluster["freshness_p99_ms"], "single_freshness_p99_ms": single["freshness_p99_ms"],
+            "worker_cpu_us_per_event": cluster["worker_cpu_us_per_event"],
+            "single_worker_cpu_us_per_event": single["worker_cpu_us_per_event"],
+            "cluster": cluster, "single": single}
+
+
+def measure(settings: Settings, cfg: BenchConfig) -> dict[str, Any]:
+    """One run of the benchmark (see the module docstring): its figures."""
     s = isolated(settings, uuid.uuid4().hex[:8])
     tmp = Path(tempfile.mkdtemp(prefix="streamrec-bench-stream-"))
     stats_file, log_file = tmp / "batches.jsonl", tmp / "worker.log"
@@ -99,11 +136,9 @@ def run(settings: Settings, cfg: BenchConfig, json_only: bool = False) -> int:
         start_offsets = end_offsets(s, s.event_topics)
         _say(f"rate: producing {cfg.events} events at {rate:g}/s")
         figures = _phase(s, proc, stats_file, measured, rate)
-        store = RedisStore(s)
-        counted = total_event_counts(store)[1]
-        store.close()
-        if counted != total:
-            raise RuntimeError(f"user_events counts add up to {counted}, expected {total}")
+        figures.update(exactly_once(s, [*warmup, *backlog, *measured]))
+        if figures["lost"] or figures["doubled"]:
+            _say(f"NOT exactly once: {figures['lost']} events lost, {figures['doubled']} doubled of {total}")
         if cfg.core:
             _say("running the processing core on the same events without Kafka")
             figures.update(core_run(s, start_offsets, cfg))
@@ -119,12 +154,19 @@ def run(settings: Settings, cfg: BenchConfig, json_only: bool = False) -> int:
             _say(f"worker log and per-batch stats kept in {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
-    out = _report(cfg, s, rate, figures, capacity, probe)
-    if not json_only:
-        for key, value in out.items():
-            print(f"{key:>32}: {value}")
-    print(json.dumps(out))
-    return 0
+    return _report(cfg, s, rate, figures, capacity, probe)
+
+
+def exactly_once(s: Settings, events: Events) -> dict[str, int]:
+    """Events lost and doubled: per user, the events produced against the user's applied-event count."""
+    produced = Counter(key.decode() for _, key, _, _ in events)
+    store = RedisStore(s)
+    try:
+        applied = event_counts(store, list(produced))
+    finally:
+        store.close()
+    return {"lost": sum(max(0, n - applied[u]) for u, n in produced.items()),
+            "doubled": sum(max(0, applied[u] - n) for u, n in produced.items())}
 
 
 def _phase(s: Settings, proc: subprocess.Popen[bytes], stats_file: Path, events: Events,
@@ -191,6 +233,7 @@ def _report(cfg: BenchConfig, s: Settings, rate: float, f: dict[str, Any],
         "solver_events_per_s": round(f["solver_events_per_s"], 1),
         "worker_busy": round(f["batch_s_total"] / (f["applied"] / f["events_per_s"]), 3),
         "batches": f["batches"], "mean_batch": round(f["mean_batch"], 1),
+        "lost": f["lost"], "doubled": f["doubled"],
     }
     if capacity is not None:
         cw, cs = capacity["worker_cpu_us_per_event"], capacity["solver_cpu_us_per_event"]
@@ -204,5 +247,5 @@ def _report(cfg: BenchConfig, s: Settings, rate: float, f: dict[str, Any],
         out["core_events_per_s_covisitation"] = round(f["core_events_per_s_covisitation"], 1)
         out["covisitation_ratio"] = round(f["core_events_per_s_covisitation"] / f["core_events_per_s"], 3)
     out.update(worker_covisitation=s.worker_covisitation, factors=cfg.factors, items=cfg.items,
-               cores=os.cpu_count())
+               cores=os.cpu_count(), redis_cluster=RedisStore(s).cluster, partitions=s.partitions)
     return out

@@ -2,8 +2,11 @@
 
 :meth:`BatchProcessor.process` takes records (any topic mix, offsets ascending per partition) and:
 
-1. decodes and validates each one (:mod:`.decode`); invalid ones become dead letters;
-2. WATCHes ``<p>:model:current`` and one fence key per partition number in the batch, and reads in
+1. decodes and validates each one (:mod:`.decode`); invalid ones become dead letters, and so do events not
+   in the partition murmur2 gives their user (``wrong_partition``: the user's state is under that
+   partition's keys, :class:`streamrec.store.Keys`);
+2. WATCHes ``<p>:model:current`` (one Redis only) and one fence key per partition number in the batch (each
+   bumped by every batch of its partition and by every model publish), and reads in
    one pipelined round trip the applied offsets, which event ids were seen, the users' event counts
    (validating the cached histories, see :mod:`.state`), categories and new-item state (histories not
    cached come in a second round trip, only for users seen before but not cached);
@@ -14,6 +17,9 @@
 5. writes everything in ONE MULTI/EXEC: histories, event counts, vectors, trending, dedup markers,
    new-item state, the fences and the applied offset per partition. A WatchError (a model swap, or
    another worker applying events of the same partition during a rebalance) recomputes the batch.
+   On a Redis Cluster steps 2-5 run once per partition of the batch, each transaction on its partition's
+   slot, with the effects on the keys shared by all users sent through the partition's outbox
+   (:mod:`.shared`); a partition committed before another failed is not applied again.
 
 Failure policy, in this one place: a record's data problem makes a dead letter. Redis or Kafka
 unavailable, timeouts and WATCH conflicts retry the batch with backoff, for as long as it takes. Any

@@ -3,9 +3,9 @@
 ``STREAMREC_REDIS_CLUSTER=true``, or a ``redis+cluster://`` (``rediss+cluster://``) URL, makes the clients
 redis-py's cluster clients (:class:`redis.cluster.RedisCluster`, :class:`redis.asyncio.cluster.RedisCluster`):
 they learn every node from the one the URL names and send each command to the master of its key's hash
-slot. A cluster has database 0 only. The key layout is still the single Redis's: a command or transaction
-over keys of several slots (the worker's batch) is refused by a cluster (CROSSSLOT) until the keys share a
-hash tag per partition (issue 17).
+slot. A cluster has database 0 only. A command or transaction over keys of several slots is refused by a
+cluster (CROSSSLOT): the key layout keeps what one transaction or script touches in one slot
+(:class:`streamrec.store.Keys`, docs/operations.md#key-layout).
 """
 
 from __future__ import annotations

@@ -31,7 +31,9 @@ class Settings(BaseSettings):
     topic_clicks: str = Field("streamrec.clicks", description="topic of browse events: view, click, add_to_cart")
     topic_purchases: str = Field("streamrec.purchases", description="topic of purchase events")
     topic_dead_letter: str = Field("streamrec.dead-letter", description="invalid events with their reason")
-    partitions: int = Field(8, ge=1, description="partition count for topics the project creates")
+    partitions: int = Field(8, ge=1, description="partition count of the event topics (the project creates them "
+                            "with it): the Redis key layout follows it, every user's state sits under the hash tag "
+                            "of the user's murmur2 partition; after changing it run `streamrec migrate-layout`")
     consumer_group: str = Field("streamrec-worker", description="the workers' Kafka consumer group")
 
     # --- Redis ---------------------------------------------------------------------------------

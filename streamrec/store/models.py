@@ -129,15 +129,23 @@ def write_version(
 
 
 def activate(store: RedisStore, version: str) -> None:
-    """Make ``version`` current in one MULTI/EXEC and record it in the version list."""
+    """Make ``version`` current in one MULTI/EXEC and record it in the version list, then bump every
+    partition's fence: a worker batch that read the old pointer and has not committed yet is computed again
+    against ``version`` (on a Redis Cluster the worker cannot WATCH the pointer, which is in another slot)."""
     k = store.keys
     if not store.client.exists(k.model(version, "meta")):
         raise KeyError(f"model version {version} is not in Redis")
-    # One MULTI/EXEC on one Redis; a cluster keeps the two keys in different slots, so there the pointer moves
-    # first: a crash before ZADD leaves the current version unlisted, which nothing removes.
-    pipe = store.client.pipeline(transaction=not store.cluster)
-    pipe.set(k.current, version)
-    pipe.zadd(k.versions, {version: time.time()})
+    if store.cluster:  # the two keys are in different slots: the pointer first (a crash before ZADD leaves
+        store.client.set(k.current, version)  # the current version unlisted, which nothing removes)
+        store.client.zadd(k.versions, {version: time.time()})
+    else:
+        pipe = store.client.pipeline(transaction=True)
+        pipe.set(k.current, version)
+        pipe.zadd(k.versions, {version: time.time()})
+        pipe.execute()
+    pipe = store.client.pipeline(transaction=False)
+    for p in range(k.partitions):
+        pipe.incr(k.fence(store.settings.consumer_group, p))
     pipe.execute()
 
 
@@ -167,12 +175,17 @@ def cleanup_versions(store: RedisStore, grace_s: float, now: float | None = None
     for (v, _), (_, superseded_at) in itertools.pairwise(versions):
         if v in keep or now - superseded_at < grace_s:
             continue
-        k = store.keys
-        store.client.unlink(*(k.model(v, part) for part in VERSION_PARTS if part not in PER_PARTITION_PARTS))
-        store.client.unlink(*user_keys(store, v))
-        store.client.zrem(k.versions, v)
+        store.client.unlink(*version_keys(store, v))
+        store.client.zrem(store.keys.versions, v)
         removed.append(v)
     return removed
+
+
+def version_keys(store: RedisStore, version: str) -> list[str]:
+    """Every key ``version`` owns (the pending lists of its new items expire by themselves)."""
+    k = store.keys
+    return [*(k.model(version, part) for part in VERSION_PARTS if part not in PER_PARTITION_PARTS),
+            *user_keys(store, version)]
 
 
 def user_keys(store: RedisStore, version: str) -> list[str]:
