@@ -36,7 +36,8 @@ RELIABILITY_TESTS := tests/reliability tests/unit/streamrec/test_events_properti
 	tests/unit/online_api/test_api_http_details.py tests/integration/test_api_http_details.py \
 	tests/unit/online_api/test_api_key_strength.py tests/unit/batch/test_batch_cli.py tests/unit/test_compose.py \
 	tests/integration/test_dead_letters_cli.py \
-	tests/integration/test_hostile_input.py tests/integration/test_api_schemathesis.py tests/integration/test_rebuild.py
+	tests/integration/test_hostile_input.py tests/integration/test_api_schemathesis.py tests/integration/test_rebuild.py \
+	tests/reliability/test_redis_cluster_failover.py
 
 reliability: setup ## faults, load, hostile input, 10-min soak (~15 min; STREAMREC_SOAK_S shortens); writes docs/reliability.md
 	$(BIN)/streamrec stack up

@@ -365,7 +365,8 @@ class BatchPlan:
 
     # ------------------------------------------------------------------------------------------ commit
     def commit(self) -> BatchResult:
-        self.tx.execute()  # raises WatchError when a watched key changed
+        s = self.settings  # raises WatchError when a watched key changed; on a cluster, WAITs for a replica
+        self.tx.execute(s.redis_wait_replicas if self.cluster else 0, s.redis_wait_ms)
         write_ms = now_ms()
         if self.cluster:  # committed: now the shared keys (an entry left behind is applied by the next drain)
             self.proc.drain_outbox(self.batch.parts[0])

@@ -71,6 +71,8 @@ RETRIES = Counter("streamrec_worker_retries_total",
                   "batch attempts repeated: conflict (WATCH), model (version swapped), infrastructure, bug",
                   ["kind"])
 MODEL_INFO = Gauge("streamrec_worker_model_info", "the model version folded against (value 1)", ["version"])
+UNREPLICATED = Counter("streamrec_worker_unreplicated_total", "Redis Cluster transactions that no replica "
+                       "acknowledged within STREAMREC_REDIS_WAIT_MS (a failover then could lose them)")
 MODEL_SWAPS = Counter("streamrec_worker_model_loads_total", "model versions loaded")
 
 

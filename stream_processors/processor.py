@@ -277,7 +277,8 @@ class BatchProcessor:
         logged, and the entries stay for the partition's next batch or the periodic sweep."""
         covis = (self.covis.half_life_s, self.covis.top_n) if self.covis is not None else None
         try:
-            drain(self.store, p, covis, self.settings.history_cap)
+            drain(self.store, p, covis, self.settings.history_cap,
+                  (self.settings.redis_wait_replicas, self.settings.redis_wait_ms))
         except (redis.RedisError, OSError, StoreUnavailable) as exc:
             log.warning("partition %d: shared effects not applied yet (%s: %s); the next drain applies them",
                         p, type(exc).__name__, exc)

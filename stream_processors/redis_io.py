@@ -8,13 +8,17 @@ then queues the writes on the same pipeline after MULTI. If any watched key chan
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import redis
 from redis.client import Pipeline
 
+from stream_processors.metrics import UNREPLICATED
 from streamrec.store import RedisStore
+
+log = logging.getLogger("streamrec.worker")
 
 Command = tuple[Any, ...]
 
@@ -71,6 +75,19 @@ def queue_dedup_add(pipe: Pipeline, key: str, ids_blob: bytes, expire_at: int) -
     pipe.execute_command("EVAL", _DEDUP_ADD_LUA, 1, key, expire_at, ids_blob)
 
 
+def wait_for_replicas(conn: Any, replicas: int, wait_ms: int) -> int:
+    """WAIT on ``conn`` (the connection of the transaction just executed) until ``replicas`` replicas have its
+    writes, at most ``wait_ms``; returns how many did, and counts a shortfall in the metrics. The pipeline
+    has handed the connection back to its pool, but the worker is single-threaded: nobody took it since."""
+    conn.send_command("WAIT", replicas, wait_ms)
+    acked = int(conn.read_response())
+    if acked < replicas:
+        UNREPLICATED.inc()
+        log.warning("a transaction reached %d of %d replicas within %d ms: a failover now could lose it",
+                    acked, replicas, wait_ms)
+    return acked
+
+
 class WatchedBatch:
     """One optimistic transaction: ``watch`` keys, ``read`` (pipelined), ``writes()``, ``execute()``."""
 
@@ -111,8 +128,16 @@ class WatchedBatch:
         self.pipe.multi()
         return self.pipe
 
-    def execute(self) -> list[Any]:
-        return self.pipe.execute()
+    def execute(self, wait_replicas: int = 0, wait_ms: int = 1000) -> tuple[list[Any], int | None]:
+        """EXEC; with ``wait_replicas``, then WAIT on the same connection until that many replicas have this
+        transaction (at most ``wait_ms``). Returns the replies and the replicas that acknowledged (None
+        without a WAIT). Replication is asynchronous: without the WAIT a master that fails right after EXEC
+        can lose a transaction whose offsets Kafka then commits."""
+        conn = self.pipe.connection
+        replies = self.pipe.execute()
+        if not wait_replicas or conn is None:
+            return replies, None
+        return replies, wait_for_replicas(conn, wait_replicas, wait_ms)
 
     def close(self) -> None:
         self.pipe.reset()

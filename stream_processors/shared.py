@@ -24,6 +24,7 @@ import redis
 from redis.client import Pipeline
 
 from stream_processors import new_items as ni
+from stream_processors.redis_io import wait_for_replicas
 from streamrec.store import RedisStore, from_bytes, to_bytes
 from streamrec.store.covisitation import queue_pairs
 from streamrec.store.trending import add_counts_many
@@ -107,22 +108,23 @@ def queue_outbox(pipe: Pipeline, store: RedisStore, p: int, seq: int, effects: S
         pipe.rpush(store.keys.outbox(p), _ENCODER.encode(Entry(seq, effects)))
 
 
-def drain(store: RedisStore, p: int, covis: tuple[float, int] | None, history_cap: int) -> int:
+def drain(store: RedisStore, p: int, covis: tuple[float, int] | None, history_cap: int,
+          wait: tuple[int, int] = (0, 0)) -> int:
     """Apply every entry of ``p``'s outbox to the shared keys once, oldest first, and remove it; returns how
-    many entries were removed."""
+    many entries were removed. ``wait``: (replicas, ms) to WAIT for after each transaction."""
     outbox = store.keys.outbox(p)
     node = store.node_client(outbox)
     done = 0
     for raw in cast(list[bytes], node.lrange(outbox, 0, -1)):
         entry = _DECODER.decode(raw)
         for kind in entry.effects.kinds():
-            _apply_kind(store, p, entry, kind, covis, history_cap)
+            _apply_kind(store, p, entry, kind, covis, history_cap, wait)
         done += int(node.lrem(outbox, 1, cast(str, raw)))  # redis-py takes bytes too
     return done
 
 
 def _apply_kind(store: RedisStore, p: int, entry: Entry, kind: str, covis: tuple[float, int] | None,
-                history_cap: int) -> None:
+                history_cap: int, wait: tuple[int, int] = (0, 0)) -> None:
     """Apply ``entry``'s effects on one kind of shared keys unless that kind already holds its number."""
     marker = store.keys.applied(kind)
     node = store.node_client(marker)
@@ -136,7 +138,10 @@ def _apply_kind(store: RedisStore, p: int, entry: Entry, kind: str, covis: tuple
                 tx.multi()
                 entry.effects.queue(tx, store, covis, history_cap, kinds=(kind,))
                 tx.hset(marker, str(p), entry.seq)
+                conn = tx.connection
                 tx.execute()
+                if wait[0] and conn is not None:  # replicated before the entry leaves the outbox
+                    wait_for_replicas(conn, *wait)
                 return
             except redis.WatchError:  # another worker drained the same partition meanwhile: look again
                 continue

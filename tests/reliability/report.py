@@ -17,7 +17,7 @@ from tests.reliability.record import RESULTS
 DOC = REPO_ROOT / "docs" / "reliability.md"
 SCENARIOS = ["worker_crash", "kafka_restart", "redis_restart", "redis_flushall_rebuild", "batch_killed_mid_publish",
              "hostile_input", "poison_events", "shutdown_while_retrying", "security_keys_and_binding",
-             "security_secrets", "soak"]
+             "security_secrets", "soak", "redis_cluster_worker_crash", "redis_cluster_failover"]
 
 
 def codes(status: dict[str, int]) -> str:
@@ -43,7 +43,8 @@ def problems(data: dict[str, Any]) -> list[str]:
     found = [f"scenario {name} did not record figures" for name in SCENARIOS if name not in data["scenarios"]]
     found += [f"{test} {t['outcome']}" for test, t in data["tests"].items() if t["outcome"] != "passed"]
     sc = data["scenarios"]
-    for name in ("worker_crash", "kafka_restart", "redis_restart", "soak"):
+    for name in ("worker_crash", "kafka_restart", "redis_restart", "soak", "redis_cluster_worker_crash",
+                 "redis_cluster_failover"):
         f = sc.get(name, {})
         if f.get("lost") or f.get("doubled"):
             found.append(f"{name}: lost {f.get('lost')} doubled {f.get('doubled')}")
@@ -57,7 +58,53 @@ def problems(data: dict[str, Any]) -> list[str]:
         status = sc.get(name, {}).get(key, {}).get("status", {})
         if n5xx(status) and not (name == "kafka_restart" and set(status) - {"200", "202", "503"} == set()):
             found.append(f"{name}: 5xx answers {status}")
+    failover = sc.get("redis_cluster_failover", {})
+    if failover.get("api_500") or set(failover.get("reads", {}).get("status", {})) - {"200", "503"}:
+        found.append(f"redis_cluster_failover: {failover.get('api_500')} × 500, reads "
+                     f"{failover.get('reads', {}).get('status')}")
+    if n5xx(sc.get("redis_cluster_worker_crash", {}).get("reads", {}).get("status", {})):
+        found.append("redis_cluster_worker_crash: 5xx answers")
     return found
+
+
+def cluster_rows(sc: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """The summary rows of the Redis Cluster scenarios."""
+    cw, cf = sc["redis_cluster_worker_crash"], sc["redis_cluster_failover"]
+    return [
+        (f"Redis Cluster: worker SIGKILLed {len(cw['kills'])}× under load", f"{cw['events_sent']:,}",
+         f"{cw['applied']:,}", cw["lost"], cw["doubled"], codes(cw["reads"]["status"]), n5xx(cw["reads"]["status"]),
+         "—"),
+        ("Redis Cluster: a master SIGKILLed under load, its replica took over", f"{cf['events_sent']:,}",
+         f"{cf['applied']:,}", cf["lost"], cf["doubled"], codes(cf["reads"]["status"]),
+         f"{n5xx(cf['reads']['status'])} (503 while the slot was unavailable; {cf['api_500']} × 500)", "—"),
+    ]
+
+
+def cluster_section(cw: dict[str, Any], cf: dict[str, Any]) -> list[str]:
+    """The Redis Cluster scenarios: a private cluster of 3 masters with 1 replica each."""
+    probe = cf["probe"]
+    return load_section("Redis Cluster: worker crash and master failover", cf, [
+        "A private Redis Cluster (3 masters, 1 replica each, `redis-server` from the system, own ports and data "
+        f"directory), the shared Kafka, {cf['load']['partitions']} partitions.",
+        f"- worker crash: {cw['load']['rate']:,} events/s for {cw['load']['duration_s']:g} s; the worker was "
+        f"SIGKILLed {len(cw['kills'])} times and a new one applied events again "
+        + ", ".join(f"{x['resumed_after_s']} s" for x in cw["kills"])
+        + f" after each kill: {cw['events_delivered']:,} delivered, {cw['applied']:,} applied, **lost "
+        f"{cw['lost']}, doubled {cw['doubled']}**; reads {codes(cw['reads']['status'])}.",
+        f"- master failover: {cf['load']['rate']:,} events/s and {cf['load']['reads_rps']} reads/s; the "
+        f"`redis-server` of the master on port {cf['redis_master_port']} (the slots of partitions "
+        f"{', '.join(str(p) for p in cf['partitions_on_master'])}) was SIGKILLed mid-stream. Its replica "
+        f"(port {cf['promoted_replica_port']}) served the slot with `cluster_state:ok` {cf['failover_s']} s later.",
+        f"- the API (not restarted) answered **503, never 500** while the slot was unavailable and 200 again "
+        f"**{cf['api_200_again_after_kill_s']} s** after the kill: a probe of the failed slot's users "
+        f"{codes(probe['status'])}; the read load {codes(cf['reads']['status'])} ({cf['api_503']} × 503, "
+        f"{cf['api_500']} × 500 in all), transport errors {cf['reads']['errors'] or 0}.",
+        f"- the worker (not restarted) retried with backoff ({cf['worker_infrastructure_retries']:g} "
+        f"infrastructure retries), applied the failed partitions' events again "
+        f"{cf['worker_resumed_after_kill_s']} s after the kill and had applied every event produced until the "
+        f"failover {cf['worker_caught_up_after_kill_s']} s after it: {cf['events_delivered']:,} delivered, "
+        f"{cf['applied']:,} applied, **lost {cf['lost']}, doubled {cf['doubled']}**.",
+    ])
 
 
 def section_summary(sc: dict[str, Any]) -> list[str]:
@@ -88,6 +135,7 @@ def section_summary(sc: dict[str, Any]) -> list[str]:
          soak["lost"], soak["doubled"], codes(soak["requests"]["status"]), n5xx(soak["requests"]["status"]),
          rss(soak, "worker", "api")),
     ]
+    rows += cluster_rows(sc)
     out = ["| scenario | events sent | applied | lost | doubled | requests (status) | 5xx | RSS start → end |",
            "|---|---|---|---|---|---|---|---|"]
     out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -228,6 +276,7 @@ def render(data: dict[str, Any]) -> str:
         f"new ones: {after['applied']:,} applied for {after['produced']:,} produced, **lost {after['lost']}, "
         f"doubled {after['doubled']}**.",
     ])
+    out += cluster_section(sc["redis_cluster_worker_crash"], sc["redis_cluster_failover"])
     attempt = b["kill_attempts"][-1]
     partial = next(iter(attempt["partial_versions"].values()))
     out += load_section("Batch killed mid-publish", b, [
