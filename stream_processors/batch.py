@@ -52,9 +52,6 @@ class WorkerState(Protocol):
     new_item_refresh_s: float
     covis: CovisConfig | None  # co-visitation kept by the worker (None: switched off)
 
-    def drain_outbox(self, p: int) -> None:
-        """Apply partition ``p``'s outbox to the shared keys (Redis Cluster; :func:`.shared.drain`)."""
-
 CATEGORY_CACHE_S = 300.0  # catalogue categories are re-read this often
 
 
@@ -359,6 +356,7 @@ class BatchPlan:
             assert len(self.batch.parts) == 1, "on a cluster a plan is for one partition"
             effects = effects_of(counts, version, self.pending_add, self.folded_items, self.now, self.covis_rows)
             queue_outbox(pipe, proc.store, self.batch.parts[0], self.seq, effects)
+            self.batch.new_item_effects = bool(self.pending_add)
         else:
             queue_effects(pipe, proc.store, counts, version, self.pending_add, self.folded_items, self.now,
                           self.covis_rows, covis, self.settings.history_cap)
@@ -368,8 +366,6 @@ class BatchPlan:
         s = self.settings  # raises WatchError when a watched key changed; on a cluster, WAITs for a replica
         self.tx.execute(s.redis_wait_replicas if self.cluster else 0, s.redis_wait_ms)
         write_ms = now_ms()
-        if self.cluster:  # committed: now the shared keys (an entry left behind is applied by the next drain)
-            self.proc.drain_outbox(self.batch.parts[0])
         batch, proc = self.batch, self.proc
         proc.users.put_many(self.states.items())
         if self.model is not None and self.folded_items:

@@ -56,6 +56,7 @@ class Batch:
         # Redis Cluster: partition -> (result, applied by type) of its transaction once committed (a retry of
         # the batch skips those partitions)
         self.committed: dict[int, tuple[Any, dict[tuple[str, str], int]]] = {}
+        self.new_item_effects = False  # Redis Cluster: its outbox entry records interactions with new items
 
 
 def by_partition(batch: Batch) -> list[Batch]:

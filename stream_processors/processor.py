@@ -148,6 +148,7 @@ class BatchProcessor:
             return outcome
         total = BatchResult()
         if whole.committed:  # Redis Cluster: the partitions committed before one failed are done
+            self.drain_outboxes(list(whole.committed))
             for result, applied in whole.committed.values():
                 total.merge(result)
                 self._observe_types(applied)
@@ -256,6 +257,9 @@ class BatchProcessor:
             if p not in committed:
                 node = self.store.node_client(self.store.keys.tag(p))
                 committed[p] = (self._attempt_on(part, sent, WatchedBatch(self.store, node)), part.applied_by_type)
+                if part.new_item_effects:  # the next partition's plan reads the new items' counts: apply first
+                    self.drain_outboxes([p])
+        self.drain_outboxes(list(committed))  # committed: now the shared keys, all partitions at once
         total = BatchResult()
         by_type: dict[tuple[str, str], int] = defaultdict(int)
         for result, applied in committed.values():
@@ -272,26 +276,20 @@ class BatchProcessor:
         except (redis.RedisError, rexc.RedisClusterException, OSError) as exc:  # no node answers yet
             log.warning("redis cluster topology not refreshed (%s: %s)", type(exc).__name__, exc)
 
-    def drain_outbox(self, p: int) -> None:
-        """Apply partition ``p``'s outbox to the shared keys (Redis Cluster, :func:`.shared.drain`); a failure is
-        logged, and the entries stay for the partition's next batch or the periodic sweep."""
-        covis = (self.covis.half_life_s, self.covis.top_n) if self.covis is not None else None
-        try:
-            drain(self.store, p, covis, self.settings.history_cap,
-                  (self.settings.redis_wait_replicas, self.settings.redis_wait_ms))
-        except (redis.RedisError, OSError, StoreUnavailable) as exc:
-            log.warning("partition %d: shared effects not applied yet (%s: %s); the next drain applies them",
-                        p, type(exc).__name__, exc)
-
-    def drain_outboxes(self) -> int:
-        """Drain every partition's outbox that holds entries (the periodic sweep, Redis Cluster only)."""
+    def drain_outboxes(self, parts: Sequence[int] | None = None) -> None:
+        """Apply the outboxes of ``parts`` (default: every partition, the periodic sweep) to the shared keys
+        (Redis Cluster, :func:`.shared.drain`); a failure is logged, and the entries stay for the next drain
+        (after the partition's next batch, or the sweep)."""
         if not self.store.cluster:
-            return 0
-        waiting = [p for p in range(self.store.keys.partitions)
-                   if self.store.node_client(self.store.keys.outbox(p)).llen(self.store.keys.outbox(p))]
-        for p in waiting:
-            self.drain_outbox(p)
-        return len(waiting)
+            return
+        covis = (self.covis.half_life_s, self.covis.top_n) if self.covis is not None else None
+        todo = list(range(self.store.keys.partitions)) if parts is None else list(parts)
+        try:
+            drain(self.store, todo, covis, self.settings.history_cap,
+                  (self.settings.redis_wait_replicas, self.settings.redis_wait_ms))
+        except (redis.RedisError, rexc.RedisClusterException, OSError, StoreUnavailable) as exc:
+            log.warning("shared effects of partitions %s not applied yet (%s: %s); the next drain applies them",
+                        todo, type(exc).__name__, exc)
 
     def _attempt_on(self, batch: Batch, sent: set[tuple[str, int, int]], tx: WatchedBatch) -> BatchResult:
         clock = time.perf_counter

@@ -16,7 +16,8 @@ never pickles; vectors in them are raw little-endian float32 bytes.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -40,7 +41,7 @@ class SharedEffects(msgspec.Struct, frozen=True):
     version: str | None = None  # the model version of the new-item effects
     pending: dict[str, list[str]] = {}  # new item -> its new ``user \x1f weight`` entries
     folded: dict[str, bytes] = {}  # new item -> its folded vector (raw float32)
-    covis_now: int = 0
+    covis_now: int = 0  # the batch's clock (ms): co-visitation increments are decayed to it
     covis: dict[str, tuple[list[str], list[float]]] = {}  # item -> (neighbours, increments decayed to covis_now)
 
     def empty(self) -> bool:
@@ -108,41 +109,103 @@ def queue_outbox(pipe: Pipeline, store: RedisStore, p: int, seq: int, effects: S
         pipe.rpush(store.keys.outbox(p), _ENCODER.encode(Entry(seq, effects)))
 
 
-def drain(store: RedisStore, p: int, covis: tuple[float, int] | None, history_cap: int,
+def drain(store: RedisStore, parts: Sequence[int], covis: tuple[float, int] | None, history_cap: int,
           wait: tuple[int, int] = (0, 0)) -> int:
-    """Apply every entry of ``p``'s outbox to the shared keys once, oldest first, and remove it; returns how
-    many entries were removed. ``wait``: (replicas, ms) to WAIT for after each transaction."""
-    outbox = store.keys.outbox(p)
-    node = store.node_client(outbox)
-    done = 0
-    for raw in cast(list[bytes], node.lrange(outbox, 0, -1)):
-        entry = _DECODER.decode(raw)
-        for kind in entry.effects.kinds():
-            _apply_kind(store, p, entry, kind, covis, history_cap, wait)
-        done += int(node.lrem(outbox, 1, cast(str, raw)))  # redis-py takes bytes too
-    return done
+    """Apply every entry of the outboxes of ``parts`` to the shared keys once and remove it; returns how many
+    entries were removed. The entries of all the partitions are merged, so each kind is one transaction
+    whatever the number of partitions. ``wait``: (replicas, ms) to WAIT for after each transaction."""
+    outboxes = [store.keys.outbox(p) for p in parts]
+    pipe = store.client.pipeline(transaction=False)
+    for key in outboxes:
+        pipe.lrange(key, 0, -1)
+    raw = dict(zip(parts, pipe.execute(), strict=True))
+    entries = {p: [_DECODER.decode(r) for r in rows] for p, rows in raw.items() if rows}
+    if not entries:
+        return 0
+    for kind in KINDS:
+        touched = {p: es for p, es in entries.items() if any(kind in e.effects.kinds() for e in es)}
+        if touched:
+            _apply_kind(store, touched, kind, covis, history_cap, wait)
+    pipe = store.client.pipeline(transaction=False)
+    for p, rows in raw.items():
+        for r in rows:
+            pipe.lrem(store.keys.outbox(p), 1, r)
+    return int(sum(pipe.execute()))
 
 
-def _apply_kind(store: RedisStore, p: int, entry: Entry, kind: str, covis: tuple[float, int] | None,
-                history_cap: int, wait: tuple[int, int] = (0, 0)) -> None:
-    """Apply ``entry``'s effects on one kind of shared keys unless that kind already holds its number."""
+def _apply_kind(store: RedisStore, entries: Mapping[int, Sequence[Entry]], kind: str,
+                covis: tuple[float, int] | None, history_cap: int, wait: tuple[int, int] = (0, 0)) -> None:
+    """Apply the effects on one kind of shared keys of the entries (per partition, oldest first) that kind
+    does not hold yet, in one transaction that records each partition's newest number."""
     marker = store.keys.applied(kind)
     node = store.node_client(marker)
+    parts = list(entries)
     for _attempt in range(MAX_ATTEMPTS):
         with node.pipeline(transaction=True) as tx:
             try:
                 tx.watch(marker)
-                applied = tx.hget(marker, str(p))
-                if applied is not None and int(applied) >= entry.seq:
+                raw = tx.hmget(marker, [str(p) for p in parts])
+                applied = {p: int(v) if v is not None else 0 for p, v in zip(parts, raw, strict=True)}
+                todo = {p: [e for e in es if e.seq > applied[p]] for p, es in entries.items()}
+                todo = {p: es for p, es in todo.items() if es}
+                if not todo:
                     return
                 tx.multi()
-                entry.effects.queue(tx, store, covis, history_cap, kinds=(kind,))
-                tx.hset(marker, str(p), entry.seq)
+                merge([e.effects for es in todo.values() for e in es], covis).queue_kind(
+                    tx, store, covis, history_cap, kind)
+                tx.hset(marker, mapping={str(p): es[-1].seq for p, es in todo.items()})
                 conn = tx.connection
                 tx.execute()
-                if wait[0] and conn is not None:  # replicated before the entry leaves the outbox
+                if wait[0] and conn is not None:  # replicated before the entries leave the outboxes
                     wait_for_replicas(conn, *wait)
                 return
-            except redis.WatchError:  # another worker drained the same partition meanwhile: look again
+            except redis.WatchError:  # another worker drained the same partitions meanwhile: look again
                 continue
-    raise redis.WatchError(f"the {kind!r} keys kept changing: outbox entry {entry.seq} of partition {p} not applied")
+    raise redis.WatchError(f"the {kind!r} keys kept changing: outbox entries of partitions {parts} not applied")
+
+
+@dataclass(frozen=True)
+class Merged:
+    """Several entries' effects as one write per kind: trending weights summed, new items' entries per version
+    in order, co-visitation increments summed per pair (re-expressed at the newest entry's time)."""
+
+    counts: dict[tuple[int, str, str | None], float]
+    versions: dict[str, tuple[dict[str, list[str]], dict[str, np.ndarray]]]
+    covis_now: int
+    covis: dict[str, dict[str, float]]
+
+    def queue_kind(self, pipe: Pipeline, store: RedisStore, covis: tuple[float, int] | None, history_cap: int,
+                   kind: str) -> None:
+        """Queue the writes of one kind on ``pipe`` (:func:`queue_effects`)."""
+        if kind == "n":
+            for version, (pending, folded) in self.versions.items():
+                queue_effects(pipe, store, {}, version, pending, folded, 0, {}, covis, history_cap, ("n",))
+            return
+        rows = {item: (list(row), np.fromiter(row.values(), dtype=np.float64, count=len(row)))
+                for item, row in self.covis.items()}
+        queue_effects(pipe, store, self.counts, None, {}, {}, self.covis_now, rows, covis, history_cap, (kind,))
+
+
+def merge(effects: Sequence[SharedEffects], covis: tuple[float, int] | None) -> Merged:
+    """The :class:`Merged` writes of ``effects``, taken in the order they were computed (``covis_now`` is the
+    batch's clock), so the newest fold of a new item is the one kept."""
+    effects = sorted(effects, key=lambda e: e.covis_now)
+    counts: dict[tuple[int, str, str | None], float] = {}
+    versions: dict[str, tuple[dict[str, list[str]], dict[str, np.ndarray]]] = {}
+    now = max((e.covis_now for e in effects), default=0)
+    pairs: dict[str, dict[str, float]] = {}
+    for e in effects:
+        for ts, item, cat, w in e.counts:
+            counts[(ts, item, cat)] = counts.get((ts, item, cat), 0.0) + w
+        if e.version is not None and (e.pending or e.folded):
+            pending, folded = versions.setdefault(e.version, ({}, {}))
+            for item, rows in e.pending.items():
+                pending.setdefault(item, []).extend(rows)
+            folded.update((item, from_bytes(v)) for item, v in e.folded.items())
+        if e.covis and covis is not None:
+            scale = 2.0 ** ((e.covis_now - now) / (covis[0] * 1000.0))  # an increment at e's time, seen at now
+            for item, (ids, ws) in e.covis.items():
+                row = pairs.setdefault(item, {})
+                for n, w in zip(ids, ws, strict=True):
+                    row[n] = row.get(n, 0.0) + w * scale
+    return Merged(counts, versions, now, pairs)

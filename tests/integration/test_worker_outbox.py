@@ -21,10 +21,11 @@ from stream_processors.shared import (
 from streamrec.events import now_ms
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
-from streamrec.store.covisitation import covis_key
+from streamrec.store.covisitation import neighbours
 from streamrec.store.trending import top_popular, top_trending
 
 COVIS = (3_600.0, 20)
+AT = now_ms() + 60_000
 CAP = 50
 
 
@@ -40,40 +41,47 @@ def effects(now: int, seed: int) -> SharedEffects:
 
 
 def state(store: RedisStore) -> dict[str, object]:
-    """Everything a reader sees of the shared keys."""
+    """Everything a reader sees of the shared keys; the pending entries as a multiset (entries of different
+    partitions have no order) and co-visitation scores to 12 digits (sums in another order)."""
     c = store.client
+    at = AT  # the same instant for every state compared
+    covis = {item: [(n, round(score, 12)) for n, score in row]
+             for item, row in neighbours(store, [f"i{k}" for k in range(7)], at, COVIS[0], COVIS[1]).items()}
     return {"trending": top_trending(store, "1h", k=50), "toys": top_trending(store, "1h", category="toys", k=50),
-            "popular": top_popular(store, k=50), "pending": c.lrange(ni.pending_list_key(store, "v1", "new-a"), 0, -1),
+            "popular": top_popular(store, k=50),
+            "pending": sorted(c.lrange(ni.pending_list_key(store, "v1", "new-a"), 0, -1)),
             "pending_n": c.hgetall(ni.pending_count_key(store, "v1")),
-            "new_items": c.hgetall(store.keys.model("v1", "new_items")),
-            "covis": {k: c.hgetall(covis_key(store, f"i{k}")) for k in range(7)}}
+            "new_items": c.hgetall(store.keys.model("v1", "new_items")), "covis": covis}
 
 
 def test_outbox_and_direct_writes_leave_the_same_shared_state_and_entries_apply_once(
         make_settings: Callable[..., Settings]) -> None:
     now = now_ms()
-    batches = [effects(now, seed) for seed in range(3)]
+    batches = [effects(now + seed, seed) for seed in range(3)]  # three batches, a millisecond apart
     direct, boxed = RedisStore(make_settings()), RedisStore(make_settings())
     for e in batches:  # one Redis: in the batch's transaction
         pipe = direct.client.pipeline(transaction=False)
         e.queue(pipe, direct, COVIS, CAP)
         pipe.execute()
-    p = 2
-    for seq, e in enumerate(batches, start=1):  # a cluster: through partition p's outbox
+    # a cluster: through the outboxes of partitions 2 (entries 1 and 2) and 5 (entry 1), drained together
+    placed = [(2, 1, batches[0]), (5, 1, batches[1]), (2, 2, batches[2])]
+    for p, seq, e in placed:
         pipe = boxed.client.pipeline(transaction=False)
         queue_outbox(pipe, boxed, p, seq, e)
         pipe.execute()
-    _apply_kind(boxed, p, boxed_entry(boxed, p, 0), "t", COVIS, CAP)  # a drain that crashed after one kind
-    assert drain(boxed, p, COVIS, CAP) == 3
-    assert boxed.client.llen(boxed.keys.outbox(p)) == 0
+    # a drain that crashed after applying partition 2's first entry to the trending keys only
+    _apply_kind(boxed, {2: [boxed_entry(boxed, 2, 0)]}, "t", COVIS, CAP)
+    assert drain(boxed, [2, 5], COVIS, CAP) == 3
+    assert boxed.client.llen(boxed.keys.outbox(2)) == boxed.client.llen(boxed.keys.outbox(5)) == 0
     assert state(boxed) == state(direct)
     # the same entries drained again (a second worker, a redelivered batch re-queuing them): nothing doubles
-    for seq, e in enumerate(batches, start=1):
+    for p, seq, e in placed:
         pipe = boxed.client.pipeline(transaction=False)
         queue_outbox(pipe, boxed, p, seq, e)
         pipe.execute()
-    assert drain(boxed, p, COVIS, CAP) == 3 and state(boxed) == state(direct)
-    assert {k: boxed.client.hget(boxed.keys.applied(k), str(p)) for k in ("t", "n", "c")} == dict.fromkeys("tnc", b"3")
+    assert drain(boxed, [2, 5], COVIS, CAP) == 3 and state(boxed) == state(direct)
+    assert {(k, p): boxed.client.hget(boxed.keys.applied(k), str(p)) for k in "tnc" for p in (2, 5)} == {
+        (k, p): b"2" if p == 2 else b"1" for k in "tnc" for p in (2, 5)}
     direct.close()
     boxed.close()
 
