@@ -39,6 +39,14 @@ EMPTY = np.zeros(0, dtype=np.int64)
 # the API reads them in a second round trip (:func:`session_items`). The profile (KEYS[4]) is read only for
 # a user with fewer than ARGV[4] history entries (a new user, whose profile vector is blended in:
 # online_api/content.py), in the same round trip. All KEYS are the user's, in one slot.
+# KEYS = co-visitation hashes (all in slot {c}); returns the HGETALL of each: one command for the session items'
+# co-visitation on a Redis Cluster, where HYBRID_STATE_LUA cannot read them
+COVIS_LUA = """
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = redis.call('HGETALL', key) end
+return out
+"""
+
 HYBRID_STATE_LUA = """
 local vec, ts = false, false
 local items, weights, stamps = {}, {}, {}

@@ -32,6 +32,7 @@ from online_api.content import ContentService, new_arrivals, with_profile
 from online_api.deadline import redis_deadline
 from online_api.errors import NotFound, Unavailable
 from online_api.hybrid import (
+    COVIS_LUA,
     HYBRID_STATE_LUA,
     Request,
     Shop,
@@ -99,6 +100,7 @@ class HybridRecommender:
         self.covis_prefix = covis_key(svc.store, "")
         self.cluster = svc.store.cluster
         self._state = svc.client.register_script(HYBRID_STATE_LUA)
+        self._covis = svc.client.register_script(COVIS_LUA)  # Redis Cluster: every co-visitation key is slot {c}
         self.ranker = load_ranker(s.rank_model_file)
         self._shop_cache: tuple[View, Shop] | None = None
 
@@ -113,10 +115,9 @@ class HybridRecommender:
                                           self._profile_below(model), *posted[::-1]])
             reply = parse_reply(raw)
             if self.cluster and (items := session_items(raw)):  # the co-visitation keys live in their own slot
-                pipe = self.svc.client.pipeline(transaction=False)
-                for item in items:
-                    pipe.hgetall(self.covis_prefix + item)
-                reply.hashes = dict(zip(items, await pipe.execute(), strict=True))
+                flat = await self._covis(keys=[self.covis_prefix + item for item in items])
+                reply.hashes = {item: dict(zip(f[::2], f[1::2], strict=True))
+                                for item, f in zip(items, flat, strict=True)}
         return reply
 
     def _profile_below(self, model: ServedModel | None) -> int:
