@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from streamrec.events import Event, InvalidEvent, decode_event, decode_many
 from streamrec.kafka_io import Record
+from streamrec.partitioner import partition_for
 
 MAX_DETAIL = 500
 
@@ -63,3 +64,29 @@ def _one_by_one(
         except Exception as exc:  # whatever a record makes the decoder raise is still the record's fault
             dead.append(DeadLetter(rec, "undecodable", f"{type(exc).__name__}: {exc}"[:MAX_DETAIL]))
     return valid, dead
+
+
+def placed(valid: Sequence[ValidEvent], partitions: int,
+           cache: dict[str, int]) -> tuple[list[ValidEvent], list[DeadLetter]]:
+    """Split off the events not in the partition Kafka's murmur2 partitioner gives their user (of
+    ``partitions``): a user's state lives under that partition's keys (:class:`streamrec.store.Keys`), where
+    the API looks for it, so such an event (a producer with another partitioner, or a record produced to an
+    explicit partition) cannot be applied there and becomes a ``wrong_partition`` dead letter. ``cache``
+    keeps the partition of users seen (cleared past a million)."""
+    if len(cache) > 1_000_000:
+        cache.clear()
+    ok: list[ValidEvent] = []
+    dead: list[DeadLetter] = []
+    for v in valid:
+        user = v.event.user_id
+        p = cache.get(user)
+        if p is None:
+            p = cache[user] = partition_for(user, partitions)
+        if p == v.record.partition:
+            ok.append(v)
+        else:
+            dead.append(DeadLetter(v.record, "wrong_partition",
+                                   f"user {user!r} belongs in partition {p} of {partitions} (murmur2 of the user "
+                                   f"id, the Java client's default partitioner), not {v.record.partition}: "
+                                   "produce keyed by user_id with the murmur2 partitioner"[:MAX_DETAIL]))
+    return ok, dead

@@ -45,14 +45,13 @@ from models.ids import IdMap
 from stream_processors import metrics as m
 from stream_processors.batch import BatchPlan
 from stream_processors.columns import Batch, by_partition
-from stream_processors.decode import MAX_DETAIL, DeadLetter, ValidEvent, decode_records
+from stream_processors.decode import MAX_DETAIL, DeadLetter, ValidEvent, decode_records, placed
 from stream_processors.redis_io import WatchedBatch
 from stream_processors.result import BatchResult
 from stream_processors.shared import drain
 from stream_processors.state import ModelState, UserCache
 from streamrec.events import now_ms
 from streamrec.kafka_io import KafkaUnavailable, Record
-from streamrec.partitioner import partition_for
 from streamrec.ranking_settings import covis_config
 from streamrec.settings import Settings
 from streamrec.store import RedisStore, StoreUnavailable
@@ -100,7 +99,7 @@ class BatchProcessor:
         # Items folded in after the refit join the solver at most this often (rebuilding it copies the
         # projected factors: tens of MB at 50,000 items).
         self.new_item_refresh_s = 5.0
-        self._partition_of: dict[str, int] = {}  # user -> murmur2 partition (see _placed)
+        self._partition_of: dict[str, int] = {}  # user -> murmur2 partition (decode.placed's cache)
 
     # ------------------------------------------------------------------------------------------ public
     def process(self, records: Sequence[Record]) -> BatchResult:
@@ -122,7 +121,7 @@ class BatchProcessor:
         if not records:
             return BatchResult()
         valid, dead = decode_records(records, self.clock(), self.max_future_ms)
-        valid, misplaced = self._placed(valid)
+        valid, misplaced = placed(valid, self.store.keys.partitions, self._partition_of)
         dead.extend(misplaced)
         decoded = time.monotonic() - started
         sent: set[tuple[str, int, int]] = set()  # dead letters already delivered by an earlier attempt
@@ -221,31 +220,6 @@ class BatchProcessor:
         return self.model.version if self.model else None
 
     # ------------------------------------------------------------------------------------------ internals
-    def _placed(self, valid: list[ValidEvent]) -> tuple[list[ValidEvent], list[DeadLetter]]:
-        """Split off the events not in the partition Kafka's murmur2 partitioner gives their user: a user's
-        state lives under that partition's keys (:class:`streamrec.store.Keys`), where the API looks for it,
-        so such an event (a producer with another partitioner, or a record produced to an explicit
-        partition) cannot be applied there and becomes a ``wrong_partition`` dead letter."""
-        where = self._partition_of
-        if len(where) > 1_000_000:  # a cache of the murmur2 of recent users, bounded
-            where.clear()
-        n = self.store.keys.partitions
-        ok: list[ValidEvent] = []
-        dead: list[DeadLetter] = []
-        for v in valid:
-            user = v.event.user_id
-            p = where.get(user)
-            if p is None:
-                p = where[user] = partition_for(user, n)
-            if p == v.record.partition:
-                ok.append(v)
-            else:
-                dead.append(DeadLetter(v.record, "wrong_partition",
-                                       f"user {user!r} belongs in partition {p} of {n} (murmur2 of the user id, "
-                                       f"the Java client's default partitioner), not {v.record.partition}: "
-                                       "produce keyed by user_id with the murmur2 partitioner"[:MAX_DETAIL]))
-        return ok, dead
-
     def _attempt(self, batch: Batch, sent: set[tuple[str, int, int]]) -> BatchResult:
         if not self.store.cluster:
             return self._attempt_on(batch, sent, WatchedBatch(self.store))
