@@ -165,7 +165,7 @@ def _move_shared(store: RedisStore) -> int:
     return moved
 
 
-def _move_offsets(store: RedisStore, found: Layout, settings: Settings) -> int:
+def _move_offsets(store: RedisStore, found: Layout) -> int:
     """Format 1's offsets hash per group into per-partition hashes (fields keep their ``topic:p``)."""
     if found.format != 1:
         return 0  # the offsets of Kafka partition p stay under p's tag whatever the count
@@ -225,7 +225,7 @@ def migrate(settings: Settings, progress: Progress = _say) -> dict[str, Any]:
                      f"{FORMAT} with {store.keys.partitions} partitions")
             summary["histories"] = _move_histories(store, found, progress)
             summary["fields"] = _move_hashes(store, found, progress)
-            summary["offsets"] = _move_offsets(store, found, settings)
+            summary["offsets"] = _move_offsets(store, found)
             summary["shared_keys"] = _move_shared(store) if found.format == 1 else 0
             summary["dedup_sets"] = _copy_dedup(store, found)
         else:
