@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -21,7 +21,7 @@ from stream_processors import new_items as ni
 from stream_processors.columns import Batch
 from stream_processors.decode import DeadLetter
 from stream_processors.redis_io import (
-    WatchedBatch,
+    Transactions,
     dedup_buckets,
     dedup_check_command,
     queue_dedup_add,
@@ -58,7 +58,7 @@ CATEGORY_CACHE_S = 300.0  # catalogue categories are re-read this often
 class BatchPlan:
     """One attempt: ``read`` -> ``select`` -> ``compute`` -> ``write`` -> ``commit``."""
 
-    def __init__(self, proc: WorkerState, batch: Batch, tx: WatchedBatch) -> None:
+    def __init__(self, proc: WorkerState, batch: Batch, tx: Transactions) -> None:
         self.proc = proc
         self.batch = batch
         self.tx = tx
@@ -67,23 +67,12 @@ class BatchPlan:
         self.model = proc.model
         self.current: str | None = None
         self.dead_letters: list[DeadLetter] = []
-        # On a Redis Cluster the plan is for one partition (the processor splits batches): the transaction
-        # runs on the partition's node and slot, and the keys shared by all users are read apart from it and
-        # written through the partition's outbox (stream_processors.shared).
+        # On a Redis Cluster the plan is computed once for the whole batch, and written in one transaction per
+        # partition (:class:`~.redis_io.Transactions`), each on its partition's slot; the effects on the keys
+        # shared by all users go through each partition's outbox (stream_processors.shared).
         self.cluster = proc.store.cluster
-        self.seq = 0  # the partition's fence value after this batch (cluster: numbers its outbox entry)
-
-    def _shared(self, cmds: list[tuple[Any, ...]]) -> list[Any]:
-        """Reads of keys outside the partitions' slots: on the watched connection on one Redis (one round
-        trip with the rest), through the cluster client on a cluster (not watched: see docs/operations.md)."""
-        if not self.cluster:
-            return self.tx.read(cmds)
-        if not cmds:
-            return []
-        pipe = self.proc.store.client.pipeline(transaction=False)
-        for cmd in cmds:
-            pipe.execute_command(*cmd)
-        return list(pipe.execute())
+        self.seq: dict[int, int] = {}  # cluster: each partition's fence value after this batch (numbers its entry)
+        self.first_commit = True
 
     # ------------------------------------------------------------------------------------------ read
     def read(self) -> None:
@@ -93,10 +82,8 @@ class BatchPlan:
         # applying events of the same users concurrently (during a rebalance). WATCHing each user's
         # history key would do too, but Redis's WATCH is quadratic in the number of keys.
         group = self.settings.consumer_group
-        self.fences = [keys.fence(group, p) for p in batch.parts]
-        # on a cluster the model pointer is in another slot: a swap during the batch is caught by the refit's
-        # re-fold instead (batch/foldback.py reads the histories this batch writes)
-        self.tx.watch(self.fences if self.cluster else [keys.current, *self.fences])
+        self.fences = {p: keys.fence(group, p) for p in batch.parts}
+        self.tx.watch(self.fences, keys.current)
         self.fields = {p: [(t, q) for t, q in batch.max_offsets if q == p] for p in batch.parts}
         now_s = proc.clock() // 1000
         self.bucket, check, self.bucket_expire = dedup_buckets(now_s, self.settings.dedup_window_s)
@@ -105,7 +92,7 @@ class BatchPlan:
             proc.categories_at = time.monotonic()
         self.uncat = [i for i in dict.fromkeys(batch.item) if i not in proc.categories]
         self.nonbase = [i for i in dict.fromkeys(batch.item) if self.model and not self.model.is_base_item(i)]
-        local: list[tuple[Any, ...]] = [("GET", fence) for fence in self.fences] if self.cluster else []
+        local: list[tuple[Any, ...]] = [("GET", fence) for fence in self.fences.values()] if self.cluster else []
         for p, fields in self.fields.items():
             local.append(("HMGET", keys.offsets(group, p), *(f"{t}:{p}" for t, _ in fields)))
         with_events = [p for p in batch.parts if batch.events_of[p]]
@@ -122,11 +109,10 @@ class BatchPlan:
             shared.append(("HMGET", keys.model(v, "new_items"), *self.nonbase))
         if self.model:
             shared.append(("HLEN", keys.model(self.model.version, "new_items")))
+        r = s = iter(self.tx.read(local + shared))
         if self.cluster:
-            r, s = iter(self.tx.read(local)), iter(self._shared(shared))
-            self.seq = max((int(x or 0) for x in itertools.islice(r, len(self.fences))), default=0) + 1
-        else:
-            r = s = iter(self.tx.read(local + shared))
+            fence_values = list(itertools.islice(r, len(self.fences)))
+            self.seq = {p: int(x or 0) + 1 for p, x in zip(self.fences, fence_values, strict=True)}
         self.applied: dict[tuple[str, int], int] = {}
         for fields in self.fields.values():
             self.applied.update((tp, int(x) if x is not None else -1) for tp, x in zip(fields, next(r), strict=True))
@@ -144,7 +130,9 @@ class BatchPlan:
         self.pending_before: dict[str, int] = {}
         self.remote_new: dict[str, np.ndarray] = {}
         if self.model and self.nonbase:
-            self.pending_before = {i: int(c or 0) for i, c in zip(self.nonbase, next(s), strict=True)}
+            carry, v = batch.carry, self.model.version  # + what the earlier partitions' outboxes hold (cluster)
+            self.pending_before = {i: int(c or 0) + carry.count(v, i)
+                                   for i, c in zip(self.nonbase, next(s), strict=True)}
             self.remote_new = {i: from_bytes(vec) for i, vec in zip(self.nonbase, next(s), strict=True) if vec}
         self.new_items_len = int(next(s)) if self.model else 0
 
@@ -155,19 +143,22 @@ class BatchPlan:
         applied_at = self.applied
         seen: set[bytes] = set()
         self.apply_idx: list[int] = []
-        self.redelivered = self.duplicates = 0
+        self.redelivered: dict[int, int] = defaultdict(int)  # partition -> records skipped
+        self.duplicates: dict[int, int] = defaultdict(int)
         for i in range(batch.n):
             if batch.offset[i] <= applied_at[(batch.topic[i], batch.partition[i])]:
-                self.redelivered += 1
+                self.redelivered[batch.partition[i]] += 1
             elif i in self.dups or batch.id[i] in seen:
-                self.duplicates += 1
+                self.duplicates[batch.partition[i]] += 1
             else:
                 seen.add(batch.id[i])
                 self.apply_idx.append(i)
-        self.dead_letters = [
-            d for d in batch.dead if d.record.offset > applied_at[(d.record.topic, d.record.partition)]
-        ]
-        self.redelivered += len(batch.dead) - len(self.dead_letters)
+        self.dead_letters = []
+        for d in batch.dead:
+            if d.record.offset > applied_at[(d.record.topic, d.record.partition)]:
+                self.dead_letters.append(d)
+            else:
+                self.redelivered[d.record.partition] += 1
 
     # ------------------------------------------------------------------------------------------ compute
     def compute(self) -> None:
@@ -205,12 +196,10 @@ class BatchPlan:
             start += len(idx)
             rows_by_user[u] = (old.data, added)
             self.states[u] = old.extended(added, cap)
-        self.covis_rows: dict[str, tuple[list[str], np.ndarray]] = {}
         self.now = proc.clock()
         self.pending_add: dict[str, list[str]] = {}
-        if proc.covis is not None:
-            purchase = [batch.type[i] == "purchase" for i in order]
-            self.covis_rows = covisitation_pairs(rows_by_user, purchase, proc.items, proc.covis, self.now)
+        self.pending_of: dict[int, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+        self._covisitation(rows_by_user)
         self.vec_users: list[str] = []
         self.vectors = np.zeros((0, 1), dtype=np.float32)
         self.foldin_s = self.foldin_cpu_s = 0.0
@@ -218,6 +207,21 @@ class BatchPlan:
         if self.model is not None:
             self._fold_users()
             self._fold_new_items()
+
+    def _covisitation(self, rows_by_user: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        """The batch's co-visitation increments (``covis_of``): per partition on a cluster (each partition's go
+        in its own outbox entry, applied exactly once with its events), else all under the first partition."""
+        batch, proc = self.batch, self.proc
+        self.covis_of: dict[int, dict[str, tuple[list[str], np.ndarray]]] = {}
+        if proc.covis is None:
+            return
+        groups: dict[int, list[str]] = defaultdict(list)
+        for u in self.by_user:
+            groups[batch.partition_of[u] if self.cluster else batch.parts[0]].append(u)
+        for p, users in groups.items():
+            purchase = [batch.type[i] == "purchase" for u in users for i in self.by_user[u]]
+            self.covis_of[p] = covisitation_pairs({u: rows_by_user[u] for u in users}, purchase, proc.items,
+                                                  proc.covis, self.now)
 
     def _fold_users(self) -> None:
         model, proc = self.model, self.proc
@@ -261,7 +265,9 @@ class BatchPlan:
         for i in self.apply_idx:
             item = batch.item[i]
             if item in nonbase:
-                self.pending_add[item].append(ni.encode_pending(batch.user[i], batch.weight[i]))
+                entry = ni.encode_pending(batch.user[i], batch.weight[i])
+                self.pending_add[item].append(entry)
+                self.pending_of[batch.partition[i]][item].append(entry)
                 fresh[item].append((batch.user[i], batch.weight[i]))
         due = [
             it
@@ -276,9 +282,10 @@ class BatchPlan:
         ]
         if not due:
             return
-        lists = self._shared([("LRANGE", ni.pending_list_key(self.proc.store, model.version, it), 0, -1) for it in due])
+        lists = self.tx.read([("LRANGE", ni.pending_list_key(self.proc.store, model.version, it), 0, -1) for it in due])
         interactions = {
-            it: ([ni.decode_pending(x) for x in old] + fresh[it])[-settings.history_cap :]
+            it: ([ni.decode_pending(x) for x in [*old, *batch.carry.of(model.version, it)]] + fresh[it])[
+                -settings.history_cap :]
             for it, old in zip(due, lists, strict=True)
         }
         involved = {u for rows in interactions.values() for u, _ in rows}
@@ -287,7 +294,7 @@ class BatchPlan:
         missing = sorted(involved - vecs.keys())
         if missing:  # users of the pending lists (any partition) without a vector in this batch
             groups = self.keys.by_partition(missing)
-            replies = self._shared([("HMGET", self.keys.user_vectors(model.version, p), *users)
+            replies = self.tx.read([("HMGET", self.keys.user_vectors(model.version, p), *users)
                                     for p, users in groups.items()])
             for users, raw in zip(groups.values(), replies, strict=True):
                 vecs.update({u: from_bytes(v) for u, v in zip(users, raw, strict=True) if v})
@@ -298,15 +305,16 @@ class BatchPlan:
         )
         if self.folded_items and settings.content_prior_interactions > 0:  # cold start: blend with metadata
             names = list(self.folded_items)
-            raw = self._shared([("HMGET", self.keys.model(model.version, "content_items"), *names)])[0]
+            raw = self.tx.read([("HMGET", self.keys.model(model.version, "content_items"), *names)])[0]
             self.folded_items = ni.blend_content(self.folded_items, dict(zip(names, raw, strict=True)),
                                                  {it: len(interactions[it]) for it in names},
                                                  settings.content_prior_interactions)
 
     # ------------------------------------------------------------------------------------------ write
     def write(self) -> None:
+        """Queue the writes, each on its partition's transaction (all in one on one Redis)."""
         batch, keys, proc, settings = self.batch, self.keys, self.proc, self.settings
-        pipe = self.tx.writes()
+        pipe = self.tx.writes
         order = self.order
         entries = encode_interactions([batch.item[i] for i in order], [batch.weight[i] for i in order],
                                       [batch.ts[i] for i in order], [batch.type[i] for i in order])
@@ -317,78 +325,98 @@ class BatchPlan:
             histories[part[u]][u] = entries[start : start + len(idx)]
             start += len(idx)
         for p, of_p in histories.items():
-            append_histories(pipe, proc.store, of_p, settings.history_cap, p)
+            append_histories(pipe(p), proc.store, of_p, settings.history_cap, p)
         self.stamp = now_ms()
         if self.model is not None and self.vec_users:
             rows: dict[int, list[int]] = defaultdict(list)
             for n, u in enumerate(self.vec_users):
                 rows[part[u]].append(n)
             for p, idx in rows.items():
-                write_user_vectors(pipe, proc.store, self.model.version, [self.vec_users[n] for n in idx],
+                write_user_vectors(pipe(p), proc.store, self.model.version, [self.vec_users[n] for n in idx],
                                    self.vectors[idx], self.stamp, p)
-        counts: dict[tuple[int, str, str | None], float] = defaultdict(float)
-        cats = proc.categories
+        self.applied_of: dict[int, list[int]] = defaultdict(list)  # partition -> applied event positions
         for i in self.apply_idx:
+            self.applied_of[batch.partition[i]].append(i)
+        self._write_shared()
+        for p, idx in self.applied_of.items():
+            queue_dedup_add(pipe(p), keys.dedup(self.bucket, p), b"".join(batch.id[i] for i in idx),
+                            self.bucket_expire)
+        for p, fence in self.fences.items():
+            pipe(p).incr(fence)
+        for p, fields in self.fields.items():
+            queue_offsets_max(pipe(p), keys.offsets(settings.consumer_group, p),
+                              {f"{t}:{q}": batch.max_offsets[(t, q)] for t, q in fields
+                               if batch.max_offsets[(t, q)] > self.applied[(t, q)]})
+
+    def _trending(self, idx: list[int]) -> dict[tuple[int, str, str | None], float]:
+        """The trending increments of the events at ``idx``: (minute, item, category) -> weight."""
+        batch, cats = self.batch, self.proc.categories
+        counts: dict[tuple[int, str, str | None], float] = defaultdict(float)
+        for i in idx:
             item = batch.item[i]
             counts[(batch.ts[i] - batch.ts[i] % 60_000, item, cats.get(item) or batch.context_category[i])] += (
                 batch.weight[i]
             )
-        self._write_shared(pipe, counts)
-        applied_of: dict[int, list[int]] = defaultdict(list)
-        for i in self.apply_idx:
-            applied_of[batch.partition[i]].append(i)
-        for p, idx in applied_of.items():
-            queue_dedup_add(pipe, keys.dedup(self.bucket, p), b"".join(batch.id[i] for i in idx), self.bucket_expire)
-        for fence in self.fences:
-            pipe.incr(fence)
-        for p, fields in self.fields.items():
-            queue_offsets_max(pipe, keys.offsets(settings.consumer_group, p),
-                              {f"{t}:{q}": batch.max_offsets[(t, q)] for t, q in fields
-                               if batch.max_offsets[(t, q)] > self.applied[(t, q)]})
+        return counts
 
-    def _write_shared(self, pipe: Any, counts: dict[tuple[int, str, str | None], float]) -> None:
+    def _write_shared(self) -> None:
         """The batch's effects on the keys shared by all users (trending, new items, co-visitation): queued in
-        this transaction on one Redis; on a cluster, appended to the partition's outbox (:mod:`.shared`)."""
-        proc = self.proc
+        the transaction on one Redis; on a cluster, each partition's in its outbox (:mod:`.shared`), the new
+        items folded in the first partition's (committed first: see docs/operations.md)."""
+        proc, parts = self.proc, self.batch.parts
         version = self.model.version if self.model is not None else None
         covis = (proc.covis.half_life_s, proc.covis.top_n) if proc.covis is not None else None
-        if self.cluster:
-            assert len(self.batch.parts) == 1, "on a cluster a plan is for one partition"
-            effects = effects_of(counts, version, self.pending_add, self.folded_items, self.now, self.covis_rows)
-            queue_outbox(pipe, proc.store, self.batch.parts[0], self.seq, effects)
-            self.batch.new_item_effects = bool(self.pending_add)
-        else:
-            queue_effects(pipe, proc.store, counts, version, self.pending_add, self.folded_items, self.now,
-                          self.covis_rows, covis, self.settings.history_cap)
+        if not self.cluster:
+            queue_effects(self.tx.writes(parts[0]), proc.store, self._trending(self.apply_idx), version,
+                          self.pending_add, self.folded_items, self.now, self.covis_of.get(parts[0], {}), covis,
+                          self.settings.history_cap)
+            return
+        for p in parts:
+            effects = effects_of(self._trending(self.applied_of.get(p, [])), version, self.pending_of.get(p, {}),
+                                 self.folded_items if p == parts[0] else {}, self.now, self.covis_of.get(p, {}))
+            queue_outbox(self.tx.writes(p), proc.store, p, self.seq[p], effects)
 
     # ------------------------------------------------------------------------------------------ commit
     def commit(self) -> BatchResult:
-        s = self.settings  # raises WatchError when a watched key changed; on a cluster, WAITs for a replica
-        self.tx.execute(s.redis_wait_replicas if self.cluster else 0, s.redis_wait_ms)
+        """EXEC (raises WatchError when a watched key changed; on a cluster, per partition, each WAITing for a
+        replica); returns what the transactions committed in this attempt did."""
+        s, total = self.settings, BatchResult()
+        self.tx.execute(s.redis_wait_replicas if self.cluster else 0, s.redis_wait_ms,
+                        lambda parts: total.merge(self._committed(parts)))
+        return total
+
+    def _committed(self, parts: Sequence[int]) -> BatchResult:
+        """Bookkeeping once the transaction of ``parts`` succeeded: the user cache, the new items, the carry and
+        (on a cluster) ``batch.committed``; returns their figures."""
         write_ms = now_ms()
-        batch, proc = self.batch, self.proc
-        proc.users.put_many(self.states.items())
-        if self.model is not None and self.folded_items:
+        batch, proc, first = self.batch, self.proc, self.first_commit
+        self.first_commit = False
+        mine = set(parts)
+        part = batch.partition_of
+        proc.users.put_many((u, st) for u, st in self.states.items() if part[u] in mine)
+        if first and self.model is not None and self.folded_items:
             self.model.add_new_items(self.folded_items)
+        idx = [i for p in parts for i in self.applied_of.get(p, [])]
         by_type: dict[tuple[str, str], int] = defaultdict(int)
-        for i in self.apply_idx:
+        for i in idx:
             by_type[(batch.topic[i], batch.type[i])] += 1
-        batch.applied_by_type = dict(by_type)
         dead: dict[str, int] = defaultdict(int)
         for d in self.dead_letters:
-            dead[d.reason] += 1
-        ts = np.fromiter((batch.ts[i] for i in self.apply_idx), dtype=np.int64, count=len(self.apply_idx))
-        return BatchResult(
-            applied=len(self.apply_idx),
-            redelivered=self.redelivered,
-            duplicates=self.duplicates,
-            dead_letters=dict(dead),
-            users=len(self.states),
-            vectors=len(self.vec_users),
-            new_items=len(self.folded_items),
-            version=self.model.version if self.model else None,
-            foldin_s=self.foldin_s,
-            foldin_cpu_s=self.foldin_cpu_s,
-            write_ms=write_ms,
-            freshness_ms=write_ms - ts,
-        )
+            if d.record.partition in mine:
+                dead[d.reason] += 1
+        ts = np.fromiter((batch.ts[i] for i in idx), dtype=np.int64, count=len(idx))
+        result = BatchResult(
+            applied=len(idx), redelivered=sum(self.redelivered[p] for p in parts),
+            duplicates=sum(self.duplicates[p] for p in parts), dead_letters=dict(dead),
+            users=sum(1 for u in self.states if part[u] in mine),
+            vectors=sum(1 for u in self.vec_users if part[u] in mine),
+            new_items=len(self.folded_items) if first else 0, version=self.model.version if self.model else None,
+            foldin_s=self.foldin_s if first else 0.0, foldin_cpu_s=self.foldin_cpu_s if first else 0.0,
+            write_ms=write_ms, freshness_ms=write_ms - ts)
+        batch.applied_by_type = dict(by_type)
+        if self.cluster:
+            for p in parts:  # in its outbox, not drained yet: the next partitions' plans count its new-item entries
+                if self.model is not None:
+                    batch.carry.add(self.model.version, self.pending_of.get(p, {}))
+                batch.committed[p] = (result, batch.applied_by_type)
+        return result

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from models.weighting import WeightingConfig
 from stream_processors.decode import DeadLetter, ValidEvent
+from stream_processors.new_items import Carry
 
 
 class Batch:
@@ -56,20 +57,16 @@ class Batch:
         # Redis Cluster: partition -> (result, applied by type) of its transaction once committed (a retry of
         # the batch skips those partitions)
         self.committed: dict[int, tuple[Any, dict[tuple[str, str], int]]] = {}
-        self.new_item_effects = False  # Redis Cluster: its outbox entry records interactions with new items
+        # Redis Cluster: the new-item entries of the partitions committed, not drained yet
+        self.carry = Carry()
 
-
-def by_partition(batch: Batch) -> list[Batch]:
-    """``batch`` as one batch per partition (a Redis Cluster transaction is on one partition's slot)."""
-    if len(batch.parts) == 1:
-        return [batch]
-    valid: dict[int, list[ValidEvent]] = {p: [] for p in batch.parts}
-    dead: dict[int, list[DeadLetter]] = {p: [] for p in batch.parts}
-    for v in batch.valid:
-        valid[v[0].partition].append(v)
-    for d in batch.dead:
-        dead[d.record.partition].append(d)
-    return [Batch(valid[p], dead[p], batch.weighting) for p in batch.parts]
+    def without(self, done: Collection[int]) -> Batch:
+        """This batch without the records of partitions ``done`` (Redis Cluster: committed by an earlier
+        attempt), sharing its ``committed`` and ``carry``."""
+        rest = Batch([v for v in self.valid if v[0].partition not in done],
+                     [d for d in self.dead if d.record.partition not in done], self.weighting)
+        rest.committed, rest.carry = self.committed, self.carry
+        return rest
 
 
 def _context_category(context: dict[str, Any] | None) -> str | None:

@@ -44,9 +44,9 @@ from confluent_kafka import KafkaException
 from models.ids import IdMap
 from stream_processors import metrics as m
 from stream_processors.batch import BatchPlan
-from stream_processors.columns import Batch, by_partition
+from stream_processors.columns import Batch
 from stream_processors.decode import MAX_DETAIL, DeadLetter, ValidEvent, decode_records, placed
-from stream_processors.redis_io import WatchedBatch
+from stream_processors.redis_io import Transactions
 from stream_processors.result import BatchResult
 from stream_processors.shared import drain
 from stream_processors.state import ModelState, UserCache
@@ -221,23 +221,19 @@ class BatchProcessor:
 
     # ------------------------------------------------------------------------------------------ internals
     def _attempt(self, batch: Batch, sent: set[tuple[str, int, int]]) -> BatchResult:
-        if not self.store.cluster:
-            return self._attempt_on(batch, sent, WatchedBatch(self.store))
         # A Redis Cluster transaction is on one slot: one transaction per partition, each with its own offsets
         # and fence, so a partition committed before a later one failed is not applied again on the retry.
-        committed = batch.committed
-        for part in by_partition(batch):
-            p = part.parts[0]
-            if p not in committed:
-                node = self.store.node_client(self.store.keys.tag(p))
-                committed[p] = (self._attempt_on(part, sent, WatchedBatch(self.store, node)), part.applied_by_type)
-                if part.new_item_effects:  # the next partition's plan reads the new items' counts: apply first
-                    self.drain_outboxes([p])
-        self.drain_outboxes(list(committed))  # committed: now the shared keys, all partitions at once
-        total = BatchResult()
+        todo = batch.without(batch.committed) if batch.committed else batch
+        result = BatchResult()
+        if todo.parts:
+            result = self._attempt_on(todo, sent, Transactions(self.store, todo.parts))
+        if not self.store.cluster:
+            return result
+        self.drain_outboxes(list(batch.committed))  # committed: now the shared keys, all partitions at once
+        total = BatchResult(phases=result.phases)
         by_type: dict[tuple[str, str], int] = defaultdict(int)
-        for result, applied in committed.values():
-            total.merge(result)
+        for part, applied in {id(r): (r, a) for r, a in batch.committed.values()}.values():
+            total.merge(part)
             for key, n in applied.items():
                 by_type[key] += n
         batch.applied_by_type = dict(by_type)
@@ -265,7 +261,7 @@ class BatchProcessor:
             log.warning("shared effects of partitions %s not applied yet (%s: %s); the next drain applies them",
                         todo, type(exc).__name__, exc)
 
-    def _attempt_on(self, batch: Batch, sent: set[tuple[str, int, int]], tx: WatchedBatch) -> BatchResult:
+    def _attempt_on(self, batch: Batch, sent: set[tuple[str, int, int]], tx: Transactions) -> BatchResult:
         clock = time.perf_counter
         try:
             t0 = clock()

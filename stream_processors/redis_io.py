@@ -9,7 +9,7 @@ then queues the writes on the same pipeline after MULTI. If any watched key chan
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -141,6 +141,72 @@ class WatchedBatch:
 
     def close(self) -> None:
         self.pipe.reset()
+
+
+class Transactions:
+    """A batch's optimistic transactions, by partition: on one Redis a single :class:`WatchedBatch` for all the
+    batch's partitions; on a Redis Cluster one per partition, on the master of its slot, executed in order.
+
+    The reads go in one round trip: on the watching connection on one Redis; on a cluster through the
+    cluster client's pipeline (one round trip per node), after every partition's fence is WATCHed -- a
+    write made after the WATCH changes the fence, so the EXEC on the watching connection still fails.
+    """
+
+    def __init__(self, store: RedisStore, parts: Sequence[int]) -> None:
+        self.store, self.parts, self.cluster = store, list(parts), store.cluster
+        if self.cluster:
+            self.txs = {p: WatchedBatch(store, store.node_client(store.keys.tag(p))) for p in self.parts}
+        else:
+            one = WatchedBatch(store)
+            self.txs = dict.fromkeys(self.parts, one)
+        self._multi: set[int] = set()
+
+    def watch(self, fences: dict[int, str], pointer: str) -> None:
+        """WATCH each partition's fence key; on one Redis also the model ``pointer`` (on a cluster it is in
+        another slot: a swap during the batch is caught by the refit's re-fold, batch/foldback.py)."""
+        if not self.cluster:
+            self.txs[self.parts[0]].watch([pointer, *fences.values()])
+            return
+        for p, fence in fences.items():
+            self.txs[p].watch([fence])
+
+    def read(self, commands: Sequence[Command]) -> list[Any]:
+        """Send ``commands`` in one round trip (per node on a cluster); raw replies, in order."""
+        if not self.cluster:
+            return self.txs[self.parts[0]].read(commands)
+        if not commands:
+            return []
+        pipe = self.store.client.pipeline(transaction=False)
+        for cmd in commands:
+            pipe.execute_command(*cmd)
+        return list(pipe.execute())
+
+    def writes(self, p: int) -> Pipeline:
+        """The pipeline (after MULTI) of partition ``p``'s writes (on one Redis, the same for every ``p``)."""
+        tx = self.txs[p]
+        key = p if self.cluster else -1
+        if key not in self._multi:
+            self._multi.add(key)
+            return tx.writes()
+        return tx.pipe
+
+    def execute(self, wait_replicas: int, wait_ms: int, committed: Callable[[Sequence[int]], None]) -> None:
+        """EXEC (each partition's, in order, on a cluster, then WAIT for ``wait_replicas``), calling
+        ``committed`` with the partitions of each transaction as soon as it succeeded: a WatchError on a
+        later partition leaves the earlier ones applied."""
+        if not self.cluster:
+            self.txs[self.parts[0]].execute()
+            committed(self.parts)
+            return
+        for p in self.parts:
+            if p not in self._multi:  # nothing to write for it (the batch had none of its records left)
+                continue
+            self.txs[p].execute(wait_replicas, wait_ms)
+            committed([p])
+
+    def close(self) -> None:
+        for tx in {id(tx): tx for tx in self.txs.values()}.values():
+            tx.close()
 
 
 # KEYS[1] = the offsets hash; ARGV = field, offset, field, offset ... Only ever moves an offset forward,

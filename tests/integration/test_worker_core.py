@@ -158,6 +158,42 @@ def test_concurrent_writer_on_same_partition_forces_recompute(wsettings: Setting
                                rtol=1e-4, atol=1e-5)
 
 
+def test_a_conflict_on_one_partition_of_a_batch_applies_every_partition_once(wsettings: Settings,
+                                                                           store: RedisStore) -> None:
+    """A batch over several partitions whose last partition gets a concurrent writer: on a Redis Cluster the
+    other partitions commit in the first attempt and only the last is recomputed; on one Redis the batch is.
+    Either way every event counts once: histories, counters, trending (new items' counts too)."""
+    publish(store, "v1", [f"i{i}" for i in range(10)])
+    feed = Feed(wsettings)
+    users = [f"u{n}" for n in range(12)]
+    parts = {u: partition_for(u, wsettings.partitions) for u in users}
+    assert len(set(parts.values())) >= 3
+    last = max(users, key=lambda u: parts[u])
+    mine, theirs = BatchProcessor(wsettings, store), BatchProcessor(wsettings, store)
+    mine.refresh_model()
+    other_batch = feed.records([event(last, "i2", "purchase")])
+    bad = Record(wsettings.topic_clicks, parts[last], 10_000, last.encode(), b"not json", 0)
+    calls = []
+
+    def sneak_in(letters: object) -> None:  # between the batch's reads and its EXECs
+        if not calls:
+            calls.append(theirs.process(other_batch))
+
+    mine._dead_letters = sneak_in
+    evs = [event(u, item) for u in users for item in ("i1", "new-item")]
+    result = mine.process([*feed.records(evs), bad])
+    assert result.attempts == 2 and result.applied == len(evs)
+    assert result.dead_letters == {"bad_json": 1}
+    assert event_counts(store, users) == {u: 3 if u == last else 2 for u in users}
+    assert [i.item for i in read_histories(store, [last])[last]] == ["new-item", "i1", "i2"]
+    popular = dict(top_popular(store))
+    assert popular["i1"] == pytest.approx(len(users) * wsettings.click_weight)
+    assert popular["new-item"] == pytest.approx(len(users) * wsettings.click_weight)
+    assert popular["i2"] == pytest.approx(wsettings.purchase_weight)
+    pending = store.client.hget(store.keys.model("v1", "pending_n"), "new-item")
+    assert int(pending) == len(users)
+
+
 def test_no_model_yet_records_events_then_first_model_folds_full_history(wsettings: Settings,
                                                                            store: RedisStore) -> None:
     feed, proc = Feed(wsettings), BatchProcessor(wsettings, store)
