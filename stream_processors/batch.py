@@ -9,17 +9,15 @@ from __future__ import annotations
 import itertools
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from models.covisitation import CovisConfig
-from models.ids import IdMap
-from models.weighting import WeightingConfig, decay_factors, weighted_matrix
 from stream_processors import new_items as ni
 from stream_processors.columns import Batch
 from stream_processors.decode import DeadLetter
+from stream_processors.fold import NewItemFold, NewItemsSeen, UserFold, fold_new_items, fold_users
 from stream_processors.redis_io import (
     Transactions,
     dedup_buckets,
@@ -30,27 +28,10 @@ from stream_processors.redis_io import (
 from stream_processors.result import BatchResult
 from stream_processors.shared import effects_of, queue_effects, queue_outbox
 from stream_processors.signals import covisitation_pairs
-from stream_processors.state import ModelState, UserCache, UserState
+from stream_processors.state import UserState, WorkerState
 from streamrec.events import now_ms
-from streamrec.settings import Settings
-from streamrec.store import RedisStore, from_bytes
+from streamrec.store import from_bytes
 from streamrec.store.users import Interaction, append_histories, encode_interactions, write_user_vectors
-
-
-class WorkerState(Protocol):
-    """What a batch reads and updates of the worker that applies it (:class:`~.processor.BatchProcessor`)."""
-
-    settings: Settings
-    store: RedisStore
-    clock: Callable[[], int]
-    items: IdMap
-    users: UserCache
-    model: ModelState | None
-    weighting: WeightingConfig
-    categories: dict[str, str | None]  # item -> catalogue category, cached
-    categories_at: float  # monotonic time the category cache was last cleared
-    new_item_refresh_s: float
-    covis: CovisConfig | None  # co-visitation kept by the worker (None: switched off)
 
 CATEGORY_CACHE_S = 300.0  # catalogue categories are re-read this often
 
@@ -92,6 +73,8 @@ class BatchPlan:
             proc.categories_at = time.monotonic()
         self.uncat = [i for i in dict.fromkeys(batch.item) if i not in proc.categories]
         self.nonbase = [i for i in dict.fromkeys(batch.item) if self.model and not self.model.is_base_item(i)]
+        if self.nonbase and self.cluster:  # their pending counts must include this worker's earlier batches
+            proc.settle_shared()
         local: list[tuple[Any, ...]] = [("GET", fence) for fence in self.fences.values()] if self.cluster else []
         for p, fields in self.fields.items():
             local.append(("HMGET", keys.offsets(group, p), *(f"{t}:{p}" for t, _ in fields)))
@@ -197,16 +180,15 @@ class BatchPlan:
             rows_by_user[u] = (old.data, added)
             self.states[u] = old.extended(added, cap)
         self.now = proc.clock()
-        self.pending_add: dict[str, list[str]] = {}
-        self.pending_of: dict[int, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
         self._covisitation(rows_by_user)
-        self.vec_users: list[str] = []
-        self.vectors = np.zeros((0, 1), dtype=np.float32)
-        self.foldin_s = self.foldin_cpu_s = 0.0
-        self.folded_items: dict[str, np.ndarray] = {}
+        self.users_fold, self.new_fold = UserFold(), NewItemFold()
         if self.model is not None:
-            self._fold_users()
-            self._fold_new_items()
+            seen = NewItemsSeen(self.nonbase, self.pending_before, self.remote_new)
+            self.users_fold = fold_users(proc, self.model, self.states, seen, self.new_items_len)
+            self.new_fold = fold_new_items(proc, self.model, batch, self.tx, self.apply_idx, seen, self.users_fold)
+        self.vec_users, self.vectors = self.users_fold.users, self.users_fold.vectors
+        self.pending_add, self.pending_of, self.folded_items = (
+            self.new_fold.pending_add, self.new_fold.pending_of, self.new_fold.folded)
 
     def _covisitation(self, rows_by_user: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
         """The batch's co-visitation increments (``covis_of``): per partition on a cluster (each partition's go
@@ -222,93 +204,6 @@ class BatchPlan:
             purchase = [batch.type[i] == "purchase" for u in users for i in self.by_user[u]]
             self.covis_of[p] = covisitation_pairs({u: rows_by_user[u] for u in users}, purchase, proc.items,
                                                   proc.covis, self.now)
-
-    def _fold_users(self) -> None:
-        model, proc = self.model, self.proc
-        assert model is not None
-        model.add_new_items(self.remote_new)
-        stale_s = time.monotonic() - model.solver_built_at
-        if self.new_items_len > len(model.new_items) and stale_s > proc.new_item_refresh_s:
-            from streamrec.store.models import get_new_items
-
-            model.add_new_items(get_new_items(proc.store, model.version))  # learnt by other workers
-        model.rebuild_solver_if_due(proc.new_item_refresh_s)
-        if not self.states:
-            return
-        started, started_cpu = time.perf_counter(), time.thread_time()
-        users = list(self.states)
-        states = [self.states[u] for u in users]
-        lengths = np.fromiter((len(st.data) for st in states), dtype=np.int64, count=len(states))
-        data = np.concatenate([st.data for st in states])
-        rows = model.rows_of(data[:, 0].astype(np.int32))
-        weights = data[:, 1]
-        if proc.weighting.half_life_s is not None:
-            weights = weights * decay_factors(data[:, 2], proc.clock(), proc.weighting.half_life_s)
-        user_row = np.repeat(np.arange(len(users)), lengths)
-        known = rows >= 0
-        matrix = weighted_matrix(user_row[known], rows[known], weights[known], shape=(len(users), model.solver.n_items))
-        has = np.diff(matrix.indptr) > 0
-        vectors = model.solver.fold_in(matrix)
-        self.vec_users = [u for u, h in zip(users, has.tolist(), strict=True) if h]
-        self.vectors = vectors[has]
-        self.foldin_s = time.perf_counter() - started
-        self.foldin_cpu_s = time.thread_time() - started_cpu
-
-    def _fold_new_items(self) -> None:
-        model, batch, settings = self.model, self.batch, self.settings
-        assert model is not None
-        self.pending_add = defaultdict(list)
-        fresh: dict[str, list[tuple[str, float]]] = defaultdict(list)
-        nonbase = set(self.nonbase)  # the batch's items the version does not hold (read() found them)
-        if not nonbase:
-            return
-        for i in self.apply_idx:
-            item = batch.item[i]
-            if item in nonbase:
-                entry = ni.encode_pending(batch.user[i], batch.weight[i])
-                self.pending_add[item].append(entry)
-                self.pending_of[batch.partition[i]][item].append(entry)
-                fresh[item].append((batch.user[i], batch.weight[i]))
-        due = [
-            it
-            for it, rows in fresh.items()
-            if ni.due_for_fold(
-                self.pending_before.get(it, 0),
-                self.pending_before.get(it, 0) + len(rows),
-                it in self.remote_new or it in model.new_items,
-                settings.new_item_min_interactions,
-                settings.history_cap,
-            )
-        ]
-        if not due:
-            return
-        lists = self.tx.read([("LRANGE", ni.pending_list_key(self.proc.store, model.version, it), 0, -1) for it in due])
-        interactions = {
-            it: ([ni.decode_pending(x) for x in [*old, *batch.carry.of(model.version, it)]] + fresh[it])[
-                -settings.history_cap :]
-            for it, old in zip(due, lists, strict=True)
-        }
-        involved = {u for rows in interactions.values() for u, _ in rows}
-        row_of = {u: n for n, u in enumerate(self.vec_users)}
-        vecs: dict[str, np.ndarray] = {u: self.vectors[row_of[u]] for u in involved if u in row_of}
-        missing = sorted(involved - vecs.keys())
-        if missing:  # users of the pending lists (any partition) without a vector in this batch
-            groups = self.keys.by_partition(missing)
-            replies = self.tx.read([("HMGET", self.keys.user_vectors(model.version, p), *users)
-                                    for p, users in groups.items()])
-            for users, raw in zip(groups.values(), replies, strict=True):
-                vecs.update({u: from_bytes(v) for u, v in zip(users, raw, strict=True) if v})
-        if model.user_gram is None:
-            model.user_gram = ni.load_user_gram(self.proc.store, model.version, model.factors)
-        self.folded_items = ni.fold_items(
-            interactions, vecs, model.user_gram, settings.als_regularization, settings.als_alpha
-        )
-        if self.folded_items and settings.content_prior_interactions > 0:  # cold start: blend with metadata
-            names = list(self.folded_items)
-            raw = self.tx.read([("HMGET", self.keys.model(model.version, "content_items"), *names)])[0]
-            self.folded_items = ni.blend_content(self.folded_items, dict(zip(names, raw, strict=True)),
-                                                 {it: len(interactions[it]) for it in names},
-                                                 settings.content_prior_interactions)
 
     # ------------------------------------------------------------------------------------------ write
     def write(self) -> None:
@@ -411,7 +306,8 @@ class BatchPlan:
             users=sum(1 for u in self.states if part[u] in mine),
             vectors=sum(1 for u in self.vec_users if part[u] in mine),
             new_items=len(self.folded_items) if first else 0, version=self.model.version if self.model else None,
-            foldin_s=self.foldin_s if first else 0.0, foldin_cpu_s=self.foldin_cpu_s if first else 0.0,
+            foldin_s=self.users_fold.wall_s if first else 0.0,
+            foldin_cpu_s=self.users_fold.cpu_s if first else 0.0,
             write_ms=write_ms, freshness_ms=write_ms - ts)
         batch.applied_by_type = dict(by_type)
         if self.cluster:

@@ -17,9 +17,12 @@
 5. writes everything in ONE MULTI/EXEC: histories, event counts, vectors, trending, dedup markers,
    new-item state, the fences and the applied offset per partition. A WatchError (a model swap, or
    another worker applying events of the same partition during a rebalance) recomputes the batch.
-   On a Redis Cluster steps 2-5 run once per partition of the batch, each transaction on its partition's
-   slot, with the effects on the keys shared by all users sent through the partition's outbox
-   (:mod:`.shared`); a partition committed before another failed is not applied again.
+   On a Redis Cluster the plan (steps 2-4) is still made once for the whole batch, and step 5 is one
+   transaction per partition of the batch, each on its partition's slot
+   (:class:`~.redis_io.Transactions`); the effects on the keys shared by all users go through each
+   partition's outbox (:mod:`.shared`, the folded new-item vectors in the first partition's entry). A
+   conflict retries only the partitions not committed yet; their plan counts the new-item entries the
+   committed ones left in their outboxes (:class:`~.new_items.Carry`), so nothing is applied twice.
 
 Failure policy, in this one place: a record's data problem makes a dead letter. Redis or Kafka
 unavailable, timeouts and WATCH conflicts retry the batch with backoff, for as long as it takes. Any
@@ -46,9 +49,9 @@ from stream_processors import metrics as m
 from stream_processors.batch import BatchPlan
 from stream_processors.columns import Batch
 from stream_processors.decode import MAX_DETAIL, DeadLetter, ValidEvent, decode_records, placed
+from stream_processors.drainer import Drainer
 from stream_processors.redis_io import Transactions
 from stream_processors.result import BatchResult
-from stream_processors.shared import drain
 from stream_processors.state import ModelState, UserCache
 from streamrec.events import now_ms
 from streamrec.kafka_io import KafkaUnavailable, Record
@@ -100,16 +103,22 @@ class BatchProcessor:
         # projected factors: tens of MB at 50,000 items).
         self.new_item_refresh_s = 5.0
         self._partition_of: dict[str, int] = {}  # user -> murmur2 partition (decode.placed's cache)
+        self._drainer: Drainer | None = None  # Redis Cluster: applies the outboxes in the background
 
     # ------------------------------------------------------------------------------------------ public
-    def process(self, records: Sequence[Record]) -> BatchResult:
-        """Apply one batch; returns only once its effects are committed (retrying as long as it takes)."""
+    def process(self, records: Sequence[Record], *, settle: bool = True) -> BatchResult:
+        """Apply one batch; returns only once its effects are committed (retrying as long as it takes) and,
+        with ``settle``, applied to the shared keys too (on a Redis Cluster they follow in the background,
+        :mod:`.drainer`: the worker does not wait for them)."""
         attempts = self.attempts(records)
         try:
             while True:
                 self.sleep(next(attempts))
         except StopIteration as done:
-            return cast(BatchResult, done.value)
+            result = cast(BatchResult, done.value)
+        if settle:
+            self.settle_shared()
+        return result
 
     def attempts(self, records: Sequence[Record]) -> Generator[float, None, BatchResult]:
         """:meth:`process` as a generator: yields the seconds to wait before each retry, returns the result.
@@ -247,19 +256,25 @@ class BatchProcessor:
             log.warning("redis cluster topology not refreshed (%s: %s)", type(exc).__name__, exc)
 
     def drain_outboxes(self, parts: Sequence[int] | None = None) -> None:
-        """Apply the outboxes of ``parts`` (default: every partition, the periodic sweep) to the shared keys
-        (Redis Cluster, :func:`.shared.drain`); a failure is logged, and the entries stay for the next drain
-        (after the partition's next batch, or the sweep)."""
+        """Have the outboxes of ``parts`` (default: every partition, the periodic sweep) applied to the shared
+        keys (Redis Cluster, :func:`.shared.drain`), in the background (:class:`.drainer.Drainer`); a failure
+        is logged, and the entries stay for the next drain (after the partition's next batch, or the sweep)."""
         if not self.store.cluster:
             return
-        covis = (self.covis.half_life_s, self.covis.top_n) if self.covis is not None else None
-        todo = list(range(self.store.keys.partitions)) if parts is None else list(parts)
-        try:
-            drain(self.store, todo, covis, self.settings.history_cap,
-                  (self.settings.redis_wait_replicas, self.settings.redis_wait_ms))
-        except (redis.RedisError, rexc.RedisClusterException, OSError, StoreUnavailable) as exc:
-            log.warning("shared effects of partitions %s not applied yet (%s: %s); the next drain applies them",
-                        todo, type(exc).__name__, exc)
+        if self._drainer is None:
+            covis = (self.covis.half_life_s, self.covis.top_n) if self.covis is not None else None
+            self._drainer = Drainer(self.store, covis, self.settings.history_cap,
+                                    (self.settings.redis_wait_replicas, self.settings.redis_wait_ms))
+        self._drainer.submit(range(self.store.keys.partitions) if parts is None else parts)
+
+    def settle_shared(self, timeout_s: float | None = None) -> bool:
+        """Wait for the outbox drains in flight (Redis Cluster; at once on one Redis); False on timeout."""
+        return self._drainer.flush(timeout_s) if self._drainer is not None else True
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Finish the drains in flight (at most ``timeout_s``) and stop their thread."""
+        if self._drainer is not None:
+            self._drainer.close(timeout_s)
 
     def _attempt_on(self, batch: Batch, sent: set[tuple[str, int, int]], tx: Transactions) -> BatchResult:
         clock = time.perf_counter

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
+import redis.exceptions as rexc
 from redis.client import Pipeline
 
 from stream_processors.metrics import UNREPLICATED
@@ -94,10 +95,35 @@ class WatchedBatch:
     def __init__(self, store: RedisStore, client: redis.Redis | None = None) -> None:
         """On ``client`` (default: the store's; on a Redis Cluster, the node of the partition's slot)."""
         self.store = store
-        self.pipe: Pipeline = (client or store.client).pipeline(transaction=True)
+        self.node = client or store.client
+        self.pipe: Pipeline = self.node.pipeline(transaction=True)
 
     def watch(self, keys: Sequence[str]) -> None:
         self.pipe.watch(*keys)
+
+    def send_watch(self, keys: Sequence[str]) -> None:
+        """The first half of :meth:`watch`: send WATCH without waiting (several partitions' WATCHes then take
+        one round trip); :meth:`watched` reads the reply."""
+        pipe = self.pipe
+        if pipe.connection is None:
+            pipe.connection = pipe.connection_pool.get_connection()
+        try:
+            pipe.connection.send_command("WATCH", *keys)
+        except BaseException:
+            pipe.reset()
+            raise
+
+    def watched(self) -> None:
+        """The second half of :meth:`send_watch`: the WATCH's reply; the pipeline now watches (as redis-py's)."""
+        pipe = self.pipe
+        assert pipe.connection is not None
+        try:
+            pipe.connection.read_response()
+        except BaseException:
+            pipe.connection.disconnect()
+            pipe.reset()
+            raise
+        pipe.watching = True
 
     def read(self, commands: Sequence[Command]) -> list[Any]:
         """Send ``commands`` in one round trip on the watching connection; raw replies, in order."""
@@ -139,6 +165,56 @@ class WatchedBatch:
             return replies, None
         return replies, wait_for_replicas(conn, wait_replicas, wait_ms)
 
+    def send_exec(self) -> Any:
+        """The first half of :meth:`execute` (no WAIT): send MULTI, the queued writes and EXEC without waiting,
+        so the transactions of several nodes run at once; :meth:`exec_reply` reads the outcome. Returns the
+        connection (for a WAIT after the reply)."""
+        pipe = self.pipe
+        conn = pipe.connection
+        if conn is None:
+            raise redis.ConnectionError("watch() first")
+        if pipe.scripts:  # scripts registered on the pipeline are loaded before the MULTI, as redis-py does
+            pipe.load_scripts()
+        commands = [("MULTI",), *(args for args, _ in pipe.command_stack), ("EXEC",)]
+        try:
+            conn.send_packed_command(conn.pack_commands(commands))
+        except BaseException:
+            conn.disconnect()
+            pipe.reset()
+            raise
+        return conn
+
+    def exec_reply(self) -> list[Any]:
+        """The second half of :meth:`send_exec`: raises WatchError when a watched key changed, the first
+        error of a queued command otherwise; the replies when the transaction committed."""
+        pipe = self.pipe
+        conn = pipe.connection
+        assert conn is not None
+        queued = len(pipe.command_stack)
+        errors: list[redis.ResponseError] = []
+        try:
+            for _ in range(queued + 1):  # MULTI's OK, then one QUEUED (or a syntax error) per write
+                try:
+                    conn.read_response()
+                except redis.ResponseError as exc:
+                    errors.append(exc)
+            try:
+                reply = conn.read_response()
+            except rexc.ExecAbortError:
+                raise errors[0] if errors else rexc.ExecAbortError("EXECABORT") from None
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            conn.disconnect()
+            raise
+        finally:
+            pipe.watching = False  # EXEC (or the lost connection) ended the WATCH: no UNWATCH on reset
+            pipe.reset()
+        if reply is None:
+            raise redis.WatchError("Watched variable changed.")
+        for r in reply:
+            if isinstance(r, redis.ResponseError):
+                raise r
+        return list(reply)
+
     def close(self) -> None:
         self.pipe.reset()
 
@@ -167,8 +243,10 @@ class Transactions:
         if not self.cluster:
             self.txs[self.parts[0]].watch([pointer, *fences.values()])
             return
-        for p, fence in fences.items():
-            self.txs[p].watch([fence])
+        for p, fence in fences.items():  # every partition's WATCH in flight at once: one round trip, not one each
+            self.txs[p].send_watch([fence])
+        for p in fences:
+            self.txs[p].watched()
 
     def read(self, commands: Sequence[Command]) -> list[Any]:
         """Send ``commands`` in one round trip (per node on a cluster); raw replies, in order."""
@@ -198,11 +276,29 @@ class Transactions:
             self.txs[self.parts[0]].execute()
             committed(self.parts)
             return
-        for p in self.parts:
-            if p not in self._multi:  # nothing to write for it (the batch had none of its records left)
-                continue
-            self.txs[p].execute(wait_replicas, wait_ms)
-            committed([p])
+        # The first partition's transaction alone (it carries the batch's folded new items, so it must commit
+        # first), then all the others in flight at once: each node runs its own while the others run theirs.
+        # Then one WAIT per node: WAIT covers every write its master made before the last one on that connection.
+        todo = [p for p in self.parts if p in self._multi]  # the others had nothing left to write
+        last: dict[int, Any] = {}  # node -> the connection of its last transaction
+        failed: BaseException | None = None
+        for group in (todo[:1], todo[1:]):
+            sent = [(p, self.txs[p].send_exec()) for p in group]
+            for p, conn in sent:  # read every reply, so no connection is left with one unread
+                try:
+                    self.txs[p].exec_reply()
+                except BaseException as exc:
+                    failed = failed or exc
+                    continue
+                committed([p])
+                last[id(self.txs[p].node)] = conn
+            if failed is not None:
+                break
+        if wait_replicas:  # nobody took those connections from their pools since: this thread is the only user
+            for conn in last.values():
+                wait_for_replicas(conn, wait_replicas, wait_ms)
+        if failed is not None:  # the committed ones stay committed (and replicated): the caller retries the rest
+            raise failed
 
     def close(self) -> None:
         for tx in {id(tx): tx for tx in self.txs.values()}.values():

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +27,12 @@ from models.foldin import FoldInSolver
 from models.ids import IdMap
 from streamrec.store.models import ModelVersion
 from streamrec.store.users import Interaction
+
+if TYPE_CHECKING:
+    from models.covisitation import CovisConfig
+    from models.weighting import WeightingConfig
+    from streamrec.settings import Settings
+    from streamrec.store import RedisStore
 
 I32 = npt.NDArray[np.int32]
 F64 = npt.NDArray[np.float64]
@@ -194,3 +201,23 @@ class ModelState:
         self.solver_built_at = time.monotonic()
         self._dirty = False
         return True
+
+
+class WorkerState(Protocol):
+    """What a batch reads and updates of the worker that applies it (:class:`~.processor.BatchProcessor`)."""
+
+    settings: Settings
+    store: RedisStore
+    clock: Callable[[], int]
+    items: IdMap
+    users: UserCache
+    model: ModelState | None
+    weighting: WeightingConfig
+    categories: dict[str, str | None]  # item -> catalogue category, cached
+    categories_at: float  # monotonic time the category cache was last cleared
+    new_item_refresh_s: float
+    covis: CovisConfig | None  # co-visitation kept by the worker (None: switched off)
+
+    def settle_shared(self, timeout_s: float | None = None) -> bool:
+        """Wait for the worker's outbox drains in flight (Redis Cluster)."""
+        ...
