@@ -20,7 +20,8 @@
    On a Redis Cluster the plan (steps 2-4) is still made once for the whole batch, and step 5 is one
    transaction per partition of the batch, each on its partition's slot
    (:class:`~.redis_io.Transactions`); the effects on the keys shared by all users go through each
-   partition's outbox (:mod:`.shared`, the folded new-item vectors in the first partition's entry). A
+   partition's outbox (:mod:`.shared`, the folded new-item vectors in the first partition's entry), applied
+   to the shared keys by a background thread while the next batch runs (:mod:`.drainer`). A
    conflict retries only the partitions not committed yet; their plan counts the new-item entries the
    committed ones left in their outboxes (:class:`~.new_items.Carry`), so nothing is applied twice.
 

@@ -41,8 +41,8 @@ class Settings(BaseSettings):
     redis_cluster: bool = Field(False, description="the Redis URL names one node of a Redis Cluster: every "
                                 "process uses redis-py's cluster clients (a `redis+cluster://` or "
                                 "`rediss+cluster://` URL does the same); a cluster has database 0 only")
-    redis_wait_replicas: int = Field(1, ge=0, description="Redis Cluster: after each partition's transaction the "
-                                     "worker WAITs until this many replicas have it (at most "
+    redis_wait_replicas: int = Field(1, ge=0, description="Redis Cluster: after a batch's transactions the worker "
+                                     "WAITs (once per node) until this many replicas have them (at most "
                                      "STREAMREC_REDIS_WAIT_MS), so a failover does not lose what Kafka then "
                                      "commits; 0 for a cluster without replicas")
     redis_wait_ms: int = Field(1000, ge=1, description="Redis Cluster: the longest the worker WAITs for replicas "
