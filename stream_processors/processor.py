@@ -105,6 +105,10 @@ class BatchProcessor:
         self.new_item_refresh_s = 5.0
         self._partition_of: dict[str, int] = {}  # user -> murmur2 partition (decode.placed's cache)
         self._drainer: Drainer | None = None  # Redis Cluster: applies the outboxes in the background
+        # Retrying a batch while Redis is away: on a cluster a replica is promoted within seconds and the retry
+        # (which re-learns the topology first) is what resumes the worker, so it looks again every second; one
+        # Redis being away is usually longer (a restart), and 5 s between attempts is plenty.
+        self._infra_backoff_cap = 1.0 if self.store.cluster else 5.0
 
     # ------------------------------------------------------------------------------------------ public
     def process(self, records: Sequence[Record], *, settle: bool = True) -> BatchResult:
@@ -211,7 +215,7 @@ class BatchProcessor:
                             type(exc).__name__, exc, backoff)
                 yield backoff
                 self._refresh_topology()
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, self._infra_backoff_cap)
             except Exception as exc:
                 bugs += 1
                 if bug_retries is not None and bugs > bug_retries:
