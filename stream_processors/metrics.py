@@ -5,11 +5,16 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from stream_processors.columns import Batch
+    from stream_processors.result import BatchResult
 
 log = logging.getLogger("streamrec.worker")
 
@@ -82,3 +87,33 @@ def serve(host: str, port: int) -> int:
     bound = int(server.server_address[1])
     log.info("metrics on http://%s:%d/metrics", host, bound)
     return bound
+
+
+def observe_result(result: BatchResult) -> None:
+    """The metrics of one processed batch (:meth:`.processor.BatchProcessor.attempts`)."""
+    BATCH_SIZE.observe(result.records)
+    BATCH_SECONDS.observe(result.batch_s)
+    if result.vectors:
+        FOLDIN_SECONDS.observe(result.foldin_s)
+    for reason, n in result.dead_letters.items():
+        DEAD_LETTERS.labels(reason).inc(n)
+    if result.redelivered:
+        SKIPPED.labels("redelivered").inc(result.redelivered)
+    if result.duplicates:
+        SKIPPED.labels("duplicate").inc(result.duplicates)
+    USERS_FOLDED.inc(result.vectors)
+    NEW_ITEMS.inc(result.new_items)
+    FRESHNESS.observe_many(result.freshness_ms / 1000.0)
+
+
+def observe_types(applied: dict[tuple[str, str], int]) -> None:
+    """Events applied, by (topic, type)."""
+    for (topic, etype), n in applied.items():
+        EVENTS.labels(topic, etype).inc(n)
+
+
+def observe_batch(batch: Batch) -> None:
+    """Metrics of one committed batch (a part of one, while isolating a poison event)."""
+    observe_types(batch.applied_by_type)
+    for (topic, partition), offset in batch.max_offsets.items():
+        APPLIED_OFFSET.labels(topic, str(partition)).set(offset)

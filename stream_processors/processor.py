@@ -143,7 +143,7 @@ class BatchProcessor:
         result.records = len(records)
         result.phases["decode"] = decoded
         result.batch_s = time.monotonic() - started
-        self._observe(result)
+        m.observe_result(result)
         return result
 
     def _apply(self, records: list[Record], valid: list[ValidEvent], dead: list[DeadLetter],
@@ -164,7 +164,7 @@ class BatchProcessor:
             self.drain_outboxes(list(whole.committed))
             for result, applied in whole.committed.values():
                 total.merge(result)
-                self._observe_types(applied)
+                m.observe_types(applied)
             records = [r for r in records if r.partition not in whole.committed]
             valid = [v for v in valid if v.record.partition not in whole.committed]
             dead = [d for d in dead if d.record.partition not in whole.committed]
@@ -201,7 +201,7 @@ class BatchProcessor:
             try:
                 result = self._attempt(batch, sent)
                 result.attempts = attempts
-                self._observe_batch(batch)
+                m.observe_batch(batch)
                 return result
             except redis.WatchError:
                 m.RETRIES.labels("conflict").inc()
@@ -325,33 +325,6 @@ class BatchProcessor:
         m.MODEL_INFO.labels(version).set(1)
         log.info("folding against model version %s (%d items, %d factors)", version, len(model.item_ids),
                  model.factors)
-
-    def _observe(self, result: BatchResult) -> None:
-        m.BATCH_SIZE.observe(result.records)
-        m.BATCH_SECONDS.observe(result.batch_s)
-        if result.vectors:
-            m.FOLDIN_SECONDS.observe(result.foldin_s)
-        for reason, n in result.dead_letters.items():
-            m.DEAD_LETTERS.labels(reason).inc(n)
-        if result.redelivered:
-            m.SKIPPED.labels("redelivered").inc(result.redelivered)
-        if result.duplicates:
-            m.SKIPPED.labels("duplicate").inc(result.duplicates)
-        m.USERS_FOLDED.inc(result.vectors)
-        m.NEW_ITEMS.inc(result.new_items)
-        m.FRESHNESS.observe_many(result.freshness_ms / 1000.0)
-
-    @staticmethod
-    def _observe_types(applied: dict[tuple[str, str], int]) -> None:
-        for (topic, etype), n in applied.items():
-            m.EVENTS.labels(topic, etype).inc(n)
-
-    @staticmethod
-    def _observe_batch(batch: Batch) -> None:
-        """Metrics of one committed batch (a part of one, while isolating a poison event)."""
-        BatchProcessor._observe_types(batch.applied_by_type)
-        for (topic, partition), offset in batch.max_offsets.items():
-            m.APPLIED_OFFSET.labels(topic, str(partition)).set(offset)
 
 
 def tune_gc() -> None:
