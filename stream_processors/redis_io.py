@@ -154,16 +154,9 @@ class WatchedBatch:
         self.pipe.multi()
         return self.pipe
 
-    def execute(self, wait_replicas: int = 0, wait_ms: int = 1000) -> tuple[list[Any], int | None]:
-        """EXEC; with ``wait_replicas``, then WAIT on the same connection until that many replicas have this
-        transaction (at most ``wait_ms``). Returns the replies and the replicas that acknowledged (None
-        without a WAIT). Replication is asynchronous: without the WAIT a master that fails right after EXEC
-        can lose a transaction whose offsets Kafka then commits."""
-        conn = self.pipe.connection
-        replies = self.pipe.execute()
-        if not wait_replicas or conn is None:
-            return replies, None
-        return replies, wait_for_replicas(conn, wait_replicas, wait_ms)
+    def execute(self) -> list[Any]:
+        """EXEC (raises WatchError when a watched key changed); the replies."""
+        return list(self.pipe.execute())
 
     def send_exec(self) -> Any:
         """The first half of :meth:`execute` (no WAIT): send MULTI, the queued writes and EXEC without waiting,
@@ -269,9 +262,10 @@ class Transactions:
         return tx.pipe
 
     def execute(self, wait_replicas: int, wait_ms: int, committed: Callable[[Sequence[int]], None]) -> None:
-        """EXEC (each partition's, in order, on a cluster, then WAIT for ``wait_replicas``), calling
-        ``committed`` with the partitions of each transaction as soon as it succeeded: a WatchError on a
-        later partition leaves the earlier ones applied."""
+        """EXEC (on a cluster each partition's, the first one first, then WAIT for ``wait_replicas`` at most
+        ``wait_ms``: replication is asynchronous, and without the WAIT a master failing right after EXEC could
+        lose a transaction whose offsets Kafka then commits), calling ``committed`` with the partitions of each
+        transaction as soon as it succeeded: a WatchError on one partition leaves the others applied."""
         if not self.cluster:
             self.txs[self.parts[0]].execute()
             committed(self.parts)
