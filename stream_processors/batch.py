@@ -113,8 +113,7 @@ class BatchPlan:
         self.pending_before: dict[str, int] = {}
         self.remote_new: dict[str, np.ndarray] = {}
         if self.model and self.nonbase:
-            carry, v = batch.carry, self.model.version  # + what the earlier partitions' outboxes hold (cluster)
-            self.pending_before = {i: int(c or 0) + carry.count(v, i)
+            self.pending_before = {i: int(c or 0)
                                    for i, c in zip(self.nonbase, next(s), strict=True)}
             self.remote_new = {i: from_bytes(vec) for i, vec in zip(self.nonbase, next(s), strict=True) if vec}
         self.new_items_len = int(next(s)) if self.model else 0
@@ -281,7 +280,7 @@ class BatchPlan:
         return total
 
     def _committed(self, parts: Sequence[int]) -> BatchResult:
-        """Bookkeeping once the transaction of ``parts`` succeeded: the user cache, the new items, the carry and
+        """Bookkeeping once the transaction of ``parts`` succeeded: the user cache, the new items and
         (on a cluster) ``batch.committed``; returns their figures."""
         write_ms = now_ms()
         batch, proc, first = self.batch, self.proc, self.first_commit
@@ -311,8 +310,6 @@ class BatchPlan:
             write_ms=write_ms, freshness_ms=write_ms - ts)
         batch.applied_by_type = dict(by_type)
         if self.cluster:
-            for p in parts:  # in its outbox, not drained yet: the next partitions' plans count its new-item entries
-                if self.model is not None:
-                    batch.carry.add(self.model.version, self.pending_of.get(p, {}))
+            for p in parts:
                 batch.committed[p] = (result, batch.applied_by_type)
         return result

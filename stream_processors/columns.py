@@ -7,7 +7,6 @@ from typing import Any
 
 from models.weighting import WeightingConfig
 from stream_processors.decode import DeadLetter, ValidEvent
-from stream_processors.new_items import Carry
 
 
 class Batch:
@@ -57,15 +56,13 @@ class Batch:
         # Redis Cluster: partition -> (result, applied by type) of its transaction once committed (a retry of
         # the batch skips those partitions)
         self.committed: dict[int, tuple[Any, dict[tuple[str, str], int]]] = {}
-        # Redis Cluster: the new-item entries of the partitions committed, not drained yet
-        self.carry = Carry()
 
     def without(self, done: Collection[int]) -> Batch:
         """This batch without the records of partitions ``done`` (Redis Cluster: committed by an earlier
-        attempt), sharing its ``committed`` and ``carry``."""
+        attempt), sharing its ``committed``."""
         rest = Batch([v for v in self.valid if v[0].partition not in done],
                      [d for d in self.dead if d.record.partition not in done], self.weighting)
-        rest.committed, rest.carry = self.committed, self.carry
+        rest.committed = self.committed
         return rest
 
 

@@ -35,7 +35,7 @@ class NewItemsSeen:
     """What the batch's reads found about its items the version does not hold."""
 
     nonbase: list[str]  # the batch's items not in the version's base
-    pending_before: dict[str, int]  # item -> pending interactions before the batch (+ the carry, on a cluster)
+    pending_before: dict[str, int]  # item -> pending interactions before the batch
     remote_new: dict[str, np.ndarray]  # item -> vector another batch or worker already folded in
 
 
@@ -104,7 +104,7 @@ def fold_new_items(proc: WorkerState, model: ModelState, batch: Batch, tx: Trans
         return out
     lists = tx.read([("LRANGE", ni.pending_list_key(proc.store, model.version, it), 0, -1) for it in due])
     interactions = {
-        it: ([ni.decode_pending(x) for x in [*old, *batch.carry.of(model.version, it)]] + fresh[it])[
+        it: ([ni.decode_pending(x) for x in old] + fresh[it])[
             -settings.history_cap :]
         for it, old in zip(due, lists, strict=True)
     }

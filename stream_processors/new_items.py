@@ -75,26 +75,6 @@ def queue_pending(pipe: Pipeline, store: RedisStore, version: str, pending: Mapp
               *(ENTRY_SEP.join(pending[it]) for it in items))
 
 
-class Carry:
-    """New-item interactions committed to outboxes by the earlier partitions of a batch and not drained yet
-    (Redis Cluster): each partition's plan adds them to what it reads, so an item's count and list are the
-    same as if the earlier partitions' effects were applied, without a drain between partitions."""
-
-    def __init__(self) -> None:
-        self.entries: dict[tuple[str, str], list[str]] = {}  # (version, item) -> encode_pending entries
-
-    def add(self, version: str, pending: Mapping[str, Sequence[str]]) -> None:
-        """Record the entries a committed partition's outbox holds for ``version``."""
-        for item, rows in pending.items():
-            self.entries.setdefault((version, item), []).extend(rows)
-
-    def count(self, version: str, item: str) -> int:
-        return len(self.entries.get((version, item), ()))
-
-    def of(self, version: str, item: str) -> list[str]:
-        return self.entries.get((version, item), [])
-
-
 def user_gram_key(store: RedisStore, version: str) -> str:
     return store.keys.model(version, "user_gram")
 

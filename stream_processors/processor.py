@@ -22,8 +22,8 @@
    (:class:`~.redis_io.Transactions`); the effects on the keys shared by all users go through each
    partition's outbox (:mod:`.shared`, the folded new-item vectors in the first partition's entry), applied
    to the shared keys by a background thread while the next batch runs (:mod:`.drainer`). A
-   conflict retries only the partitions not committed yet; their plan counts the new-item entries the
-   committed ones left in their outboxes (:class:`~.new_items.Carry`), so nothing is applied twice.
+   conflict retries only the partitions not committed yet, after applying the committed ones' outboxes in
+   line, so the retry's plan reads new-item counts that include them (neither missed nor counted twice).
 
 Failure policy, in this one place: a record's data problem makes a dead letter. Redis or Kafka
 unavailable, timeouts and WATCH conflicts retry the batch with backoff, for as long as it takes. Any
@@ -53,6 +53,7 @@ from stream_processors.decode import MAX_DETAIL, DeadLetter, ValidEvent, decode_
 from stream_processors.drainer import Drainer
 from stream_processors.redis_io import Transactions
 from stream_processors.result import BatchResult
+from stream_processors.shared import drain
 from stream_processors.state import ModelState, UserCache
 from streamrec.events import now_ms
 from streamrec.kafka_io import KafkaUnavailable, Record
@@ -238,6 +239,8 @@ class BatchProcessor:
         # A Redis Cluster transaction is on one slot: one transaction per partition, each with its own offsets
         # and fence, so a partition committed before a later one failed is not applied again on the retry.
         todo = batch.without(batch.committed) if batch.committed else batch
+        if batch.committed and todo.parts:  # a retry of the rest: the committed ones' shared effects go first
+            self._drain_in_line(list(batch.committed))
         result = BatchResult()
         if todo.parts:
             result = self._attempt_on(todo, sent, Transactions(self.store, todo.parts))
@@ -271,6 +274,14 @@ class BatchProcessor:
             self._drainer = Drainer(self.store, covis, self.settings.history_cap,
                                     (self.settings.redis_wait_replicas, self.settings.redis_wait_ms))
         self._drainer.submit(range(self.store.keys.partitions) if parts is None else parts)
+
+    def _drain_in_line(self, parts: list[int]) -> None:
+        """Apply the outboxes of ``parts`` now (Redis Cluster), so the next plan's reads of the new items'
+        counts include them; an error is retried with the batch (an entry is applied once whatever happens)."""
+        self.settle_shared()  # no drain in flight: what the plan then reads is settled
+        covis = (self.covis.half_life_s, self.covis.top_n) if self.covis is not None else None
+        drain(self.store, parts, covis, self.settings.history_cap,
+              (self.settings.redis_wait_replicas, self.settings.redis_wait_ms))
 
     def settle_shared(self, timeout_s: float | None = None) -> bool:
         """Wait for the outbox drains in flight (Redis Cluster; at once on one Redis); False on timeout."""

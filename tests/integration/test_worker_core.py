@@ -192,6 +192,7 @@ def test_a_conflict_on_one_partition_of_a_batch_applies_every_partition_once(wse
     assert popular["i2"] == pytest.approx(wsettings.purchase_weight)
     pending = store.client.hget(store.keys.model("v1", "pending_n"), "new-item")
     assert int(pending) == len(users)
+    assert store.client.hexists(store.keys.model("v1", "new_items"), "new-item")  # folded in, once enough
 
 
 def test_no_model_yet_records_events_then_first_model_folds_full_history(wsettings: Settings,
