@@ -13,8 +13,10 @@ the throughput reached, p50/p99 the server-side latency under that load. Load ge
 the machine, so on a 2-core box each gets about one core.
 
 The API serves what the settings say (the hybrid by default; every synthetic user has co-visitation
-hashes for their items, so the hybrid reads and ranks every source). With ``--compare-als`` the same run
-then drives a second API process with ``STREAMREC_API_HYBRID=false`` (the ALS-only path) on the same data
+hashes for their items, so the hybrid reads and ranks every source). Each compared path below is its own
+API process on the same data and requests, and every process gets its seconds in turns, process after
+process (:func:`ops.bench_lanes.drive`), so a drift of a shared machine weighs on all alike.
+With ``--compare-als`` the same run also drives a second API process with ``STREAMREC_API_HYBRID=false`` (the ALS-only path) on the same data
 and adds ``"als": {"rps", "p50_ms", "p99_ms"}``, ``"p99_ratio"`` and ``"rps_ratio"`` (served / ALS-only).
 With ``--compare-content`` the version also gets content and profile models and some users profiles
 (:mod:`ops.bench_api_content`), and a second process with the content sources off adds
@@ -26,20 +28,19 @@ serving from it adds ``"cluster": {"rps", "p50_ms", "p99_ms"}``, ``"cluster_p99_
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from online_api.loadgen import LoadResult, run_load
+from online_api.loadgen import LoadResult
 from online_api.server import ApiProcess
+from ops.bench_lanes import ROUNDS, Lane, drive, load
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
 
@@ -174,60 +175,59 @@ async def _inprocess(settings: Settings, users: list[str], n: int) -> tuple[list
     return full, scoring
 
 
-def _cpu_s(pid: int) -> float | None:
-    """User+system CPU seconds of a process (Linux), or None."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _start(settings: Settings, name: str, paths: list[str], stack: ExitStack) -> Lane:
+    """An API process serving with ``settings``, ready, stopped when ``stack`` closes."""
+    api = stack.enter_context(ApiProcess(settings))
+    _say(f"{name}: `streamrec api` (1 uvicorn worker) on {api.url}")
+    api.wait_for("/readyz")
+    return Lane(name, api, paths)
 
 
-def _load(api: ApiProcess, paths: Callable[[], str], connections: int, duration_s: float) -> tuple[LoadResult, str]:
-    """Drive the API; returns the result and a note on CPU per request of server and load generator."""
-    import uvloop
-
-    server0, client0 = _cpu_s(api.pid), time.process_time()
-    res = uvloop.run(run_load("127.0.0.1", api.port, paths, connections=connections, duration_s=duration_s))
-    server1, client1 = _cpu_s(api.pid), time.process_time()
-    n = max(res.sent, 1)
-    note = f"load generator {(client1 - client0) * 1000 / n:.3f} ms CPU/request"
-    if server0 is not None and server1 is not None:
-        note = f"server {(server1 - server0) * 1000 / n:.3f} ms CPU/request, {note}"
-    return res, note
-
-
-def _other_path(settings: Settings, label: str, paths: Callable[[], str], cfg: BenchConfig) -> dict[str, float]:
-    """The same load on a second API process with ``settings`` (another serving path, same data)."""
-    api = ApiProcess(settings)
-    _say(f"{label} on {api.url}, same data and load")
-    api.start(wait="/readyz")
-    try:
-        res, note = _load(api, paths, cfg.connections, cfg.duration_s)
-    finally:
-        api.stop()
-    _say(f"{label}: {res.rps:.0f} req/s, server-side ms p50 {res.pct(res.server_ms, 50):.3f}  "
-         f"p99 {res.pct(res.server_ms, 99):.3f}; {note}")
-    return {"rps": round(res.rps, 1), "p50_ms": round(res.pct(res.server_ms, 50), 3),
-            "p99_ms": round(res.pct(res.server_ms, 99), 3)}
-
-
-def _cluster_path(settings: Settings, paths: Callable[[], str], cfg: BenchConfig) -> dict[str, float]:
-    """The same data and load on a second API process whose Redis is the local Redis Cluster (started when
-    it does not run: ``stack up --redis-cluster``)."""
+def _on_cluster(settings: Settings, cfg: BenchConfig, stack: ExitStack) -> Settings:
+    """``settings`` on the local Redis Cluster (started when it does not run), the same synthetic data
+    published there and removed when ``stack`` closes."""
     from streamrec.localstack import LocalStack
 
     LocalStack(settings, progress=_say).up(redis_cluster=True)
     url = f"redis+cluster://{settings.bind_host}:{settings.redis_cluster_port}/0"
     on_cluster = settings.model_copy(update={"redis_url": url, "redis_cluster": True})
     store = RedisStore(on_cluster)
-    try:
-        _say(f"publishing the same synthetic data on the Redis Cluster at {url}")
-        publish_synthetic(store, cfg, on_cluster)
-        return _other_path(on_cluster, "the same API on the Redis Cluster", paths, cfg)
-    finally:
-        store.delete_prefix()
-        store.close()
+    stack.callback(store.close)
+    stack.callback(store.delete_prefix)
+    _say(f"publishing the same synthetic data on the Redis Cluster at {url}")
+    publish_synthetic(store, cfg, on_cluster)
+    return on_cluster
+
+
+def _lanes(settings: Settings, cfg: BenchConfig, paths: list[str], stack: ExitStack) -> dict[str, Lane]:
+    """The served path and each compared one (same data, same requests), every one in its own process."""
+    lanes = {"served": _start(settings, "served", paths, stack)}
+    if cfg.compare_als:
+        lanes["als"] = _start(settings.model_copy(update={"api_hybrid": False}),
+                              "ALS-only path (STREAMREC_API_HYBRID=false)", paths, stack)
+    if cfg.compare_cluster:
+        lanes["cluster"] = _start(_on_cluster(settings, cfg, stack), "the same API on the Redis Cluster",
+                                  paths, stack)
+    if cfg.compare_content:
+        from ops.bench_api_content import without_content
+
+        lanes["without_content"] = _start(without_content(settings), "without the content sources", paths, stack)
+    return lanes
+
+
+def _ratios(served: dict[str, float], lanes: dict[str, Lane]) -> dict[str, object]:
+    """Each compared lane's figures and its ratios to the served path (cluster: cluster / single Redis)."""
+    out: dict[str, object] = {}
+    for name, lane in lanes.items():
+        if name == "served":
+            continue
+        f = lane.figures()
+        out[name] = {k: f[k] for k in ("rps", "p50_ms", "p99_ms")}
+        num, den = (f, served) if name == "cluster" else (served, f)
+        prefix = {"als": "", "cluster": "cluster_", "without_content": "content_"}[name]
+        out[f"{prefix}p99_ratio"] = round(num["p99_ms"] / max(den["p99_ms"], 1e-9), 3)
+        out[f"{prefix}rps_ratio"] = round(num["rps"] / max(den["rps"], 1e-9), 3)
+    return out
 
 
 def run(base: Settings, cfg: BenchConfig, *, json_out: bool = False) -> int:
@@ -240,41 +240,29 @@ def run(base: Settings, cfg: BenchConfig, *, json_out: bool = False) -> int:
     if not store.ping():
         _say(f"redis at {settings.redis_url} did not answer (is the stack up? streamrec stack up)")
         return 1
-    api = None
     try:
-        _say(f"publishing a synthetic model: {cfg.items} items x {cfg.factors} factors, {cfg.users} users "
-             f"with histories, catalogue and trending (prefix {settings.redis_prefix})")
-        users = publish_synthetic(store, cfg, settings)
-        api = ApiProcess(settings)
-        _say(f"starting `streamrec api` (1 uvicorn worker) on {api.url}")
-        api.start(wait="/readyz")
-        rng = np.random.default_rng(cfg.seed)
-        picks = [f"/v1/users/{users[i]}/recommendations?k=10" for i in rng.integers(0, len(users), 100_000)]
-        counter = itertools.count()
-
-        def next_path() -> str:
-            return picks[next(counter) % len(picks)]
-
-        _say(f"load: {cfg.connections} keep-alive connections for {cfg.duration_s:g}s after a 2s warm-up; the "
-             f"load generator runs in this process, the server in another, sharing {os.cpu_count()} cores")
-        res, note = _load(api, next_path, cfg.connections, cfg.duration_s)
-        floor_http, floor_note = _load(api, lambda: "/healthz", cfg.connections, 3.0)
-        api.stop()
-        als = _other_path(settings.model_copy(update={"api_hybrid": False}),
-                          "ALS-only path (STREAMREC_API_HYBRID=false)", next_path, cfg) if cfg.compare_als else None
-        cluster = _cluster_path(settings, next_path, cfg) if cfg.compare_cluster else None
-        plain = None
-        if cfg.compare_content:
-            from ops.bench_api_content import without_content
-
-            plain = _other_path(without_content(settings), "without the content sources", next_path, cfg)
-        bad = {s: c for s, c in res.statuses.items() if s != 200}
-        _say(f"http: {res.requests} requests, {res.rps:.0f} req/s, non-200: {bad or 'none'}, "
-             f"connection errors: {res.errors}; {note}")
-        _say(f"server-side ms (Server-Timing): p50 {res.pct(res.server_ms, 50):.3f}  "
-             f"p99 {res.pct(res.server_ms, 99):.3f}  max {max(res.server_ms, default=float('nan')):.3f}")
+        with ExitStack() as stack:
+            _say(f"publishing a synthetic model: {cfg.items} items x {cfg.factors} factors, {cfg.users} users "
+                 f"with histories, catalogue and trending (prefix {settings.redis_prefix})")
+            users = publish_synthetic(store, cfg, settings)
+            rng = np.random.default_rng(cfg.seed)
+            paths = [f"/v1/users/{users[i]}/recommendations?k=10" for i in rng.integers(0, len(users), 100_000)]
+            lanes = _lanes(settings, cfg, paths, stack)
+            _say(f"load: {cfg.connections} keep-alive connections, {cfg.duration_s:g}s per process in "
+                 f"{ROUNDS} turns (process after process, so a drift of the shared machine weighs on all alike); "
+                 f"the load generator runs in this process, the servers in others, sharing {os.cpu_count()} cores")
+            drive(list(lanes.values()), cfg.connections, cfg.duration_s)
+            floor_http, floor_note = load(lanes["served"].api, None, cfg.connections, 3.0)
+        served = lanes["served"]
+        bad = served.non_200()
+        figures: dict[str, object] = {**served.figures()}
+        del figures["non_200"]
+        _say(f"http: {len(served.server_ms())} requests, {figures['rps']} req/s, non-200: {bad or 'none'}")
+        _say(f"server-side ms (Server-Timing): p50 {figures['p50_ms']}  p99 {figures['p99_ms']}  "
+             f"max {max(served.server_ms(), default=float('nan')):.3f}")
+        client = served.client_ms()
         _say(f"client-side ms (incl. queueing at {cfg.connections} connections): p50 "
-             f"{res.pct(res.client_ms, 50):.3f}  p99 {res.pct(res.client_ms, 99):.3f}")
+             f"{LoadResult.pct(client, 50):.3f}  p99 {LoadResult.pct(client, 99):.3f}")
         _say(f"http floor (GET /healthz, same setup): {floor_http.rps:.0f} req/s; {floor_note}")
         _say(f"in-process floor: {cfg.inprocess_requests} sequential service calls without HTTP")
         with threadpool_limits(1):  # as in the server (OPENBLAS_NUM_THREADS=1)
@@ -282,33 +270,19 @@ def run(base: Settings, cfg: BenchConfig, *, json_out: bool = False) -> int:
         _say(f"in-process ms: p50 {LoadResult.pct(floor, 50):.3f}  p99 {LoadResult.pct(floor, 99):.3f}; "
              f"of which scoring alone (no Redis): p50 {LoadResult.pct(scoring, 50):.3f}  "
              f"p99 {LoadResult.pct(scoring, 99):.3f}")
-        figures: dict[str, object] = {"rps": round(res.rps, 1), "p50_ms": round(res.pct(res.server_ms, 50), 3),
-                   "p99_ms": round(res.pct(res.server_ms, 99), 3),
-                   "inprocess_p99_ms": round(LoadResult.pct(floor, 99), 3), "items": cfg.items}
-        extra = {"client_p50_ms": round(res.pct(res.client_ms, 50), 3),
-                 "client_p99_ms": round(res.pct(res.client_ms, 99), 3),
+        figures |= {"inprocess_p99_ms": round(LoadResult.pct(floor, 99), 3), "items": cfg.items,
+                    **_ratios(served.figures(), lanes)}
+        extra = {"client_p50_ms": round(LoadResult.pct(client, 50), 3),
+                 "client_p99_ms": round(LoadResult.pct(client, 99), 3),
                  "inprocess_p50_ms": round(LoadResult.pct(floor, 50), 3),
                  "scoring_p50_ms": round(LoadResult.pct(scoring, 50), 3), "healthz_rps": round(floor_http.rps),
-                 "connections": cfg.connections, "cores": os.cpu_count(), "non_200": sum(bad.values())}
-        if als is not None:
-            figures |= {"als": als, "p99_ratio": round(res.pct(res.server_ms, 99) / max(als["p99_ms"], 1e-9), 3),
-                        "rps_ratio": round(res.rps / max(als["rps"], 1e-9), 3)}
-        if cluster is not None:
-            figures |= {"cluster": cluster,
-                        "cluster_p99_ratio": round(cluster["p99_ms"] / max(res.pct(res.server_ms, 99), 1e-9), 3),
-                        "cluster_rps_ratio": round(cluster["rps"] / max(res.rps, 1e-9), 3)}
-        if plain is not None:
-            figures |= {"without_content": plain,
-                        "content_p99_ratio": round(res.pct(res.server_ms, 99) / max(plain["p99_ms"], 1e-9), 3),
-                        "content_rps_ratio": round(res.rps / max(plain["rps"], 1e-9), 3)}
+                 "connections": cfg.connections, "cores": os.cpu_count(), "non_200": bad}
         print(f"figures: {json.dumps({**figures, **extra})}", file=sys.stderr, flush=True)
         if json_out:
             print(json.dumps(figures), flush=True)
         else:
             print(" ".join(f"{k}={v}" for k, v in figures.items()), flush=True)
-        return 0 if not bad and res.requests else 1
+        return 0 if not bad and served.server_ms() else 1
     finally:
-        if api is not None:
-            api.stop()
         store.delete_prefix()
         store.close()

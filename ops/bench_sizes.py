@@ -21,22 +21,20 @@ import re
 import sys
 import uuid
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import numpy as np
 
-from online_api.loadgen import LoadResult
 from online_api.server import ApiProcess
-from ops.bench_api import _load
 from ops.bench_factors import FittedFactors, fitted_factors, resample
+from ops.bench_lanes import Lane, drive
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
 
 EXACT_AT = 50_000
 RECALL_USERS = 300
-ROUNDS = 3  # the measured seconds of each lane are split into this many turns
 
 
 @dataclass(frozen=True)
@@ -126,32 +124,8 @@ def _wait_index(api: ApiProcess, n: int, timeout_s: float = 600.0) -> float:
     raise RuntimeError(f"the API did not serve an index of {n} items within {timeout_s:.0f}s")
 
 
-@dataclass
-class _Lane:
-    """One API process under load: a size, indexed or exact, and what was measured on it."""
-
-    name: str
-    api: ApiProcess
-    paths: list[str]
-    results: list[LoadResult] = field(default_factory=list)
-    at: int = 0
-
-    def next_path(self) -> str:
-        self.at += 1
-        return self.paths[self.at % len(self.paths)]
-
-    def figures(self) -> dict[str, float]:
-        server = [ms for r in self.results for ms in r.server_ms]
-        seconds = sum(r.duration_s for r in self.results)
-        bad = sum(c for r in self.results for s, c in r.statuses.items() if s != 200) + sum(
-            r.errors for r in self.results)
-        return {"rps": round(len(server) / seconds, 1) if seconds else 0.0,
-                "p50_ms": round(LoadResult.pct(server, 50), 3), "p99_ms": round(LoadResult.pct(server, 99), 3),
-                "non_200": bad}
-
-
 def _start(settings: Settings, name: str, users: list[str], cfg: SizesConfig, *, indexed: bool, n: int,
-           stack: ExitStack) -> tuple[_Lane, float]:
+           stack: ExitStack) -> tuple[Lane, float]:
     update: dict[str, object] = {"api_ann": True, "api_ann_min_items": 1} if indexed else {"api_ann": False}
     api = stack.enter_context(ApiProcess(settings.model_copy(update=update)))
     api.wait_for("/readyz", 300)
@@ -159,16 +133,16 @@ def _start(settings: Settings, name: str, users: list[str], cfg: SizesConfig, *,
     rng = np.random.default_rng(cfg.seed)
     paths = [f"/v1/users/{users[i]}/recommendations?k=10" for i in rng.integers(0, len(users), 100_000)]
     _say(f"{name}: serving" + (f" (index built in {build_s:.1f}s)" if indexed else ""))
-    return _Lane(name, api, paths), build_s
+    return Lane(name, api, paths), build_s
 
 
 @dataclass
 class _Size:
     settings: Settings
     users: list[str]
-    lane: _Lane
+    lane: Lane
     build_s: float
-    exact: _Lane | None = None
+    exact: Lane | None = None
 
 
 def _recall(settings: Settings, users: list[str], got: list[list[str]]) -> tuple[float, float]:
@@ -183,7 +157,7 @@ def _recall(settings: Settings, users: list[str], got: list[list[str]]) -> tuple
 
 def _measure(base: Settings, fit: FittedFactors, cfg: SizesConfig, stack: ExitStack,
              prefixes: list[str]) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
-    lanes: list[_Lane] = []
+    lanes: list[Lane] = []
     per_size: dict[int, _Size] = {}
     for n in cfg.sizes:
         settings = base.model_copy(update={"redis_prefix": f"bench-sizes-{uuid.uuid4().hex[:8]}"})
@@ -196,14 +170,7 @@ def _measure(base: Settings, fit: FittedFactors, cfg: SizesConfig, stack: ExitSt
         if n == EXACT_AT:
             size.exact, _ = _start(settings, f"{n:,} items, exact scan", users, cfg, indexed=False, n=n, stack=stack)
             lanes.append(size.exact)
-    # Every lane in turn, round after round: a machine whose load drifts during the run (a shared box)
-    # then weighs on every lane alike, which the ratios compare.
-    each = cfg.duration_s / ROUNDS
-    for r in range(ROUNDS):
-        for lane in lanes:
-            res, note = _load(lane.api, lane.next_path, cfg.connections, each)
-            lane.results.append(res)
-            _say(f"round {r + 1}/{ROUNDS}, {lane.name}: {res.rps:.0f} req/s; {note}")
+    drive(lanes, cfg.connections, cfg.duration_s)  # in turns: a drift of the shared box weighs on all alike
     figures, exact = {}, {}
     for n, size in per_size.items():
         pick = np.random.default_rng(cfg.seed).choice(len(size.users), min(RECALL_USERS, len(size.users)),
