@@ -16,7 +16,8 @@ The API serves what the settings say (the hybrid by default; every synthetic use
 hashes for their items, so the hybrid reads and ranks every source). Each compared path below is its own
 API process on the same data and requests, and every process gets its seconds in turns, process after
 process (:func:`ops.bench_lanes.drive`), so a drift of a shared machine weighs on all alike.
-With ``--compare-als`` the same run also drives a second API process with ``STREAMREC_API_HYBRID=false`` (the ALS-only path) on the same data
+With ``--compare-als`` the same run also drives a second API process with ``STREAMREC_API_HYBRID=false``
+(the ALS-only path) on the same data
 and adds ``"als": {"rps", "p50_ms", "p99_ms"}``, ``"p99_ratio"`` and ``"rps_ratio"`` (served / ALS-only).
 With ``--compare-content`` the version also gets content and profile models and some users profiles
 (:mod:`ops.bench_api_content`), and a second process with the content sources off adds
