@@ -34,6 +34,7 @@ from models.rank_features import candidate_item_stats, history_features
 IntArray = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 SOURCES = ("personal", "covisitation", "repeat", "trending", "popular", "content")
+CONTENT = SOURCES.index("content")
 DAY_S = 86_400.0
 
 
@@ -52,6 +53,7 @@ class RankingConfig:
     session_items: int = 3
     session_decay: float = 0.5
     repeat_half_life_s: float | None = 7 * DAY_S
+    arrival_slots: int = 0  # the list's last positions kept for the best ``content`` candidates (new arrivals)
 
     def weights(self) -> F64:
         """The blend weights in :data:`SOURCES` order."""
@@ -190,9 +192,31 @@ def rank(inputs: RankingInputs, cfg: RankingConfig, k: int, ranker: Scorer | Non
         score = terms.sum(axis=1)
     else:
         terms, score = feats, ranker.score(ranker_rows(inputs, cand, feats))
-    order = np.lexsort((cand, -score))[: max(k, 0)]
+    order = np.lexsort((cand, -score))
+    order = _with_arrivals(order, feats[:, CONTENT], k, cfg.arrival_slots)
     dominant = np.argmax(terms[order], axis=1) if len(order) else np.zeros(0, dtype=np.int64)
-    return Ranking(cand[order], score[order], [SOURCES[d] for d in dominant.tolist()])
+    sources = [SOURCES[d] for d in dominant.tolist()]
+    for at in range(max(len(order) - cfg.arrival_slots, 0), len(order)):
+        if feats[order[at], CONTENT] > 0:  # a kept slot is there for what the item is: a new arrival
+            sources[at] = "content"
+    return Ranking(cand[order], score[order], sources)
+
+
+def _with_arrivals(order: IntArray, content: F64, k: int, slots: int) -> IntArray:
+    """The first ``k`` of ``order`` (candidate positions, best first), the last ``slots`` of them given to the
+    best ``content`` candidates (new arrivals like the user's history) that did not make the first ``k - slots``
+    by score: a shop's new products get seen before they have the interactions every other source needs. A
+    slot no arrival fills keeps the next item by score."""
+    k = max(k, 0)
+    slots = min(max(slots, 0), k)
+    head = order[: k - slots]
+    if not slots or not np.any(content > 0):
+        return order[:k]
+    rest = order[k - slots:]
+    arrivals = rest[content[rest] > 0]
+    arrivals = arrivals[np.argsort(-content[arrivals], kind="stable")][:slots]
+    fill = rest[~np.isin(rest, arrivals)][: slots - len(arrivals)]
+    return np.concatenate([head, fill, arrivals]).astype(np.int64)
 
 
 @dataclass(frozen=True)

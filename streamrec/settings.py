@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     rank_weight_popular: float = Field(0.05, description="hybrid blend weight of the popular list")
     rank_weight_content: float = Field(0.5, description="hybrid blend weight of the new arrivals whose catalogue "
                                        "content is most like the user's history (with a content model)")
+    rank_arrival_slots: int = Field(0, ge=0, le=10, description="the hybrid list's last positions kept for the "
+                                    "best new arrivals like the user's history (the content source; with a "
+                                    "content model): new products are seen before they have interactions")
     rank_candidates: int = Field(100, ge=1, description="candidates taken from each source before blending")
     rank_model_file: str | None = Field(None, description="a learned ranker (LightGBM text model written by "
                                         "`streamrec eval --write-settings`); the hybrid orders its candidates by "

@@ -57,6 +57,27 @@ def test_ties_go_to_the_lower_item_and_blocked_items_never_appear() -> None:
     assert top_signal(np.array([0.0, 2.0, -1.0, 2.0, np.inf]), 3).idx.tolist() == [1, 3]
 
 
+def test_arrival_slots_give_the_list_end_to_the_best_new_arrivals_outside_it() -> None:
+    # repeat dominates (weight 1), content is weak (0.1): without slots only arrival 1 (also bought) is listed
+    inputs = RankingInputs({"repeat": sig({1: 1.0, 2: 0.9, 3: 0.8, 4: 0.7}),
+                            "content": sig({8: 0.2, 9: 0.6, 7: 0.3, 1: 0.5})}, blocked=np.array([9]))
+    cfg = RankingConfig(repeat=1.0, content=0.1, covisitation=0.0, personal=0.0, trending=0.0, popular=0.0)
+    slots = lambda n: RankingConfig(**{**cfg.__dict__, "arrival_slots": n})  # noqa: E731
+    assert rank(inputs, cfg, 3).items.tolist() == [1, 2, 3]
+    out = rank(inputs, slots(1), 3)
+    # the slot goes to the best arrival outside the first k - 1 (1 is in them, 9 is blocked): 7
+    assert out.items.tolist() == [1, 2, 7] and out.sources == ["repeat", "repeat", "content"]
+    assert rank(inputs, slots(2), 3).items.tolist() == [1, 7, 8]  # best content first; 2 gives its place
+    assert rank(inputs, slots(2), 10).items.tolist() == [1, 2, 3, 4, 7, 8]  # fewer than k: all, by score
+    # no arrivals at all (no content model): the slots keep the items by score
+    plain = RankingInputs({"repeat": inputs.signals["repeat"]})
+    assert rank(plain, slots(2), 3).items.tolist() == [1, 2, 3]
+    # fewer arrivals than slots: the rest by score, the arrival last; never more than k
+    few = RankingInputs({"repeat": inputs.signals["repeat"], "content": sig({8: 0.3})})
+    assert rank(few, slots(3), 3).items.tolist() == [1, 2, 8]
+    assert rank(few, slots(3), 1).items.tolist() == [8]
+
+
 def _log(seed: int) -> EventLog:
     rng = np.random.default_rng(seed)
     n = 600
