@@ -16,7 +16,9 @@ best score, so every feature lies in (0, 1] and the best recommendable item of a
 as they are (:data:`ABSOLUTE`). :func:`rank` scores ``Σ_s weight_s · feature_s``, orders by
 score (ties to the lower item index) and names each item's ``source``: the signal with the largest
 weighted term. The API and the offline evaluation both call :func:`rank`; the weights come from
-:class:`RankingConfig` (settings ``STREAMREC_RANK_*``).
+:class:`RankingConfig` (settings ``STREAMREC_RANK_*``). With ``arrival_slots`` the list's last positions
+go to the best ``content`` candidates (scoring at least ``arrival_min_score``) that the blend left out, so
+new products are seen before they have the interactions every other source needs.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class RankingConfig:
     session_decay: float = 0.5
     repeat_half_life_s: float | None = 7 * DAY_S
     arrival_slots: int = 0  # the list's last positions kept for the best ``content`` candidates (new arrivals)
+    arrival_min_score: float = 0.0  # ... whose content score (a mean cosine) is at least this
 
     def weights(self) -> F64:
         """The blend weights in :data:`SOURCES` order."""
@@ -193,27 +196,28 @@ def rank(inputs: RankingInputs, cfg: RankingConfig, k: int, ranker: Scorer | Non
     else:
         terms, score = feats, ranker.score(ranker_rows(inputs, cand, feats))
     order = np.lexsort((cand, -score))
-    order = _with_arrivals(order, feats[:, CONTENT], k, cfg.arrival_slots)
+    order = _with_arrivals(order, feats[:, CONTENT], k, cfg.arrival_slots, cfg.arrival_min_score)
     dominant = np.argmax(terms[order], axis=1) if len(order) else np.zeros(0, dtype=np.int64)
     sources = [SOURCES[d] for d in dominant.tolist()]
     for at in range(max(len(order) - cfg.arrival_slots, 0), len(order)):
-        if feats[order[at], CONTENT] > 0:  # a kept slot is there for what the item is: a new arrival
+        if feats[order[at], CONTENT] > 0 and feats[order[at], CONTENT] >= cfg.arrival_min_score:  # a new arrival
             sources[at] = "content"
     return Ranking(cand[order], score[order], sources)
 
 
-def _with_arrivals(order: IntArray, content: F64, k: int, slots: int) -> IntArray:
+def _with_arrivals(order: IntArray, content: F64, k: int, slots: int, min_score: float = 0.0) -> IntArray:
     """The first ``k`` of ``order`` (candidate positions, best first), the last ``slots`` of them given to the
-    best ``content`` candidates (new arrivals like the user's history) that did not make the first ``k - slots``
-    by score: a shop's new products get seen before they have the interactions every other source needs. A
-    slot no arrival fills keeps the next item by score."""
+    best ``content`` candidates (new arrivals like the user's history, scoring above 0 and at least
+    ``min_score``) that did not make the first ``k - slots`` by score: a shop's new products get seen before
+    they have the interactions every other source needs. A slot no arrival fills keeps the next item by score."""
     k = max(k, 0)
     slots = min(max(slots, 0), k)
     head = order[: k - slots]
-    if not slots or not np.any(content > 0):
+    qualifies = (content > 0) & (content >= min_score)
+    if not slots or not np.any(qualifies):
         return order[:k]
     rest = order[k - slots:]
-    arrivals = rest[content[rest] > 0]
+    arrivals = rest[qualifies[rest]]
     arrivals = arrivals[np.argsort(-content[arrivals], kind="stable")][:slots]
     fill = rest[~np.isin(rest, arrivals)][: slots - len(arrivals)]
     return np.concatenate([head, fill, arrivals]).astype(np.int64)

@@ -121,6 +121,8 @@ class Settings(BaseSettings):
     rank_arrival_slots: int = Field(0, ge=0, le=10, description="the hybrid list's last positions kept for the "
                                     "best new arrivals like the user's history (the content source; with a "
                                     "content model): new products are seen before they have interactions")
+    rank_arrival_min_score: float = Field(0.0, ge=0, le=1, description="the content score (mean cosine with the "
+                                          "user's history) a new arrival needs for one of those positions")
     rank_candidates: int = Field(100, ge=1, description="candidates taken from each source before blending")
     rank_model_file: str | None = Field(None, description="a learned ranker (LightGBM text model written by "
                                         "`streamrec eval --write-settings`); the hybrid orders its candidates by "

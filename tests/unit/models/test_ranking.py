@@ -68,6 +68,9 @@ def test_arrival_slots_give_the_list_end_to_the_best_new_arrivals_outside_it() -
     # the slot goes to the best arrival outside the first k - 1 (1 is in them, 9 is blocked): 7
     assert out.items.tolist() == [1, 2, 7] and out.sources == ["repeat", "repeat", "content"]
     assert rank(inputs, slots(2), 3).items.tolist() == [1, 7, 8]  # best content first; 2 gives its place
+    strict = RankingConfig(**{**cfg.__dict__, "arrival_slots": 2, "arrival_min_score": 0.25})
+    assert rank(inputs, strict, 3).items.tolist() == [1, 2, 7]  # 8 (0.2) is too unlike the history
+    assert rank(inputs, RankingConfig(**{**strict.__dict__, "arrival_min_score": 0.7}), 3).items.tolist() == [1, 2, 3]
     assert rank(inputs, slots(2), 10).items.tolist() == [1, 2, 3, 4, 7, 8]  # fewer than k: all, by score
     # no arrivals at all (no content model): the slots keep the items by score
     plain = RankingInputs({"repeat": inputs.signals["repeat"]})
