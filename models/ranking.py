@@ -57,6 +57,7 @@ class RankingConfig:
     repeat_half_life_s: float | None = 7 * DAY_S
     arrival_slots: int = 0  # the list's last positions kept for the best ``content`` candidates (new arrivals)
     arrival_min_score: float = 0.0  # ... whose content score (a mean cosine) is at least this
+    ranker_min_history: int = 0  # users with fewer history entries are ordered by the blend, not the ranker
 
     def weights(self) -> F64:
         """The blend weights in :data:`SOURCES` order."""
@@ -190,7 +191,9 @@ def rank(inputs: RankingInputs, cfg: RankingConfig, k: int, ranker: Scorer | Non
     best first, ties to the lower item index. The dominant source is the largest weighted term; with a
     ranker, which weighs sources its own way, the largest normalised feature (where the item ranks best)."""
     cand, feats = candidate_features(inputs, cfg)
-    if ranker is None:
+    # A user with less history than ``ranker_min_history`` is ordered by the blend: where the ranker learnt
+    # from users with a history, its history columns are all zero for them (see docs/evaluation.md).
+    if ranker is None or len(inputs.history_items) < cfg.ranker_min_history:
         terms = feats * cfg.weights()
         score = terms.sum(axis=1)
     else:

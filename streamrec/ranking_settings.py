@@ -15,7 +15,7 @@ from streamrec.settings import Settings
 RANK_FIELDS = {"personal": "rank_weight_personal", "covisitation": "rank_weight_covisitation",
                "repeat": "rank_weight_repeat", "trending": "rank_weight_trending", "popular": "rank_weight_popular",
                "content": "rank_weight_content", "arrival_slots": "rank_arrival_slots",
-               "arrival_min_score": "rank_arrival_min_score",
+               "arrival_min_score": "rank_arrival_min_score", "ranker_min_history": "rank_model_min_history",
                "candidates": "rank_candidates", "exclude_seen": "rank_exclude_seen",
                "session_items": "session_items", "session_decay": "session_decay",
                "repeat_half_life_s": "repeat_half_life_s"}

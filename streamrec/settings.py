@@ -123,6 +123,9 @@ class Settings(BaseSettings):
                                     "content model): new products are seen before they have interactions")
     rank_arrival_min_score: float = Field(0.0, ge=0, le=1, description="the content score (mean cosine with the "
                                           "user's history) a new arrival needs for one of those positions")
+    rank_model_min_history: int = Field(0, ge=0, description="users with fewer history entries than this are "
+                                        "ordered by the blend instead of the learned ranker (1: users without "
+                                        "history)")
     rank_candidates: int = Field(100, ge=1, description="candidates taken from each source before blending")
     rank_model_file: str | None = Field(None, description="a learned ranker (LightGBM text model written by "
                                         "`streamrec eval --write-settings`); the hybrid orders its candidates by "

@@ -81,6 +81,23 @@ def test_arrival_slots_give_the_list_end_to_the_best_new_arrivals_outside_it() -
     assert rank(few, slots(3), 1).items.tolist() == [8]
 
 
+class _Reversed:
+    """A stand-in learned ranker that prefers what the blend likes least (its first column: personal)."""
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        return -np.asarray(x, dtype=np.float64)[:, 0]
+
+
+def test_users_with_less_history_than_the_ranker_minimum_are_ordered_by_the_blend() -> None:
+    signals = {"personal": sig({1: 1.0, 2: 0.5, 3: 0.25})}
+    cfg = RankingConfig(personal=1.0, ranker_min_history=1)
+    without = RankingInputs(signals)
+    assert rank(without, cfg, 3, _Reversed()).items.tolist() == [1, 2, 3]  # no history: the blend's order
+    with_history = RankingInputs(signals, history_items=np.array([7]), history_ts_ms=np.array([0]), now_ms=1)
+    assert rank(with_history, cfg, 3, _Reversed()).items.tolist() == [3, 2, 1]  # the ranker's
+    assert rank(without, RankingConfig(personal=1.0), 3, _Reversed()).items.tolist() == [3, 2, 1]  # default: all
+
+
 def _log(seed: int) -> EventLog:
     rng = np.random.default_rng(seed)
     n = 600
