@@ -198,32 +198,31 @@ def rank(inputs: RankingInputs, cfg: RankingConfig, k: int, ranker: Scorer | Non
         score = terms.sum(axis=1)
     else:
         terms, score = feats, ranker.score(ranker_rows(inputs, cand, feats))
-    order = np.lexsort((cand, -score))
-    order = _with_arrivals(order, feats[:, CONTENT], k, cfg.arrival_slots, cfg.arrival_min_score)
+    order, placed = _with_arrivals(np.lexsort((cand, -score)), feats[:, CONTENT], k, cfg.arrival_slots,
+                                   cfg.arrival_min_score)
     dominant = np.argmax(terms[order], axis=1) if len(order) else np.zeros(0, dtype=np.int64)
     sources = [SOURCES[d] for d in dominant.tolist()]
-    for at in range(max(len(order) - cfg.arrival_slots, 0), len(order)):
-        if feats[order[at], CONTENT] > 0 and feats[order[at], CONTENT] >= cfg.arrival_min_score:  # a new arrival
-            sources[at] = "content"
+    sources[len(sources) - placed:] = ["content"] * placed  # a kept slot is there for what the item is
     return Ranking(cand[order], score[order], sources)
 
 
-def _with_arrivals(order: IntArray, content: F64, k: int, slots: int, min_score: float = 0.0) -> IntArray:
+def _with_arrivals(order: IntArray, content: F64, k: int, slots: int, min_score: float) -> tuple[IntArray, int]:
     """The first ``k`` of ``order`` (candidate positions, best first), the last ``slots`` of them given to the
     best ``content`` candidates (new arrivals like the user's history, scoring above 0 and at least
     ``min_score``) that did not make the first ``k - slots`` by score: a shop's new products get seen before
-    they have the interactions every other source needs. A slot no arrival fills keeps the next item by score."""
+    they have the interactions every other source needs. A slot no arrival fills keeps the next item by score.
+    Returns the order and how many arrivals end it."""
     k = max(k, 0)
     slots = min(max(slots, 0), k)
-    head = order[: k - slots]
-    qualifies = (content > 0) & (content >= min_score)
-    if not slots or not np.any(qualifies):
-        return order[:k]
+    if not slots:
+        return order[:k], 0
     rest = order[k - slots:]
-    arrivals = rest[qualifies[rest]]
+    arrivals = rest[(content[rest] > 0) & (content[rest] >= min_score)]
+    if not len(arrivals):
+        return order[:k], 0
     arrivals = arrivals[np.argsort(-content[arrivals], kind="stable")][:slots]
     fill = rest[~np.isin(rest, arrivals)][: slots - len(arrivals)]
-    return np.concatenate([head, fill, arrivals]).astype(np.int64)
+    return np.concatenate([order[: k - slots], fill, arrivals]).astype(np.int64), len(arrivals)
 
 
 @dataclass(frozen=True)
