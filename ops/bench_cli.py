@@ -139,9 +139,10 @@ def _stream(bench: argparse._SubParsersAction) -> None:
                    help="skip re-running the processing core on the same events without Kafka")
     p.add_argument("--keep-files", action="store_true", help="keep the worker's log and per-batch stats file")
     p.add_argument("--compare-cluster", action="store_true",
-                   help="run the same load on the single Redis and then on the local Redis Cluster (started if "
-                   "needed: `stack up --redis-cluster`); the last line has the cluster's events_per_s (backlog "
-                   "capacity), single_events_per_s, cluster_to_single, lost and doubled")
+                   help="run the same load on the single Redis and on the local Redis Cluster (started if "
+                   "needed: `stack up --redis-cluster`), twice each in the order single, cluster, cluster, single; "
+                   "the last line has the cluster's events_per_s (backlog capacity, mean of its runs), "
+                   "single_events_per_s, cluster_to_single, lost and doubled")
     p.add_argument("--covisitation", action="store_true",
                    help="run the worker with co-visitation (STREAMREC_WORKER_COVISITATION; the core run measures "
                    "both either way)")

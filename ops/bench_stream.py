@@ -71,8 +71,8 @@ Events = list[tuple[str, bytes, bytes, bytes]]
 
 def run(settings: Settings, cfg: BenchConfig, json_only: bool = False, compare_cluster: bool = False) -> int:
     """Run the benchmark; prints the figures (``json_only``: progress on stderr, one JSON line). With
-    ``compare_cluster`` it runs twice, on the single Redis of ``settings`` and then on the local Redis
-    Cluster, and reports the cluster's figures with the single Redis's beside them."""
+    ``compare_cluster`` it runs four times, on the single Redis of ``settings`` and on the local Redis Cluster
+    in turns, and reports the cluster's figures with the single Redis's beside them."""
     out = _compare_cluster(settings, cfg) if compare_cluster else measure(settings, cfg)
     if not json_only:
         for key, value in out.items():
@@ -82,22 +82,29 @@ def run(settings: Settings, cfg: BenchConfig, json_only: bool = False, compare_c
 
 
 def _compare_cluster(settings: Settings, cfg: BenchConfig) -> dict[str, Any]:
-    """The same load on the single Redis, then on the local Redis Cluster (started when not running):
-    the cluster's figures, ``events_per_s`` being the backlog capacity of each (their ratio is the cost of
-    one transaction per partition and of the outboxes)."""
+    """The same load on the single Redis and on the local Redis Cluster (started when not running), in the
+    order single, cluster, cluster, single, so a machine whose speed drifts during the run weighs on both
+    alike (as ``bench api`` drives its processes in turns): the cluster's figures, ``events_per_s`` being each
+    deployment's backlog capacity averaged over its two runs (their ratio is the cost of one transaction per
+    partition and of the outboxes); ``single`` and ``cluster`` hold each one's first run in full."""
     from streamrec.localstack import LocalStack
 
     LocalStack(settings, progress=_say).up(redis_cluster=True)
     cluster_url = f"redis+cluster://{settings.bind_host}:{settings.redis_cluster_port}/0"
-    _say(f"1/2: the single Redis at {settings.redis_url.split('@')[-1]}")
-    single = measure(settings, cfg)
-    _say(f"2/2: the Redis Cluster at {cluster_url}")
-    cluster = measure(settings.model_copy(update={"redis_url": cluster_url, "redis_cluster": True}), cfg)
-    rate = cluster.get("capacity_events_per_s", cluster["events_per_s"])
-    single_rate = single.get("capacity_events_per_s", single["events_per_s"])
+    on_cluster = settings.model_copy(update={"redis_url": cluster_url, "redis_cluster": True})
+    runs: dict[str, list[dict[str, Any]]] = {"single": [], "cluster": []}
+    for turn, name in enumerate(("single", "cluster", "cluster", "single"), start=1):
+        where = cluster_url if name == "cluster" else settings.redis_url.split("@")[-1]
+        _say(f"{turn}/4: the {'Redis Cluster' if name == 'cluster' else 'single Redis'} at {where}")
+        runs[name].append(measure(on_cluster if name == "cluster" else settings, cfg))
+    single, cluster = runs["single"][0], runs["cluster"][0]
+    rates = {name: [r.get("capacity_events_per_s", r["events_per_s"]) for r in rs] for name, rs in runs.items()}
+    rate, single_rate = (round(sum(rates[n]) / len(rates[n]), 1) for n in ("cluster", "single"))
+    every = [r for rs in runs.values() for r in rs]
     return {"events_per_s": rate, "single_events_per_s": single_rate,
             "cluster_to_single": round(rate / single_rate, 3) if single_rate else None,
-            "lost": cluster["lost"] + single["lost"], "doubled": cluster["doubled"] + single["doubled"],
+            "lost": sum(r["lost"] for r in every), "doubled": sum(r["doubled"] for r in every),
+            "runs_events_per_s": rates,
             "freshness_p50_ms": cluster["freshness_p50_ms"], "single_freshness_p50_ms": single["freshness_p50_ms"],
             "freshness_p99_ms": cluster["freshness_p99_ms"], "single_freshness_p99_ms": single["freshness_p99_ms"],
             "worker_cpu_us_per_event": cluster["worker_cpu_us_per_event"],
