@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from models.covisitation import CovisConfig, aggregate_pairs, decay_units, event_pairs
@@ -62,15 +64,15 @@ def test_arrival_slots_give_the_list_end_to_the_best_new_arrivals_outside_it() -
     inputs = RankingInputs({"repeat": sig({1: 1.0, 2: 0.9, 3: 0.8, 4: 0.7}),
                             "content": sig({8: 0.2, 9: 0.6, 7: 0.3, 1: 0.5})}, blocked=np.array([9]))
     cfg = RankingConfig(repeat=1.0, content=0.1, covisitation=0.0, personal=0.0, trending=0.0, popular=0.0)
-    slots = lambda n: RankingConfig(**{**cfg.__dict__, "arrival_slots": n})  # noqa: E731
+    slots = lambda n: replace(cfg, arrival_slots=n)  # noqa: E731
     assert rank(inputs, cfg, 3).items.tolist() == [1, 2, 3]
     out = rank(inputs, slots(1), 3)
     # the slot goes to the best arrival outside the first k - 1 (1 is in them, 9 is blocked): 7
     assert out.items.tolist() == [1, 2, 7] and out.sources == ["repeat", "repeat", "content"]
     assert rank(inputs, slots(2), 3).items.tolist() == [1, 7, 8]  # best content first; 2 gives its place
-    strict = RankingConfig(**{**cfg.__dict__, "arrival_slots": 2, "arrival_min_score": 0.25})
+    strict = replace(cfg, arrival_slots=2, arrival_min_score=0.25)
     assert rank(inputs, strict, 3).items.tolist() == [1, 2, 7]  # 8 (0.2) is too unlike the history
-    assert rank(inputs, RankingConfig(**{**strict.__dict__, "arrival_min_score": 0.7}), 3).items.tolist() == [1, 2, 3]
+    assert rank(inputs, replace(strict, arrival_min_score=0.7), 3).items.tolist() == [1, 2, 3]
     assert rank(inputs, slots(2), 10).items.tolist() == [1, 2, 3, 4, 7, 8]  # fewer than k: all, by score
     # no arrivals at all (no content model): the slots keep the items by score
     plain = RankingInputs({"repeat": inputs.signals["repeat"]})
@@ -84,7 +86,7 @@ def test_arrival_slots_give_the_list_end_to_the_best_new_arrivals_outside_it() -
 class _Reversed:
     """A stand-in learned ranker that prefers what the blend likes least (its first column: personal)."""
 
-    def score(self, x: np.ndarray) -> np.ndarray:
+    def score(self, x: npt.ArrayLike) -> npt.NDArray[np.float64]:
         return -np.asarray(x, dtype=np.float64)[:, 0]
 
 
