@@ -108,6 +108,11 @@ class ItemIndex:
         index.add(mat)
         return cls(index, n, params, time.perf_counter() - start)
 
+    @property
+    def faiss_index(self) -> faiss.Index:
+        """The faiss index itself (to serialise it: :mod:`online_api.index_files`)."""
+        return self._index
+
     def nbytes(self) -> int:
         """Bytes the index holds (vectors or codes plus its lists or graph), measured by serialising it:
         a full copy for a moment, so for benchmarks and docs, never on the request path."""

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 from models.ann import AnnParams, IndexConfigError, ItemIndexes
+from online_api.index_files import SharedIndexes
 from streamrec.settings import Settings
 
 log = logging.getLogger("streamrec.api")
@@ -36,8 +38,10 @@ def ann_params(settings: Settings) -> tuple[AnnParams, AnnParams]:
 class _Build:
     """One build on a daemon thread (a build still running at shutdown must not hold the process up)."""
 
-    def __init__(self, version: str, factors: npt.NDArray[np.float32], params: tuple[AnnParams, AnnParams]) -> None:
+    def __init__(self, version: str, factors: npt.NDArray[np.float32], params: tuple[AnnParams, AnnParams],
+                 shared: SharedIndexes | None = None) -> None:
         self.version = version
+        self.shared = shared
         self.result: ItemIndexes | None = None
         self.error: Exception | None = None
         self.done = threading.Event()
@@ -47,11 +51,22 @@ class _Build:
 
     def _run(self, factors: npt.NDArray[np.float32], params: tuple[AnnParams, AnnParams]) -> None:
         try:
-            self.result = ItemIndexes.build(factors, *params)
+            self.result = self._shared(factors, params) if self.shared is not None else None
+            if self.result is None:
+                self.result = ItemIndexes.build(factors, *params)
         except (IndexConfigError, RuntimeError, MemoryError) as exc:  # faiss raises RuntimeError
             self.error = exc
         finally:
             self.done.set()
+
+    def _shared(self, factors: npt.NDArray[np.float32], params: tuple[AnnParams, AnnParams]) -> ItemIndexes | None:
+        """The host's shared copy (built here if no process has); None if the directory is unusable."""
+        assert self.shared is not None
+        try:
+            return self.shared.get_or_build(self.version, factors, params, ItemIndexes.build)
+        except OSError as exc:
+            log.warning("item indexes not shared (%s): building this process's own", exc)
+            return None
 
 
 class IndexBuilder:
@@ -64,6 +79,9 @@ class IndexBuilder:
         self.params = ann_params(settings)
         self._job: _Build | None = None
         self._failed: set[str] = set()
+        where = settings.api_index_dir
+        # Shared only on a host with the directory's parent (a memory file system such as /dev/shm).
+        self.shared = SharedIndexes(where, settings.redis_prefix) if where and Path(where).parent.is_dir() else None
 
     def wanted(self, version: str, n_rows: int) -> bool:
         """Whether a version with ``n_rows`` refit items is served through an index."""
@@ -79,7 +97,7 @@ class IndexBuilder:
             if job is not None and not job.done.is_set():
                 return None, False  # one build at a time (faiss cannot be interrupted): this one starts next
             # The factors are the version's own immutable array: no copy.
-            self._job = _Build(version, factors, self.params)
+            self._job = _Build(version, factors, self.params, self.shared)
             log.info("building the item indexes of model %s (%d items, %s; %s)", version, factors.shape[0],
                      self.params[0].factory, self.params[1].factory)
             return None, False
@@ -94,5 +112,8 @@ class IndexBuilder:
         return job.result, True
 
     def close(self) -> None:
-        """Drop the build in progress, if any (its daemon thread ends with the build or the process)."""
+        """Drop the build in progress, if any (its daemon thread ends with the build or the process), and stop
+        sharing the served version's files (the last process out removes them)."""
         self._job = None
+        if self.shared is not None:
+            self.shared.close()

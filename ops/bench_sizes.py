@@ -9,8 +9,12 @@ turn, for ``ROUNDS`` rounds (so a load that drifts on a shared machine weighs on
 read. Last, a fixed set of users is asked through each indexed process and through an exact-scan process
 on the same data: ``recall_at_10`` is the share of the exact answers' items the indexed answers hold.
 
+At the largest size a second indexed process is started on the same data, as a second uvicorn worker of
+the host would be: it maps the index files the first wrote (``two_processes``: both processes' Pss and
+private MB, the shared files' MB, the second's seconds to serve through the index).
+
 Last line: ``{"sizes": {"<n>": {"rps", "p50_ms", "p99_ms", "recall_at_10", "index_build_s", "rss_mb",
-"exact_rss_mb", "non_200"}},
+"exact_rss_mb", "non_200", "two_processes" (largest size)}},
 "exact": {"50000": {"rps", "p99_ms"}}, "factors": <source>, "index": <factory, search>}``.
 """
 
@@ -106,6 +110,33 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def _smaps_mb(pid: int) -> dict[str, float]:
+    """Pss and private bytes (MB) of a process: what it costs the host when pages are shared."""
+    kb = {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in
+                                            Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:])}
+    return {"pss_mb": round(kb["Pss"] / 1024, 1),
+            "private_mb": round((kb["Private_Clean"] + kb["Private_Dirty"]) / 1024, 1)}
+
+
+def _host(size: _Size, n: int) -> dict[str, object]:
+    """A second API process on the same host and data: it maps the indexes the first wrote
+    (``STREAMREC_API_INDEX_DIR``) instead of building its own. Both processes' Pss and private bytes, the
+    shared files' size, and the second's seconds from start to serving through the index."""
+    import time
+
+    started = time.monotonic()
+    with ApiProcess(size.settings.model_copy(update={"api_ann": True, "api_ann_min_items": 1})) as second:
+        second.wait_for("/readyz", 300)
+        _wait_index(second, n)
+        ready_s = time.monotonic() - started
+        _answers(second.url, size.users[:200])  # touch the index pages a served process touches
+        _answers(size.lane.api.url, size.users[:200])
+        procs = [_smaps_mb(size.lane.api.pid), _smaps_mb(second.pid)]
+    where = Path(size.settings.api_index_dir)
+    shared = sum(p.stat().st_size for p in where.glob("*.faiss")) if where.is_dir() else 0
+    return {"processes": procs, "shared_files_mb": round(shared / 2**20, 1), "second_serving_s": round(ready_s, 2)}
+
+
 def _answers(url: str, users: list[str]) -> list[list[str]]:
     with httpx.Client(base_url=url, timeout=30) as client:
         return [[i["item_id"] for i in client.get(f"/v1/users/{u}/recommendations?k=10").json()["items"]]
@@ -156,7 +187,7 @@ def _recall(settings: Settings, users: list[str], got: list[list[str]]) -> tuple
 
 
 def _measure(base: Settings, fit: FittedFactors, cfg: SizesConfig, stack: ExitStack,
-             prefixes: list[str]) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+             prefixes: list[str]) -> tuple[dict[str, dict[str, object]], dict[str, dict[str, float]]]:
     lanes: list[Lane] = []
     per_size: dict[int, _Size] = {}
     for n in cfg.sizes:
@@ -171,17 +202,21 @@ def _measure(base: Settings, fit: FittedFactors, cfg: SizesConfig, stack: ExitSt
             size.exact, _ = _start(settings, f"{n:,} items, exact scan", users, cfg, indexed=False, n=n, stack=stack)
             lanes.append(size.exact)
     drive(lanes, cfg.connections, cfg.duration_s)  # in turns: a drift of the shared box weighs on all alike
-    figures, exact = {}, {}
+    figures: dict[str, dict[str, object]] = {}
+    exact: dict[str, dict[str, float]] = {}
     for n, size in per_size.items():
         pick = np.random.default_rng(cfg.seed).choice(len(size.users), min(RECALL_USERS, len(size.users)),
                                                       replace=False)
         asked = [size.users[i] for i in pick]
         got = _answers(size.lane.api.url, asked)
         rss = _rss_mb(size.lane.api.pid)
+        host = _host(size, n) if n == max(cfg.sizes) and size.settings.api_index_dir else None
         size.lane.api.stop()  # before this size's exact API starts: one big process at a time
         recall, rss_exact = _recall(size.settings, asked, got)
         figures[str(n)] = {**size.lane.figures(), "recall_at_10": round(recall, 4),
                            "index_build_s": round(size.build_s, 2), "rss_mb": rss, "exact_rss_mb": rss_exact}
+        if host is not None:
+            figures[str(n)]["two_processes"] = host
         if size.exact is not None:
             ex = size.exact.figures()
             exact[str(n)] = {k: ex[k] for k in ("rps", "p99_ms", "p50_ms")}

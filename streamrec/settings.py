@@ -211,6 +211,9 @@ class Settings(BaseSettings):
                                    "exactly (more: higher recall, slower)")
     api_ann_max_fetch: int = Field(4_096, ge=1, description="a request whose filters would need more candidates "
                                    "than this (a small category) is scanned exactly instead")
+    api_index_dir: str = Field("/dev/shm/streamrec", description="where the API processes of a host share the "
+                               "item indexes (built once, mapped by every uvicorn worker; a memory file system); "
+                               "empty: each process builds its own (docs/operations.md#the-item-index)")
     max_k: int = Field(100, ge=1, description="largest k a request may ask for")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="largest request body (413 beyond)")
     api_produce_timeout_s: float = Field(5.0, gt=0, le=60, description="longest wait for Kafka to acknowledge "
