@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from models.ann import ItemIndexes
 from models.similarity import normalize_rows
+from online_api.index_files import SharedFactors
 from streamrec.settings import Settings
 from streamrec.store import from_bytes
 
@@ -48,6 +49,7 @@ class ServedModel:
     norms: npt.NDArray[np.float32]  # row lengths (0 for an all-zero row)
     ann: ItemIndexes | None  # indexes over rows 0..ann.n_indexed-1 (the refit's); None: exact scan only
     item_stats: npt.NDArray[np.float64] | None = None  # the refit's items' statistics (the learned ranker's)
+    base: SharedFactors | None = None  # the refit's rows in the host's shared file, when ``factors`` maps it
 
     @property
     def n_factors(self) -> int:
@@ -76,9 +78,10 @@ class View:
 
 def build_model(version: str, meta: dict[str, Any], item_ids: list[str], factors: np.ndarray,
                 gram: np.ndarray, new_items: dict[bytes, bytes], ann: ItemIndexes | None = None,
-                item_stats: np.ndarray | None = None) -> ServedModel:
+                item_stats: np.ndarray | None = None, base: SharedFactors | None = None) -> ServedModel:
     """Append folded-in new items (unknown ids only, right length) to a refit's items; ``ann`` is the
-    index over the refit's items (the folded-in ones are scanned exactly)."""
+    index over the refit's items (the folded-in ones are scanned exactly). With an index and ``base`` (the
+    same refit rows in the host's shared file) the matrix maps that file: one copy of them per host."""
     ids, index = list(item_ids), {item: i for i, item in enumerate(item_ids)}
     f = int(factors.shape[1])
     extra = []
@@ -89,12 +92,15 @@ def build_model(version: str, meta: dict[str, Any], item_ids: list[str], factors
         index[item] = len(ids)
         ids.append(item)
         extra.append(from_bytes(raw_vec))
-    mat = np.vstack([factors, *extra]) if extra else factors
-    mat = np.ascontiguousarray(mat, dtype=np.float32)
+    shared = base is not None and ann is not None and (base.n, base.f) == factors.shape
+    mat = base.matrix(extra) if shared and base is not None else None
+    if mat is None:  # not shared (or its file went): this process's own copy
+        base = None
+        mat = np.ascontiguousarray(np.vstack([factors, *extra]) if extra else factors, dtype=np.float32)
     norms = np.linalg.norm(mat, axis=1).astype(np.float32)
     if ann is not None:  # one float32 copy of the factors (re-ranking gathers rows; cosine divides by norms)
         return ServedModel(version, meta, ids, index, mat, mat.T, None, np.asarray(gram, dtype=np.float32),
-                           len(item_ids), dict(new_items), time.time(), norms, ann, item_stats)
+                           len(item_ids), dict(new_items), time.time(), norms, ann, item_stats, base)
     return ServedModel(version, meta, ids, index, mat, np.ascontiguousarray(mat.T), normalize_rows(mat),
                        np.asarray(gram, dtype=np.float32), len(item_ids), dict(new_items), time.time(), norms, None,
                        item_stats)

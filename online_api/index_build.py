@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.ann import AnnParams, IndexConfigError, ItemIndexes
-from online_api.index_files import SharedIndexes
+from online_api.index_files import SharedFactors, SharedIndexes
 from streamrec.settings import Settings
 
 log = logging.getLogger("streamrec.api")
@@ -110,6 +110,10 @@ class IndexBuilder:
             return None, True
         log.info("item index of model %s built in %.1fs", version, job.result.build_s)
         return job.result, True
+
+    def factors_for(self, version: str) -> SharedFactors | None:
+        """The host's shared file of ``version``'s refit factors, once its indexes are shared (else None)."""
+        return self.shared.factors_for(version) if self.shared is not None else None
 
     def close(self) -> None:
         """Drop the build in progress, if any (its daemon thread ends with the build or the process), and stop

@@ -1,10 +1,13 @@
-"""One copy per host of a model version's item indexes: built by the first API process, mapped by the others.
+"""One copy per host of a model version's item indexes and refit factors: written by the first API process,
+mapped by the others.
 
 Each uvicorn worker (``--workers N``) is a process of its own and would otherwise build and hold both faiss
 indexes of the served version (about 530 bytes per item; 530 MB at a million items, per process). With a
 directory on a memory file system (``STREAMREC_API_INDEX_DIR``, default ``/dev/shm/streamrec``), the first
 process to want a version's indexes builds them and writes them there; every process, the builder included,
 then maps the files read-only (``faiss.IO_FLAG_MMAP_IFC``): the pages are the page cache's, one copy for all.
+The refit's factors (256 bytes per item at 64 factors) are written beside them and mapped copy-on-write
+(:class:`SharedFactors`), so the items each process folds in after the refit stay its own.
 
 Coordination is ``flock`` on one lock file per version, no daemon and no Redis key:
 
@@ -27,10 +30,11 @@ import fcntl
 import hashlib
 import json
 import logging
+import mmap
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import IO
@@ -46,8 +50,10 @@ log = logging.getLogger("streamrec.api")
 F32 = npt.NDArray[np.float32]
 Build = Callable[[F32, AnnParams, AnnParams], ItemIndexes]
 PARTS = ("dot", "cosine")
+FACTORS = "factors.f32"
 
 
+FACTORS_ROOM = 100_000  # rows folded in after the refit a shared factors file has room for, at least
 LOCK_WAIT_S = 300.0  # longer than a million items' build; a lock held longer than that is not waited for
 
 
@@ -65,6 +71,45 @@ def _lock(lock: IO[bytes], mode: int, wait_s: float = LOCK_WAIT_S) -> bool:
             time.sleep(0.05)
 
 
+class SharedFactors:
+    """A version's refit item factors in a file of the shared directory, mapped copy-on-write per model.
+
+    The file holds the ``n`` refit rows, followed by room for ``capacity`` more that is a hole (no memory
+    on tmpfs). :meth:`matrix` maps the refit rows plus as many rows as the model has folded-in items with
+    ``MAP_PRIVATE``: the refit rows stay the page cache's pages, one copy for the host, and only the pages the
+    folded-in items are written to become the process's own.
+    """
+
+    def __init__(self, path: Path, n: int, f: int, capacity: int) -> None:
+        self.path, self.n, self.f, self.capacity = path, n, f, capacity
+
+    @classmethod
+    def write(cls, path: Path, factors: F32) -> SharedFactors:
+        """Write ``factors`` (little-endian float32 rows) to ``path`` with room for as many rows again."""
+        n, f = factors.shape
+        capacity = max(FACTORS_ROOM, n)
+        with path.open("wb") as out:
+            out.write(np.ascontiguousarray(factors, dtype="<f4").tobytes())
+            out.truncate(4 * f * (n + capacity))  # the room is a hole: no bytes until written
+        return cls(path, n, f, capacity)
+
+    def matrix(self, extra: Sequence[F32]) -> F32 | None:
+        """The refit rows followed by ``extra`` (read-only), or None if the room or the file is missing."""
+        if len(extra) > self.capacity:
+            return None
+        rows = self.n + len(extra)
+        try:
+            with self.path.open("rb") as fh:
+                mapped = mmap.mmap(fh.fileno(), 4 * self.f * rows, access=mmap.ACCESS_COPY)
+        except (OSError, ValueError):  # removed, or shorter than it should be
+            return None
+        mat = np.frombuffer(mapped, dtype="<f4").reshape(rows, self.f)
+        if extra:
+            mat[self.n:] = np.stack(extra)
+        mat.flags.writeable = False
+        return mat
+
+
 class SharedIndexes:
     """The item index files of one Redis prefix in ``directory`` (see the module docstring)."""
 
@@ -72,6 +117,7 @@ class SharedIndexes:
         self.dir = Path(directory)
         self.stem = re.sub(r"[^A-Za-z0-9_-]", "_", prefix)
         self._held: dict[str, IO[bytes]] = {}  # name -> open lock file, shared-locked while served
+        self._factors: dict[str, SharedFactors] = {}  # name -> its factors file, for the held names
 
     def name(self, version: str, factors: F32, params: tuple[AnnParams, AnnParams]) -> str:
         """The files' common name: prefix, version, and a digest of what the indexes are built from."""
@@ -100,7 +146,7 @@ class SharedIndexes:
                 mapped = self._map(name, params) if lock is not None else None  # built while this one waited
                 if mapped is None:
                     built = build(factors, *params)
-                    mapped = self._write_and_map(name, built, params) if lock is not None else None
+                    mapped = self._write_and_map(name, built, factors, params) if lock is not None else None
                     if mapped is None:  # not shared: hold no lock, so another process may try in its turn
                         if lock is not None:
                             lock.close()
@@ -116,8 +162,11 @@ class SharedIndexes:
             raise
         for other in [n for n in self._held if n != name]:  # the version being swapped out
             self._held.pop(other).close()
+            self._factors.pop(other, None)
         assert lock is not None  # every path without a lock returned above
         self._held[name] = lock
+        if (shared_factors := self._shared_factors(name)) is not None:
+            self._factors[name] = shared_factors
         self.sweep()
         return mapped
 
@@ -138,16 +187,25 @@ class SharedIndexes:
                     return lock
             lock.close()
 
-    def _write_and_map(self, name: str, built: ItemIndexes, params: tuple[AnnParams, AnnParams]
+    def factors_for(self, version: str) -> SharedFactors | None:
+        """The shared factors file of the held ``version`` (None: not shared, or not held)."""
+        stem = f"{self.stem}.{re.sub(r'[^A-Za-z0-9_-]', '_', version)}."
+        return next((f for name, f in self._factors.items() if name.startswith(stem)), None)
+
+    def _write_and_map(self, name: str, built: ItemIndexes, factors: F32, params: tuple[AnnParams, AnnParams]
                        ) -> ItemIndexes | None:
-        """Write both indexes (each to a temporary name, then renamed: a reader never sees half a file) and
-        map them back, so the builder's own copy is the shared one too; None if the directory refused."""
+        """Write both indexes and the factors (each to a temporary name, then renamed: a reader never sees
+        half a file) and map them back, so the builder's own copy is the shared one too; None if the
+        directory refused."""
+        tmp = f"tmp{os.getpid()}"
         try:
             for part in PARTS:
-                tmp = self.dir / f"{name}.{part}.faiss.tmp{os.getpid()}"
-                faiss.write_index(getattr(built, part).faiss_index, str(tmp))
-                tmp.rename(self.dir / f"{name}.{part}.faiss")
-            meta = {"n_indexed": built.n_indexed, "build_s": [built.dot.build_s, built.cosine.build_s]}
+                faiss.write_index(getattr(built, part).faiss_index, str(self.dir / f"{name}.{part}.faiss.{tmp}"))
+                (self.dir / f"{name}.{part}.faiss.{tmp}").rename(self.dir / f"{name}.{part}.faiss")
+            rows = SharedFactors.write(self.dir / f"{name}.{FACTORS}.{tmp}", factors)
+            (self.dir / f"{name}.{FACTORS}.{tmp}").rename(self.dir / f"{name}.{FACTORS}")
+            meta = {"n_indexed": built.n_indexed, "build_s": [built.dot.build_s, built.cosine.build_s],
+                    "factors": {"f": rows.f, "capacity": rows.capacity}}
             (self.dir / f"{name}.json").write_text(json.dumps(meta))
         except (OSError, RuntimeError) as exc:  # RuntimeError: faiss's own write failure (a full tmpfs)
             log.warning("item indexes not shared (%s): this process keeps its own copy", exc)
@@ -172,6 +230,17 @@ class SharedIndexes:
             return None
         return ItemIndexes(*parts)
 
+    def _shared_factors(self, name: str) -> SharedFactors | None:
+        """The factors file beside the name's indexes, if there is one."""
+        path = self.dir / f"{name}.{FACTORS}"
+        try:
+            meta = json.loads((self.dir / f"{name}.json").read_text())
+            shape = meta["factors"]
+            return SharedFactors(path, int(meta["n_indexed"]), int(shape["f"]), int(shape["capacity"])) \
+                if path.exists() else None
+        except (OSError, ValueError, KeyError):
+            return None
+
     def sweep(self) -> list[str]:
         """Remove the files of the versions no process serves (nobody holds their lock), whatever their
         prefix: what a killed process of another deployment left goes too; returns the names removed."""
@@ -190,7 +259,8 @@ class SharedIndexes:
         return removed
 
     def _remove(self, name: str) -> None:
-        for path in (*(self.dir / f"{name}.{p}.faiss" for p in PARTS), self.dir / f"{name}.json",
+        for path in (*(self.dir / f"{name}.{p}.faiss" for p in PARTS), self.dir / f"{name}.{FACTORS}",
+                     self.dir / f"{name}.json",
                      self.dir / f"{name}.lock", *self.dir.glob(f"{name}.*.tmp*")):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
@@ -200,5 +270,6 @@ class SharedIndexes:
         for lock in self._held.values():
             lock.close()
         self._held.clear()
+        self._factors.clear()
         with contextlib.suppress(OSError):
             self.sweep()

@@ -151,7 +151,7 @@ class Refresher:
             self._loading = loaded if not ready and served is not None else None
             if ready or served is None:
                 model = build_model(version, loaded.meta, loaded.item_ids, loaded.item_factors, loaded.gram, new_raw,
-                                    ann, loaded.item_stats)
+                                    ann, loaded.item_stats, self.builder.factors_for(version) if ann else None)
                 self.metrics.model_swaps.inc()
                 log.info("serving model %s (%d items, %s)", version, len(model.item_ids),
                          "exact scan" if ann is None else f"index {ann.dot.params.factory}")
@@ -161,8 +161,9 @@ class Refresher:
             if ann is None and self.builder.wanted(version, base):  # the start-up build, or a failed one
                 ann, _ = self.builder.index_for(version, served.factors[:base])
             if new_raw != served.new_items or ann is not served.ann:
+                shared = served.base if ann is served.ann else self.builder.factors_for(version) if ann else None
                 model = build_model(version, served.meta, served.item_ids[:base], served.factors[:base], served.gram,
-                                    new_raw, ann, served.item_stats)
+                                    new_raw, ann, served.item_stats, shared)
         if model is not None:
             self.metrics.observe_model(model.version, model.meta, len(model.item_ids))
             self.metrics.index_items.set(model.ann.n_indexed if model.ann is not None else 0)

@@ -119,7 +119,7 @@ def _smaps_mb(pid: int) -> dict[str, float]:
 
 
 def _host(size: _Size, n: int) -> dict[str, object]:
-    """A second API process on the same host and data: it maps the indexes the first wrote
+    """A second API process on the same host and data: it maps the indexes and factors the first wrote
     (``STREAMREC_API_INDEX_DIR``) instead of building its own. Both processes' Pss and private bytes, the
     shared files' size, and the second's seconds from start to serving through the index."""
     import time
@@ -133,7 +133,8 @@ def _host(size: _Size, n: int) -> dict[str, object]:
         _answers(size.lane.api.url, size.users[:200])
         procs = [_smaps_mb(size.lane.api.pid), _smaps_mb(second.pid)]
     where = Path(size.settings.api_index_dir)
-    shared = sum(p.stat().st_size for p in where.glob("*.faiss")) if where.is_dir() else 0
+    # allocated bytes (st_blocks): the factors file's room for folded-in rows is a hole
+    shared = sum(p.stat().st_blocks * 512 for p in where.iterdir()) if where.is_dir() else 0
     return {"processes": procs, "shared_files_mb": round(shared / 2**20, 1), "second_serving_s": round(ready_s, 2)}
 
 

@@ -167,3 +167,42 @@ def test_another_process_maps_the_files(tmp_path: Path) -> None:
     child.join(timeout=20)
     assert (calls, n) == (0, 3_000)
     assert any(n.endswith(".dot.faiss") for n in _files(tmp_path))  # the child is gone, a still serves
+
+
+def test_the_factors_are_shared_too_and_folded_in_rows_stay_the_processs_own(tmp_path: Path) -> None:
+    from online_api.cache import build_model
+
+    y = _factors()
+    a, b = SharedIndexes(tmp_path, "shop"), SharedIndexes(tmp_path, "shop")
+    ann = a.get_or_build("v1", y, PARAMS, CountingBuild())
+    b.get_or_build("v1", y, PARAMS, CountingBuild())
+    base_a, base_b = a.factors_for("v1"), b.factors_for("v1")
+    assert base_a is not None and base_b is not None and a.factors_for("v2") is None
+    file_before = base_a.path.read_bytes()
+    new = {b"new-1": np.full(16, 0.5, dtype="<f4").tobytes(), b"new-2": np.full(16, -2.0, dtype="<f4").tobytes()}
+    ids = [f"i{j}" for j in range(len(y))]
+    shared = build_model("v1", {}, ids, y, y.T @ y, new, ann, base=base_a)
+    own = build_model("v1", {}, ids, y, y.T @ y, new, ann)
+    assert shared.base is base_a and own.base is None
+    np.testing.assert_array_equal(shared.factors, own.factors)  # the same rows, new items appended alike
+    np.testing.assert_array_equal(shared.factors_t, own.factors_t)
+    np.testing.assert_array_equal(shared.norms, own.norms)
+    assert not shared.factors.flags.writeable
+    assert base_a.path.read_bytes() == file_before  # the folded-in rows went to this process's pages only
+    np.testing.assert_array_equal(base_b.matrix([]), y)  # and another process maps the refit's rows alone
+    assert base_a.matrix([np.zeros(16, dtype=np.float32)] * (base_a.capacity + 1)) is None  # beyond its room
+    assert build_model("v1", {}, ids, y, y.T @ y, new, None, base=base_a).base is None  # the exact scan's own
+
+
+def test_a_model_whose_factors_file_went_keeps_its_own_copy(tmp_path: Path) -> None:
+    from online_api.cache import build_model
+
+    y = _factors()
+    a = SharedIndexes(tmp_path, "shop")
+    ann = a.get_or_build("v1", y, PARAMS, CountingBuild())
+    base = a.factors_for("v1")
+    assert base is not None
+    base.path.unlink()
+    model = build_model("v1", {}, [f"i{j}" for j in range(len(y))], y, y.T @ y, {}, ann, base=base)
+    assert model.base is None
+    np.testing.assert_array_equal(model.factors, y)
