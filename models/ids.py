@@ -61,9 +61,14 @@ class IdMap:
             raise IndexError(idx)
         return self._ids[idx]
 
-    def ids_of(self, idx: Iterable[int]) -> list[str]:
-        """External ids for an iterable/array of indices."""
-        return [self.id_of(int(i)) for i in idx]
+    def ids_of(self, idx: Iterable[int] | npt.NDArray[np.integer]) -> list[str]:
+        """External ids for an iterable/array of indices (raises ``IndexError`` for an out-of-range or
+        negative one). One list lookup per index: the worker maps every co-visitation neighbour of a batch."""
+        seq = idx.tolist() if isinstance(idx, np.ndarray) else list(idx)
+        if seq and min(seq) < 0:
+            raise IndexError(min(seq))
+        ids = self._ids
+        return [ids[i] for i in seq]
 
     @property
     def ids(self) -> Sequence[str]:

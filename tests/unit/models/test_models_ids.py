@@ -17,8 +17,12 @@ def test_dense_first_seen_order_and_lookup() -> None:
     assert m.add("a") == 1 and m.add("d") == 3 and len(m) == 4
     assert m.id_of(3) == "d" and m.ids_of(np.array([2, 0])) == ["c", "b"]
     assert "c" in m and "x" not in m
-    with pytest.raises(IndexError):
-        m.id_of(-1)
+    assert m.ids_of([3, 3, 1]) == ["d", "d", "a"] and m.ids_of([]) == []
+    for bad in (-1, 4):
+        with pytest.raises(IndexError):
+            m.id_of(bad)
+        with pytest.raises(IndexError):
+            m.ids_of(np.array([0, bad]))
     with pytest.raises(TypeError):
         m.add(5)  # type: ignore[arg-type]
 

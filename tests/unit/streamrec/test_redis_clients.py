@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 import redis
 import redis.asyncio as aredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.connection import Encoder, HiredisRespSerializer, PythonRespSerializer
 
-from streamrec.redis_clients import async_client, is_cluster, split_cluster_url, sync_client
+from streamrec.redis_clients import PACKER, async_client, is_cluster, split_cluster_url, sync_client
 from streamrec.settings import Settings
 from streamrec.store import RedisStore
 
@@ -53,3 +55,32 @@ def test_the_async_cluster_client_is_built_without_connecting() -> None:
         assert isinstance(client, AsyncRedisCluster)
         assert [(n.host, n.port) for n in client.nodes_manager.startup_nodes.values()] == [("127.0.0.1", 1)]
         asyncio.run(client.aclose())
+
+
+def _default_packer() -> HiredisRespSerializer:
+    encode = Encoder("utf-8", "strict", False).encode
+    return HiredisRespSerializer(PythonRespSerializer(6000, encode).pack, encode)
+
+
+@pytest.mark.parametrize("args", [
+    ("EVAL", "return 1", 2, "k:{3}:a", "k:{3}:b", 200, 0.1, 1 / 3, -0.0, 5e-324, 1e22, 2**62, -7),
+    (b"HSET", "ключ", "é\x1e\x00", b"\xff\xfe raw bytes", "", b""),
+    ("HSET", "k", memoryview(b"a view"), bytearray(b"an array")),
+    ("CLIENT SETNAME", "a name"),  # redis-py splits a command name with spaces: so does this one
+    ("SET", "k", np.float64(0.5)),  # numpy scalars go as redis-py sends them
+])
+def test_the_fast_packer_sends_the_bytes_redis_py_sends(args: tuple) -> None:
+    assert b"".join(PACKER.pack(*args)) == b"".join(_default_packer().pack(*args))
+
+
+@pytest.mark.parametrize("bad", [True, None, np.int64(3), object()])
+def test_the_fast_packer_refuses_what_redis_py_refuses(bad: object) -> None:
+    with pytest.raises(redis.DataError):
+        _default_packer().pack("SET", "k", bad)
+    with pytest.raises(redis.DataError):
+        PACKER.pack("SET", "k", bad)
+
+
+def test_a_single_redis_client_packs_with_it() -> None:
+    client = sync_client(Settings(redis_url="redis://127.0.0.1:1/0"))
+    assert client.connection_pool.connection_kwargs["command_packer"] is PACKER
