@@ -52,6 +52,22 @@ def test_an_item_keeps_its_best_neighbours_only(settings: Settings) -> None:
     store.close()
 
 
+def test_a_trim_keeps_the_best_scores_and_of_tied_ones_the_smallest_ids(settings: Settings) -> None:
+    store = RedisStore(settings)
+    rng = np.random.default_rng(3)
+    for trial in range(20):  # scores on a coarse grid: many ties, also at the cut
+        item, top_n = f"t{trial}", int(rng.integers(2, 8))
+        weights = rng.integers(1, 5, 2 * top_n + 1 + int(rng.integers(0, 6))).astype(float)
+        pairs = [(item, f"n{rng.integers(0, 10**6)}-{j}", w) for j, w in enumerate(weights.tolist())]
+        add(store, pairs, T0, top_n=top_n)
+        want = sorted(((b, w) for _, b, w in pairs), key=lambda bw: (-bw[1], bw[0]))[:top_n]
+        raw = store.client.hgetall(covis_key(store, item))
+        kept = {f.decode(): float(v) for f, v in raw.items() if f not in (b"", b"\x01")}
+        assert kept == dict(want), (top_n, weights)
+        assert int(raw[b"\x01"]) == top_n  # the count field follows
+    store.close()
+
+
 def test_an_old_hash_is_rebased_and_keeps_its_true_scores(settings: Settings) -> None:
     store = RedisStore(settings)
     add(store, [("r", "old", 2.0 ** 30)], T0)
