@@ -185,7 +185,7 @@ class WorkerApp(faust.App):
     # Set by the worker for batch delivery (stream_processors/faust_batch.py); None: Faust's streams.
     batch_handler: BatchHandler | None = None
     batch_max_records: int = 4_000
-    batch_within_s: float = 0.2
+    batch_within_s: float = 0.1  # the app sets Settings.worker_batch_within_s
 
     def _new_transport(self) -> Any:
         return FastTransport(self.conf.broker_consumer, self)
