@@ -25,6 +25,7 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
+from models.intsets import union
 from models.similarity import normalize_rows
 
 IntArray = npt.NDArray[np.int64]
@@ -208,7 +209,7 @@ def top_eligible(index: ItemIndex, factors: F32, vec: F32, n: int, *, allowed: B
     if extra is not None and len(extra):
         parts.append(extra[(extra >= 0) & (extra < total)].astype(np.int64))
     # unique sorts ascending: ties then resolve to the lower position, as in the exact scan
-    cand = np.unique(np.concatenate(parts)) if len(parts) > 1 else np.sort(cand)
+    cand = union(*parts) if len(parts) > 1 else np.sort(cand)
     if allowed is not None:
         cand = cand[allowed[cand]]
     if len(drop):  # a binary search in the few dropped rows: cheaper than np.isin's sort of both arrays

@@ -30,6 +30,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from models.intsets import distinct, union
 from models.profile import Session, session
 from models.rank_features import candidate_item_stats, history_features
 
@@ -168,11 +169,11 @@ def _source_top(sig: Signal, drop: IntArray, n: int, absolute: bool = False) -> 
 
 def candidate_features(inputs: RankingInputs, cfg: RankingConfig) -> tuple[IntArray, F64]:
     """The candidates (ascending item index) and their features, one column per source in SOURCES order."""
-    drop = np.union1d(inputs.blocked, inputs.seen) if cfg.exclude_seen else np.unique(inputs.blocked)
+    drop = union(inputs.blocked, inputs.seen) if cfg.exclude_seen else distinct(inputs.blocked)
     parts = [_source_top(inputs.signals[s], drop.astype(np.int64), cfg.candidates, s in ABSOLUTE)
              if s in inputs.signals
              else (np.zeros(0, dtype=np.int64), np.zeros(0)) for s in SOURCES]
-    cand = np.unique(np.concatenate([p[0] for p in parts]))
+    cand = union(*(p[0] for p in parts))
     feats = np.zeros((len(cand), len(SOURCES)), dtype=np.float64)
     for col, (idx, val) in enumerate(parts):
         feats[np.searchsorted(cand, idx), col] = val
@@ -243,7 +244,7 @@ def build_inputs(user: UserState, now_ms: int, item_factors: npt.NDArray[np.floa
     """The :class:`RankingInputs` of one request: personal, co-visitation and repeat signals of the user
     plus the shop-wide ``trending`` and ``popular`` signals in ``shop`` (and the ``content`` signal when
     there is a content model)."""
-    drop = np.union1d(seen, blocked if blocked is not None else []) if cfg.exclude_seen else blocked
+    drop = union(seen, blocked if blocked is not None else []) if cfg.exclude_seen else blocked
     signals: dict[str, Signal] = {k: v for k, v in shop.items() if k in ("trending", "popular")}
     if content is not None:
         signals["content"] = content

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from models.intsets import distinct, union
 from models.profile import repeat_profile
 from models.ranking import Ranking, RankingConfig, RankingInputs, Signal, UserState, build_inputs, with_signals
 from online_api.cache import View
@@ -247,10 +248,10 @@ def hybrid_inputs(view: View, cfg: RankingConfig, reply: UserReply, now_ms: int,
     rep_idx, rep_score = repeat_profile(items, reply.ts_ms, reply.weights, now_ms, cfg.repeat_half_life_s)
     signals = dict(shop.signals)
     user = UserState(None, items, reply.ts_ms, Signal(rep_idx, rep_score))
-    seen = np.unique(items) if req.exclude_seen else EMPTY
+    seen = distinct(items) if req.exclude_seen else EMPTY
     built = build_inputs(user, now_ms, None, None, neighbours, signals, seen, cfg, content=arrivals)
     blocked = _blocked(view, index, built, req)
-    drop = np.union1d(blocked, seen)
+    drop = union(blocked, seen)
     usable = _usable(view, req.category)
     out = dict(built.signals)
     if vec is not None and view.model is not None:
@@ -279,7 +280,7 @@ def _usable(view: View, category: str | None) -> npt.NDArray[np.bool_] | None:
 def _blocked(view: View, index: LocalIndex, built: RankingInputs, req: Request) -> IntArray:
     """The candidates (of every signal but personal, which masks its own) that are unavailable or excluded,
     and with a category every one outside it: blocking only candidates keeps the sets small."""
-    cand = np.unique(np.concatenate([s.idx for s in built.signals.values()] or [EMPTY]))
+    cand = union(EMPTY, *(s.idx for s in built.signals.values()))
     inside = cand < index.n_model
     parts = [index.known(req.exclude)]
     if view.available_mask is not None:
@@ -294,7 +295,7 @@ def _blocked(view: View, index: LocalIndex, built: RankingInputs, req: Request) 
         parts.append(cand[inside][~in_cat[cand[inside]]])
         parts.append(np.array([i for i in cand[~inside].tolist() if view.category_of.get(index.id(i)) != cat],
                               dtype=np.int64))
-    return np.unique(np.concatenate(parts)).astype(np.int64)
+    return union(*parts).astype(np.int64)
 
 
 SOURCE_OF = {s.value: s for s in Source}
