@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.eventlog import F32, BatchModel, EventLog, IntArray, fit_batch, interaction_matrix, time_split
+from models.intsets import distinct
 from models.metrics import evaluate
 from models.replay_state import ReplayConfig, Segments, StreamingState, TrendingConfig, TrendingScores
 from models.scoring import top_k
@@ -156,7 +157,7 @@ def replay(log: EventLog, start: int, queries: IntArray, users: IntArray, releva
             applied = j
         for tr in trendings:
             tr.advance(j, int(tr.bucket[j]))
-        seen = np.unique(log.item[segs.before(u, j, cfg.history_cap)]) if cfg.exclude_seen else none
+        seen = distinct(log.item[segs.before(u, j, cfg.history_cap)]) if cfg.exclude_seen else none
         fb = _fallback(trendings[0].score, popular, seen, k)
         for i, (name, tr) in enumerate(zip(trend_names, trendings, strict=True)):
             recs[name][q] = fb if i == 0 else _fallback(tr.score, popular, seen, k)
@@ -220,7 +221,7 @@ def prequential_queries(log: EventLog, start: int, stop: int, exclude_seen: bool
     chosen = eligible[_sample(len(eligible), sample, seed)]
     chosen = chosen[np.argsort(firsts[chosen], kind="stable")]
     bounds = np.concatenate([np.flatnonzero(new_group), [len(ev)]])
-    relevant = [np.unique(items[bounds[g]:bounds[g + 1]][keep[bounds[g]:bounds[g + 1]]]) for g in chosen.tolist()]
+    relevant = [distinct(items[bounds[g]:bounds[g + 1]][keep[bounds[g]:bounds[g + 1]]]) for g in chosen.tolist()]
     if progress is not None:
         progress(f"prequential: {len(firsts):,} queries in the window, {len(eligible):,} with new items, "
                  f"{len(chosen):,} evaluated; {stop - start:,} events applied")
@@ -244,12 +245,12 @@ def next_window(log: EventLog, start: int, stop: int, model: BatchModel | None, 
     Relevant: the user's items in the window (with ``exclude_seen``, minus those in their history
     before ``start``). Streaming equals batch here: nothing is applied after ``start``.
     """
-    active = np.unique(log.user[start:stop])
+    active = distinct(log.user[start:stop])
     active = active[_sample(len(active), sample, seed)]
     segs = Segments(log.user, log.n_users)
     relevant, users = [], []
     for u in active.tolist():
-        rel = np.unique(log.item[segs.before(u, stop)[len(segs.before(u, start)):]])
+        rel = distinct(log.item[segs.before(u, stop)[len(segs.before(u, start)):]])
         if cfg.exclude_seen:
             rel = np.setdiff1d(rel, log.item[segs.before(u, start, cfg.history_cap)])
         if len(rel):

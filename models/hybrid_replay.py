@@ -21,6 +21,7 @@ from models.cold_start import ColdStart, Neighbours
 from models.covisitation import CovisConfig
 from models.evaluation import Progress, ReplayResult, _fallback, _masked_scores, _personal
 from models.eventlog import F32, BatchModel, EventLog, IntArray
+from models.intsets import distinct
 from models.learned_ranker import LearnedRanker
 from models.ranking import (
     DAY_S,
@@ -218,7 +219,7 @@ def replay_answers(log: EventLog, start: int, stop: int, queries: IntArray, user
         if world is not None:
             world.stream.advance(int(log.ts_ms[j]))
         hist = state.history(u, j)
-        seen = np.unique(log.item[hist[-rcfg.history_cap:]]) if rcfg.exclude_seen else none
+        seen = distinct(log.item[hist[-rcfg.history_cap:]]) if rcfg.exclude_seen else none
         fb = _fallback(trends[0].score, state.popular[0], seen, k)
         q = Query(j, u, int(log.ts_ms[j]), k, hist, seen, fb, state, trends, model, stream, rcfg.history_cap, world)
         for name, answer in methods.items():

@@ -16,6 +16,7 @@ import scipy.sparse as sp
 
 from models.eventlog import F32, BatchModel, EventLog, IntArray
 from models.foldin import fold_in_items, fold_in_users
+from models.intsets import distinct
 from models.ridge import blend_by_count
 from models.weighting import weighted_matrix
 
@@ -180,11 +181,11 @@ class StreamingState:
         if stop <= self.done:
             return
         log, m = self.log, self.model
-        users = np.unique(log.user[self.done:stop])
+        users = distinct(log.user[self.done:stop])
         hist = self._histories(users, self.users, log.item, stop, self.has_vec)
         self.user_factors[users] = fold_in_users(self.item_factors, m.gram, hist, m.regularization, m.alpha)
         if self.cfg.fold_new_items:
-            items = np.unique(log.item[self.done:stop])
+            items = distinct(log.item[self.done:stop])
             items = items[~m.known_items[items]]
             counts = np.array([len(self.items.before(i, stop)) for i in items.tolist()], dtype=np.int64)
             enough = counts >= self.cfg.new_item_min_interactions
