@@ -89,7 +89,7 @@ class SharedFactors:
         n, f = factors.shape
         capacity = max(FACTORS_ROOM, n)
         with path.open("wb") as out:
-            out.write(np.ascontiguousarray(factors, dtype="<f4").tobytes())
+            np.ascontiguousarray(factors, dtype="<f4").tofile(out)  # no bytes copy of the whole matrix
             out.truncate(4 * f * (n + capacity))  # the room is a hole: no bytes until written
         return cls(path, n, f, capacity)
 
