@@ -92,8 +92,7 @@ def build_model(version: str, meta: dict[str, Any], item_ids: list[str], factors
         index[item] = len(ids)
         ids.append(item)
         extra.append(from_bytes(raw_vec))
-    shared = base is not None and ann is not None and (base.n, base.f) == factors.shape
-    mat = base.matrix(extra) if shared and base is not None else None
+    mat = base.matrix(extra) if base is not None and ann is not None and (base.n, base.f) == factors.shape else None
     if mat is None:  # not shared (or its file went): this process's own copy
         base = None
         mat = np.ascontiguousarray(np.vstack([factors, *extra]) if extra else factors, dtype=np.float32)

@@ -51,10 +51,13 @@ F32 = npt.NDArray[np.float32]
 Build = Callable[[F32, AnnParams, AnnParams], ItemIndexes]
 PARTS = ("dot", "cosine")
 FACTORS = "factors.f32"
-
-
 FACTORS_ROOM = 100_000  # rows folded in after the refit a shared factors file has room for, at least
 LOCK_WAIT_S = 300.0  # longer than a million items' build; a lock held longer than that is not waited for
+
+
+def _safe(text: str) -> str:
+    """``text`` as a part of a file name (prefixes and versions may hold any character)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", text)
 
 
 def _lock(lock: IO[bytes], mode: int, wait_s: float = LOCK_WAIT_S) -> bool:
@@ -115,7 +118,7 @@ class SharedIndexes:
 
     def __init__(self, directory: str | os.PathLike[str], prefix: str) -> None:
         self.dir = Path(directory)
-        self.stem = re.sub(r"[^A-Za-z0-9_-]", "_", prefix)
+        self.stem = _safe(prefix)
         self._held: dict[str, IO[bytes]] = {}  # name -> open lock file, shared-locked while served
         self._factors: dict[str, SharedFactors] = {}  # name -> its factors file, for the held names
 
@@ -125,7 +128,7 @@ class SharedIndexes:
         digest.update(repr(factors.shape).encode())
         step = max(1, factors.shape[0] // 4096)  # a strided sample of the rows: cheap, and any refit differs
         digest.update(np.ascontiguousarray(factors[::step]).tobytes())
-        return f"{self.stem}.{re.sub(r'[^A-Za-z0-9_-]', '_', version)}.{digest.hexdigest()[:16]}"
+        return f"{self.stem}.{_safe(version)}.{digest.hexdigest()[:16]}"
 
     def get_or_build(self, version: str, factors: F32, params: tuple[AnnParams, AnnParams],
                      build: Build) -> ItemIndexes:
@@ -189,7 +192,7 @@ class SharedIndexes:
 
     def factors_for(self, version: str) -> SharedFactors | None:
         """The shared factors file of the held ``version`` (None: not shared, or not held)."""
-        stem = f"{self.stem}.{re.sub(r'[^A-Za-z0-9_-]', '_', version)}."
+        stem = f"{self.stem}.{_safe(version)}."
         return next((f for name, f in self._factors.items() if name.startswith(stem)), None)
 
     def _write_and_map(self, name: str, built: ItemIndexes, factors: F32, params: tuple[AnnParams, AnnParams]
